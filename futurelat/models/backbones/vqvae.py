@@ -1,0 +1,243 @@
+"""Per-frame VQ-VAE tokenizer (van den Oord et al. 2017, "Neural Discrete Representation Learning").
+
+Conv encoder → EMA vector quantizer → conv/transposed-conv decoder, applied to every
+frame independently. The quantizer is ``vector_quantize_pytorch.VectorQuantize``
+(lucidrains/vector-quantize-pytorch) with an exponential-moving-average codebook
+(decay ``ema_decay``), commitment loss (weight ``commitment_weight``, 0.25 as in the
+paper), k-means initialisation and dead-code replacement.
+
+Shape notation: B batch, T frames, C channels, H×W pixels, h×w = (H/f)×(W/f) token
+grid with f = 2 ** len(channel_mult), N = h·w tokens per frame, D = ``latent_dim``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from vector_quantize_pytorch import VectorQuantize
+
+from futurelat.models.base import Backbone, Latents, LatentSpec, check_frames
+from futurelat.registry import BACKBONES
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=min(8, channels), num_channels=channels)
+
+
+class ResBlock(nn.Module):
+    """Pre-norm residual block: ``(B, c, h, w) → (B, c, h, w)``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            _norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            _norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class Encoder(nn.Module):
+    """``(B, C, H, W)`` in [0, 1] → ``(B, D, H/f, W/f)`` with f = 2 ** len(channel_mult)."""
+
+    def __init__(self, in_channels: int, hidden_channels: int, channel_mult: list[int],
+                 num_res_blocks: int, latent_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden_channels, 3, padding=1)]
+        channels = hidden_channels
+        for mult in channel_mult:
+            out = hidden_channels * mult
+            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1)]
+            layers += [ResBlock(out) for _ in range(num_res_blocks)]
+            channels = out
+        layers += [_norm(channels), nn.SiLU(), nn.Conv2d(channels, latent_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """``(B, D, h, w)`` → ``(B, C, h·f, w·f)`` in [0, 1] (sigmoid output)."""
+
+    def __init__(self, out_channels: int, hidden_channels: int, channel_mult: list[int],
+                 num_res_blocks: int, latent_dim: int):
+        super().__init__()
+        channels = hidden_channels * channel_mult[-1]
+        layers: list[nn.Module] = [nn.Conv2d(latent_dim, channels, 3, padding=1)]
+        for mult in reversed(channel_mult):
+            out = hidden_channels * mult
+            layers += [ResBlock(channels) for _ in range(num_res_blocks)]
+            layers += [nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1)]
+            channels = out
+        layers += [_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(z))
+
+
+# --------------------------------------------------------------------------------------
+# The backbone
+# --------------------------------------------------------------------------------------
+
+
+@BACKBONES.register("vqvae")
+class VQVAE(Backbone):
+    """Per-frame VQ-VAE: frames ``(B, T, C, H, W)`` ↔ codes ``(B, T, N)`` / latents ``(B, T, N, D)``.
+
+    Args:
+        in_channels: C, 1 or 3.
+        hidden_channels: width of the first conv stage.
+        channel_mult: width multiplier per downsampling stage; each stage halves H and W,
+            so ``[1, 2]`` gives a 4× smaller token grid (64×64 → 16×16).
+        num_res_blocks: residual blocks per stage.
+        latent_dim: D, the codebook vector size.
+        codebook_size: K, number of codes.
+        commitment_weight: β of the commitment loss ``β‖z_e − sg(z_q)‖²``.
+        ema_decay: decay of the EMA codebook update.
+        kmeans_init: initialise the codebook by k-means on the first batch (avoids the
+            all-black start an L1-trained VQ-VAE otherwise sits on for 150+ steps).
+        dead_code_threshold: codes whose EMA cluster size falls below this are replaced
+            by random encoder outputs of the current batch.
+
+    The codebook is updated by EMA (no gradient), so gradients reach the encoder by the
+    plain straight-through estimator; vector-quantize-pytorch's rotation trick is
+    switched off to keep the classic VQ-VAE estimator.
+    """
+
+    def __init__(self, in_channels: int = 3, hidden_channels: int = 64,
+                 channel_mult: list[int] | tuple[int, ...] = (1, 2), num_res_blocks: int = 1,
+                 latent_dim: int = 64, codebook_size: int = 512, commitment_weight: float = 0.25,
+                 ema_decay: float = 0.99, kmeans_init: bool = True, dead_code_threshold: float = 2.0):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"backbone.in_channels must be 1 or 3, got {in_channels}")
+        channel_mult = list(channel_mult)
+        self.in_channels = in_channels
+        self.downsample = 2 ** len(channel_mult)
+        self.latent_dim = latent_dim
+        self.codebook_size = codebook_size
+        self.encoder = Encoder(in_channels, hidden_channels, channel_mult, num_res_blocks, latent_dim)
+        self.decoder = Decoder(in_channels, hidden_channels, channel_mult, num_res_blocks, latent_dim)
+        self.quantizer = VectorQuantize(
+            dim=latent_dim,
+            codebook_size=codebook_size,
+            decay=ema_decay,
+            commitment_weight=commitment_weight,
+            kmeans_init=kmeans_init,
+            kmeans_iters=10,
+            threshold_ema_dead_code=dead_code_threshold,
+            rotation_trick=False,
+        )
+
+    # ---------------------------------------------------------------- shapes
+
+    def latent_spec(self, frame_size: tuple[int, int]) -> LatentSpec:
+        height, width = frame_size
+        if height % self.downsample or width % self.downsample:
+            raise ValueError(
+                f"vqvae downsamples by {self.downsample}; frame size {height}x{width} is not divisible by it "
+                f"(change dataset.image_size or backbone.params.channel_mult)"
+            )
+        grid = (height // self.downsample, width // self.downsample)
+        return LatentSpec(latent_dim=self.latent_dim, grid=grid, codebook_size=self.codebook_size)
+
+    @property
+    def codebook(self) -> Tensor:
+        """``(K, D)`` codebook vectors (a view of the quantizer's EMA buffer)."""
+        return self.quantizer.codebook
+
+    # ---------------------------------------------------------------- encode / decode
+
+    def _quantize(self, z_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(M, N, D)`` encoder outputs → quantized ``(M, N, D)``, codes ``(M, N)``, commitment loss.
+
+        Runs in float32 even under autocast (distances and EMA statistics need it).
+        """
+        with torch.autocast(device_type=z_e.device.type, enabled=False):
+            z_q, codes, commitment = self.quantizer(z_e.float())
+        return z_q, codes, commitment
+
+    def _encode_frames(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
+        check_frames(frames)
+        if frames.shape[2] != self.in_channels:
+            raise ValueError(f"vqvae was built for {self.in_channels}-channel frames; got frames of shape "
+                             f"{tuple(frames.shape)} (B, T, C, H, W)")
+        b = frames.shape[0]
+        z_e = self.encoder(rearrange(frames, "b t c h w -> (b t) c h w"))
+        grid = (z_e.shape[-2], z_e.shape[-1])
+        z_e = rearrange(z_e, "bt d h w -> bt (h w) d")
+        z_q, codes, commitment = self._quantize(z_e)
+        z_q = rearrange(z_q, "(b t) n d -> b t n d", b=b)
+        codes = rearrange(codes, "(b t) n -> b t n", b=b)
+        return z_q, codes, commitment, grid
+
+    def encode(self, frames: Tensor) -> Latents:
+        """Frames ``(B, T, C, H, W)`` in [0, 1] → quantized latents ``(B, T, N, D)`` and codes ``(B, T, N)``."""
+        z_q, codes, _, _ = self._encode_frames(frames)
+        return Latents(latents=z_q, codes=codes)
+
+    def embed_codes(self, codes: Tensor) -> Tensor:
+        """Codes ``(..., N)`` int64 → codebook vectors ``(..., N, D)``."""
+        if codes.min() < 0 or codes.max() >= self.codebook_size:
+            raise ValueError(f"codes must lie in [0, {self.codebook_size}); got range "
+                             f"[{int(codes.min())}, {int(codes.max())}]")
+        return F.embedding(codes, self.codebook)
+
+    def snap(self, latents: Tensor) -> Tensor:
+        """Continuous latents ``(B, T, N, D)`` → codes ``(B, T, N)`` of the nearest codebook vectors."""
+        flat = rearrange(latents.float(), "b t n d -> (b t n) d")
+        codes = torch.cdist(flat, self.codebook.float()).argmin(dim=-1)
+        return codes.view(latents.shape[:-1])
+
+    def decode(self, z: Latents) -> Tensor:
+        """Latents → frames ``(B, T, C, H, W)`` in [0, 1].
+
+        Uses ``z.codes`` when present; otherwise continuous ``z.latents (B, T, N, D)`` are
+        first snapped to their nearest codebook vectors, so the frozen decoder only ever
+        sees inputs it was trained on.
+        """
+        codes = z.codes if z.codes is not None else self.snap(z.latents)
+        b, t, n = codes.shape
+        side = int(round(n ** 0.5))
+        if side * side != n:
+            raise ValueError(f"vqvae decodes square token grids; got N={n} tokens per frame")
+        latents = rearrange(self.embed_codes(codes), "b t (h w) d -> (b t) d h w", h=side)
+        frames = self.decoder(latents)
+        return rearrange(frames, "(b t) c h w -> b t c h w", b=b)
+
+    # ---------------------------------------------------------------- training
+
+    def forward(self, frames: Tensor) -> dict[str, Tensor]:
+        """Stage-1 step on frames ``(B, T, C, H, W)``.
+
+        Returns ``loss`` (L1 reconstruction + commitment), ``recon_l1``, ``commitment``,
+        ``psnr`` (dB, on this batch), ``codebook_usage`` (fraction of the K codes used in
+        this batch) and ``perplexity`` (exp of the code-distribution entropy, at most K).
+        """
+        z_q, codes, commitment, grid = self._encode_frames(frames)
+        recon = self.decoder(rearrange(z_q, "b t (h w) d -> (b t) d h w", h=grid[0]))
+        target = rearrange(frames, "b t c h w -> (b t) c h w")
+        recon_l1 = F.l1_loss(recon, target)
+        with torch.no_grad():
+            mse = F.mse_loss(recon.float(), target.float())
+            counts = torch.bincount(codes.flatten(), minlength=self.codebook_size).float()
+            probs = counts / counts.sum()
+            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
+        return {
+            "loss": recon_l1 + commitment.sum(),
+            "recon_l1": recon_l1.detach(),
+            "commitment": commitment.sum().detach(),
+            "psnr": (10 * torch.log10(1.0 / mse.clamp_min(1e-10))),
+            "codebook_usage": (counts > 0).float().mean(),
+            "perplexity": entropy.exp(),
+        }

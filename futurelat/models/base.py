@@ -1,0 +1,153 @@
+"""The two contracts every model in futurelat follows: :class:`Backbone` and :class:`Head`.
+
+Shape notation
+--------------
+- ``B``: batch, ``T``: frames, ``C``: channels, ``H, W``: frame height and width (pixels).
+- ``T'``: latent frames (``T / temporal_downsample``), ``N``: tokens per latent frame
+  (``h * w`` for a spatial token grid), ``D``: latent channels.
+
+- frames: ``(B, T, C, H, W)`` float in ``[0, 1]``.
+- latents: ``(B, T', N, D)`` float.
+- codes: ``(B, T', N)`` int64 in ``[0, codebook_size)``.
+
+A backbone turns frames into latents (and, when it is discrete, codes) and back.
+A head predicts the latents/codes of future frames from those of context frames.
+:class:`futurelat.models.latent_video_model.LatentVideoModel` joins the two.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Latents:
+    """Encoded video.
+
+    Attributes:
+        latents: ``(B, T', N, D)`` float latent vectors (for a discrete backbone: the
+            quantized codebook vectors).
+        codes: ``(B, T', N)`` int64 codebook indices, or ``None`` for a continuous backbone.
+    """
+
+    latents: Tensor
+    codes: Tensor | None = None
+
+    def __getitem__(self, index) -> "Latents":
+        """Index the time axis: ``z[:, :10]`` is written ``z[:10]`` → the first 10 latent frames."""
+        codes = None if self.codes is None else self.codes[:, index]
+        return Latents(self.latents[:, index], codes)
+
+    @property
+    def num_frames(self) -> int:
+        return self.latents.shape[1]
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    """What a backbone produces for a given frame size; what a head is built for.
+
+    Attributes:
+        latent_dim: ``D``.
+        grid: ``(h, w)`` token grid per latent frame; ``N = h * w``.
+        codebook_size: number of codes, or ``None`` for a continuous backbone.
+        temporal_downsample: frames per latent frame (1 for per-frame tokenizers).
+    """
+
+    latent_dim: int
+    grid: tuple[int, int]
+    codebook_size: int | None = None
+    temporal_downsample: int = 1
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def discrete(self) -> bool:
+        return self.codebook_size is not None
+
+
+class Backbone(nn.Module, ABC):
+    """Frames ↔ latents. Subclasses register with ``@BACKBONES.register("name")``.
+
+    ``forward(frames)`` is the stage-1 (tokenizer) training step and returns a dict of
+    scalar tensors with at least ``"loss"``; everything else in the dict is logged.
+    """
+
+    #: Whether :meth:`decode` exists (V-JEPA-style encoders have no pixel decoder).
+    has_decoder: bool = True
+    #: Whether the backbone is trained by futurelat (stage 1) or only ever frozen.
+    trainable: bool = True
+    #: Whether it produces codes (a codebook) besides continuous latents.
+    discrete: bool = True
+
+    @abstractmethod
+    def latent_spec(self, frame_size: tuple[int, int]) -> LatentSpec:
+        """The latent shape produced for frames of ``frame_size = (H, W)`` pixels.
+
+        Raises:
+            ValueError: if frames of that size cannot be encoded (e.g. not divisible
+                by the downsampling factor); the message names the size.
+        """
+
+    @abstractmethod
+    def encode(self, frames: Tensor) -> Latents:
+        """``(B, T, C, H, W)`` in [0, 1] → :class:`Latents` ``(B, T', N, D)`` (+ codes)."""
+
+    @abstractmethod
+    def decode(self, z: Latents) -> Tensor:
+        """:class:`Latents` → frames ``(B, T, C, H, W)`` in [0, 1].
+
+        A discrete backbone decodes ``z.codes`` when present; otherwise it snaps
+        ``z.latents`` to the nearest codebook entries first.
+        """
+
+    @abstractmethod
+    def forward(self, frames: Tensor) -> dict[str, Tensor]:
+        """Stage-1 training losses for frames ``(B, T, C, H, W)``; key ``"loss"`` is optimized."""
+
+    def freeze(self) -> "Backbone":
+        """Eval mode and ``requires_grad=False`` on every parameter; returns ``self``."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+
+class Head(nn.Module, ABC):
+    """Predicts future latents from context latents. Registered with ``@HEADS.register``.
+
+    Constructed as ``Head(spec: LatentSpec, num_frames: int, **config)`` where
+    ``num_frames`` is the number of latent frames in a training clip (context + future).
+    ``forward`` is the stage-2 training step on a whole clip; ``rollout`` predicts.
+    """
+
+    #: Whether the head needs ``Latents.codes`` (token priors) or works on latents.
+    needs_codes: bool = False
+
+    @abstractmethod
+    def forward(self, z: Latents) -> dict[str, Tensor]:
+        """Training losses for a clip ``z`` of ``num_frames`` latent frames; key ``"loss"``."""
+
+    @abstractmethod
+    @torch.no_grad()
+    def rollout(self, context: Latents, num_future: int) -> Latents:
+        """Predict ``num_future`` latent frames after ``context`` (``(B, Tc, N, D)``).
+
+        Returns :class:`Latents` of shape ``(B, num_future, N, D)`` (with codes when the
+        head predicts codes). Sampling options are set on the head (``head.sampling``).
+        """
+
+
+def check_frames(frames: Tensor, name: str = "frames") -> None:
+    """Raise ``ValueError`` naming the shape unless ``frames`` is ``(B, T, C, H, W)`` float."""
+    if frames.ndim != 5 or not frames.is_floating_point():
+        raise ValueError(
+            f"{name} must be a float tensor of shape (B, T, C, H, W) in [0, 1]; "
+            f"got dtype={frames.dtype}, shape={tuple(frames.shape)}"
+        )

@@ -1,0 +1,136 @@
+"""``LatentVideoModel``: a backbone and a head, and the builder that checks they fit.
+
+Shape notation: B batch, Tc context frames, Tf future frames, C×H×W pixels in [0, 1];
+latents ``(B, T', N, D)``, codes ``(B, T', N)`` (see :mod:`futurelat.models.base`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from futurelat.models.base import Backbone, Head, Latents, LatentSpec, check_frames
+from futurelat.registry import BACKBONES, HEADS
+
+
+class LatentVideoModel(nn.Module):
+    """Frames → latents (backbone) → future latents (head) → future frames (backbone decoder).
+
+    Args:
+        backbone: a :class:`Backbone`.
+        head: a :class:`Head` built for ``spec``.
+        spec: the backbone's :class:`LatentSpec` for the dataset's frame size.
+    """
+
+    def __init__(self, backbone: Backbone, head: Head, spec: LatentSpec):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.spec = spec
+
+    @torch.no_grad()
+    def encode(self, frames: Tensor) -> Latents:
+        """Frozen encoding: frames ``(B, T, C, H, W)`` → :class:`Latents` ``(B, T', N, D)``.
+
+        Runs the backbone in eval mode under ``no_grad`` (it must not learn in stage 2).
+        """
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            return self.backbone.encode(frames)
+        finally:
+            self.backbone.train(was_training)
+
+    def head_inputs(self, batch: Mapping[str, Tensor]) -> dict[str, Any]:
+        """Stage-2 ``prepare``: a batch ``{"frames": (B, T, C, H, W)}`` → ``{"z": Latents}``."""
+        return {"z": self.encode(batch["frames"])}
+
+    @torch.no_grad()
+    def rollout(self, context: Tensor, num_future: int) -> Tensor:
+        """Predict frames: context ``(B, Tc, C, H, W)`` → future ``(B, num_future, C, H, W)`` in [0, 1].
+
+        Raises:
+            ValueError: if the backbone has no pixel decoder, or frames are mis-shaped.
+        """
+        check_frames(context, "context")
+        if not self.backbone.has_decoder:
+            raise ValueError(f"{type(self.backbone).__name__} has no pixel decoder; evaluate in latent space")
+        step = self.spec.temporal_downsample
+        if num_future % step:
+            raise ValueError(f"num_future={num_future} must be a multiple of the backbone's temporal "
+                             f"downsampling ({step})")
+        self.eval()
+        z_future = self.head.rollout(self.encode(context), num_future // step)
+        return self.backbone.decode(z_future).clamp(0, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, frames: Tensor) -> Tensor | None:
+        """Tokenizer round trip ``(B, T, C, H, W)`` → ``(B, T, C, H, W)``; ``None`` without a decoder."""
+        if not self.backbone.has_decoder:
+            return None
+        self.eval()
+        return self.backbone.decode(self.encode(frames)).clamp(0, 1)
+
+
+# --------------------------------------------------------------------------------------
+# Builder
+# --------------------------------------------------------------------------------------
+
+
+def _params(group: str, cfg: DictConfig, cls: type) -> dict[str, Any]:
+    """``cfg.params`` as kwargs of ``cls``; unknown keys raise ``ValueError`` listing the valid ones."""
+    params = OmegaConf.to_container(cfg.get("params") or {}, resolve=True)
+    signature = inspect.signature(cls.__init__)
+    valid = [name for name, p in signature.parameters.items()
+             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(f'{group}.params.{k}' for k in unknown)} for "
+                         f"{group} '{cfg.name}'; valid keys: {', '.join(valid)}")
+    return params
+
+
+def build_backbone(cfg: DictConfig) -> Backbone:
+    """Build the backbone named ``cfg.backbone.name`` with ``cfg.backbone.params``.
+
+    ``in_channels`` defaults to ``cfg.dataset.channels``.
+    """
+    cls = BACKBONES.get(cfg.backbone.name)
+    params = _params("backbone", cfg.backbone, cls)
+    if "in_channels" in inspect.signature(cls.__init__).parameters:
+        params.setdefault("in_channels", int(cfg.dataset.channels))
+    return cls(**params)
+
+
+def build_model(cfg: DictConfig) -> LatentVideoModel:
+    """Compose ``cfg.backbone`` and ``cfg.head`` into a :class:`LatentVideoModel`.
+
+    Checks, before any training, that the pair fits: the backbone accepts the dataset's
+    frame size, the clip length divides by its temporal downsampling, and a head that
+    predicts codes gets a discrete backbone.
+
+    Raises:
+        KeyError: unknown backbone/head name (lists the valid ones).
+        ValueError: unknown params keys, or a backbone/head pair that does not fit (says why).
+    """
+    backbone = build_backbone(cfg)
+    size = int(cfg.dataset.image_size)
+    spec = backbone.latent_spec((size, size))
+    num_frames = int(cfg.dataset.context_frames) + int(cfg.dataset.future_frames)
+    for key in ("context_frames", "future_frames"):
+        if int(cfg.dataset[key]) % spec.temporal_downsample:
+            raise ValueError(f"dataset.{key}={cfg.dataset[key]} is not a multiple of backbone "
+                             f"'{cfg.backbone.name}' temporal downsampling ({spec.temporal_downsample})")
+    head_cls = HEADS.get(cfg.head.name)
+    if head_cls.needs_codes and not spec.discrete:
+        discrete = [n for n in BACKBONES.names() if BACKBONES.get(n).discrete]
+        raise ValueError(f"head '{cfg.head.name}' predicts codes and needs a discrete backbone, but backbone "
+                         f"'{cfg.backbone.name}' is continuous (codebook_size=None); "
+                         f"discrete backbones: {', '.join(discrete)}")
+    head = head_cls(spec, num_frames // spec.temporal_downsample, **_params("head", cfg.head, head_cls))
+    return LatentVideoModel(backbone, head, spec)

@@ -1,0 +1,80 @@
+"""Experiment loggers: W&B (offline by default) or none.
+
+Every logger has ``log_metrics(metrics, step)``, ``log_summary(metrics)``,
+``log_media(key, path)`` and ``finish()``. Metrics always also reach the run directory
+(``train_log.jsonl`` from the trainer, ``metrics.json`` from the evaluator), so
+``logger=none`` loses nothing but the dashboard.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class NoLogger:
+    """Logs nothing (``logger=none``, and every rank but 0 under DDP)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        pass
+
+    def log_media(self, key: str, path: Path) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbLogger(NoLogger):
+    """Weights & Biases run: scalars, the resolved config, and media files (GIF / PNG).
+
+    ``mode="offline"`` (default) writes under ``run_dir/wandb`` with no network;
+    ``mode="online"`` streams to the server (set ``WANDB_API_KEY``).
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, config: dict[str, Any], name: str | None = None):
+        import wandb
+
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=cfg.project, entity=cfg.get("entity"), group=cfg.get("group"),
+            tags=list(cfg.get("tags") or []), mode=cfg.mode, dir=str(run_dir), config=config,
+            name=name, reinit="finish_previous",
+        )
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.run.log(dict(metrics), step=step)
+
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        self.run.summary.update(dict(metrics))
+
+    def log_media(self, key: str, path: Path) -> None:
+        # The GIF is written by us (Pillow); wandb.Video on raw arrays would need moviepy.
+        media = self._wandb.Video(str(path), format="gif") if str(path).endswith(".gif") else self._wandb.Image(str(path))
+        self.run.log({key: media})
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def build_logger(cfg: DictConfig, run_dir: Path, is_main: bool = True, name: str | None = None) -> NoLogger:
+    """The logger named by ``cfg.logger.name`` (``wandb`` or ``none``); :class:`NoLogger` off rank 0.
+
+    Raises:
+        ValueError: unknown ``logger.name``.
+    """
+    kind = cfg.logger.name
+    if kind not in ("wandb", "none"):
+        raise ValueError(f"unknown logger.name '{kind}'; valid: wandb, none")
+    if kind == "none" or not is_main:
+        return NoLogger()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return WandbLogger(cfg.logger, run_dir, config, name=name)

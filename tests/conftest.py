@@ -1,0 +1,54 @@
+"""Shared fixtures: compose the real configs from configs/ and shrink them for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """``configs/main.yaml`` composed with Hydra overrides, as ``python -m futurelat.main`` would."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="main", overrides=list(overrides or []), return_hydra_config=False)
+
+
+TINY = [
+    "logger=none",
+    "trainer.device=cpu",
+    "trainer.precision=fp32",
+    "trainer.progress=false",
+    "trainer.log_every=1",
+    "trainer.tokenizer.max_steps=2",
+    "trainer.tokenizer.batch_size=2",
+    "trainer.tokenizer.warmup_steps=1",
+    "trainer.predictor.max_steps=2",
+    "trainer.predictor.batch_size=2",
+    "trainer.predictor.warmup_steps=1",
+    "dataset.test_sequences=4",
+    "eval.batch_size=2",
+    "eval.num_visualize=2",
+    "backbone.params.hidden_channels=8",
+    "backbone.params.latent_dim=8",
+    "backbone.params.codebook_size=32",
+    "head.params.d_model=32",
+    "head.params.num_layers=1",
+    "head.params.head_dim=16",
+    "head.params.d_state=8",
+]
+
+
+@pytest.fixture
+def tiny_cfg():
+    """``tiny_cfg(extra_overrides)``: the default config with tiny sizes, 2 steps, CPU, no logger."""
+
+    def make(extra: list[str] | None = None) -> DictConfig:
+        return compose_config(TINY + list(extra or []))
+
+    return make
