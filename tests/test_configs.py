@@ -9,7 +9,7 @@ from futurelat.models.base import Latents
 from futurelat.models.latent_video_model import LatentVideoModel, build_model
 from futurelat.registry import BACKBONES, HEADS
 
-from .conftest import EXPERIMENTS, compose_config
+from composing import EXPERIMENTS, compose_config, tiny_config
 
 
 def test_default_config_composes_to_the_main_job():
@@ -43,8 +43,8 @@ def test_large_preset_changes_only_what_it_says():
     assert cfg.dataset == compose_config().dataset
 
 
-def test_tiny_model_rolls_out_frames(tiny_cfg):
-    model = build_model(tiny_cfg())
+def test_tiny_model_rolls_out_frames():
+    model = build_model(tiny_config())
     model.backbone.freeze()
     context = torch.rand(2, 10, 3, 64, 64)
     future = model.rollout(context, 3)

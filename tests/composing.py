@@ -1,10 +1,9 @@
-"""Shared fixtures: compose the real configs from configs/ and shrink them for tests."""
+"""Compose the real configs in configs/ as ``python -m futurelat.main`` would, for tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -12,13 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
-
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """``configs/main.yaml`` composed with Hydra overrides, as ``python -m futurelat.main`` would."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="main", overrides=list(overrides or []), return_hydra_config=False)
-
-
+#: Overrides that shrink the default job to seconds: tiny widths, 2 steps, 4 test sequences, CPU.
 TINY = [
     "logger=none",
     "trainer.device=cpu",
@@ -44,11 +37,12 @@ TINY = [
 ]
 
 
-@pytest.fixture
-def tiny_cfg():
-    """``tiny_cfg(extra_overrides)``: the default config with tiny sizes, 2 steps, CPU, no logger."""
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    """``configs/main.yaml`` composed with Hydra ``overrides``."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="main", overrides=list(overrides or []))
 
-    def make(extra: list[str] | None = None) -> DictConfig:
-        return compose_config(TINY + list(extra or []))
 
-    return make
+def tiny_config(extra: list[str] | None = None) -> DictConfig:
+    """The default config with :data:`TINY` overrides, then ``extra``."""
+    return compose_config(TINY + list(extra or []))

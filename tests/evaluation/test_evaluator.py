@@ -1,0 +1,184 @@
+"""futurelat.evaluation.evaluator.evaluate_frames on tiny synthetic sequences."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from futurelat.evaluation.evaluator import evaluate_frames, summarize
+from futurelat.evaluation.visualize import gif_size, grid_size
+
+TC, TF = 5, 3  # make_sequences() gives 8 frames of 16x16
+METRICS = ("mse", "mae", "ssim", "psnr")
+
+
+class OracleModel:
+    """Returns the true future by looking the context up among the known sequences."""
+
+    def __init__(self, sequences):
+        self.sequences = sequences
+
+    def rollout(self, context, num_future):
+        out = []
+        for ctx in context:
+            match = (self.sequences[:, :TC] == ctx).flatten(1).all(1).nonzero()
+            assert len(match) == 1
+            out.append(self.sequences[match[0, 0], TC:TC + num_future])
+        return torch.stack(out)
+
+
+class ZeroModel:
+    def rollout(self, context, num_future):
+        return torch.zeros(context.shape[0], num_future, *context.shape[2:])
+
+
+class ShiftModel(torch.nn.Module):
+    """Non-trivial predictions: the last context frame rolled one pixel per step, dimmed."""
+
+    def __init__(self, reconstruct_noise: float | None = None):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.9))
+        self.reconstruct_noise = reconstruct_noise
+        self.seen_training = []
+
+    def rollout(self, context, num_future):
+        self.seen_training.append(self.training)
+        last = context[:, -1]
+        return torch.stack([self.scale * last.roll(k + 1, dims=-1) for k in range(num_future)], 1)
+
+    def reconstruct(self, frames):
+        if self.reconstruct_noise is None:
+            return None
+        return frames + self.reconstruct_noise * torch.ones_like(frames)
+
+
+def _run(model, dataset, tmp_path=None, **kw):
+    kw.setdefault("num_visualize", 0 if tmp_path is None else 4)
+    return evaluate_frames(model, dataset, context_frames=TC, future_frames=TF, batch_size=4,
+                           out_dir=tmp_path, progress=False, **kw)
+
+
+def _per_frame_sq_sum(x):
+    return (x.double() ** 2).flatten(2).sum(-1)  # (N, T)
+
+
+def test_oracle_is_perfect(sequences, dataset):
+    m = _run(OracleModel(sequences), dataset)
+    assert m["test/mse"] == 0.0 and m["test/mae"] == 0.0
+    assert m["test/ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert m["test/psnr"] == 100.0
+    assert m["test/num_sequences"] == 6.0
+
+
+def test_copy_last_matches_numpy(sequences, dataset):
+    m = _run(ZeroModel(), dataset)
+    x = sequences.numpy().astype(np.float64)
+    future, last = x[:, TC:], x[:, TC - 1:TC]
+    per_frame = ((future - last) ** 2).reshape(6, TF, -1).sum(-1)
+    assert m["test/copy_last/mse"] == pytest.approx(per_frame.mean(), rel=1e-5)
+    assert m["test/copy_last/mse/step_03"] == pytest.approx(per_frame[:, 2].mean(), rel=1e-5)
+    per_frame_abs = np.abs(future - last).reshape(6, TF, -1).sum(-1)
+    assert m["test/copy_last/mae"] == pytest.approx(per_frame_abs.mean(), rel=1e-5)
+
+
+def test_zeros_baseline_and_zero_model(sequences, dataset):
+    m = _run(ZeroModel(), dataset)
+    expected = _per_frame_sq_sum(sequences[:, TC:]).mean().item()
+    assert m["test/zeros/mse"] == pytest.approx(expected, rel=1e-5)
+    for key in [k for k in m if k.startswith("test/zeros/")]:
+        assert m[key.replace("test/zeros/", "test/")] == m[key], key
+    # the baselines really are different predictors
+    assert m["test/copy_last/mse"] != pytest.approx(m["test/zeros/mse"], rel=1e-3)
+
+
+def test_per_step_keys_average_to_overall(dataset):
+    m = _run(ShiftModel(), dataset)
+    for prefix in ("test/", "test/copy_last/", "test/zeros/"):
+        for name in METRICS:
+            steps = [m[f"{prefix}{name}/step_{k:02d}"] for k in range(1, TF + 1)]
+            assert f"{prefix}{name}/step_{TF + 1:02d}" not in m
+            assert np.mean(steps) == pytest.approx(m[f"{prefix}{name}"], rel=1e-9)
+    # the shifted prediction drifts further from the truth with each step
+    assert m["test/mse/step_01"] != m["test/mse/step_03"]
+    assert all(isinstance(v, float) for v in m.values())
+
+
+def test_rgb_equals_gray(sequences, as_dataset):
+    gray = _run(ShiftModel(), as_dataset(sequences))
+    rgb = _run(ShiftModel(), as_dataset(sequences.expand(-1, -1, 3, -1, -1).contiguous()))
+    assert gray.keys() == rgb.keys()
+    for k in gray:
+        assert rgb[k] == pytest.approx(gray[k], rel=1e-5, abs=1e-5), k
+
+
+def test_files_written(tmp_path, dataset):
+    m = _run(ShiftModel(reconstruct_noise=0.05), dataset, tmp_path, extra_metrics={"step": 7})
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == m
+    assert list(on_disk) == sorted(on_disk)
+    assert on_disk["step"] == 7
+    assert all(math.isfinite(v) for v in on_disk.values())
+    with Image.open(tmp_path / "predictions.gif") as gif:
+        assert gif.n_frames == TC + TF
+        assert gif.size == gif_size(4, 16, 16)
+        assert gif.info.get("loop") == 0
+    with Image.open(tmp_path / "predictions.png") as png:
+        assert png.size == grid_size(4, TC, TF, 16, 16)
+    assert "copy_last" in summarize(m)
+
+
+def test_max_sequences_and_batch_size(sequences, as_dataset, dataset):
+    first4 = _run(ShiftModel(), as_dataset(sequences[:4]))
+    limited = _run(ShiftModel(), dataset, max_sequences=4)
+    assert limited["test/num_sequences"] == 4.0
+    assert limited == pytest.approx(first4, rel=1e-6)
+    full = _run(ShiftModel(), dataset)
+    assert full["test/mse"] != pytest.approx(limited["test/mse"], rel=1e-4)
+    kw = dict(context_frames=TC, future_frames=TF, progress=False)
+    b2 = evaluate_frames(ShiftModel(reconstruct_noise=0.1), dataset, batch_size=2, **kw)
+    b6 = evaluate_frames(ShiftModel(reconstruct_noise=0.1), dataset, batch_size=6, **kw)
+    assert b2.keys() == b6.keys()
+    for k in b2:
+        assert b2[k] == pytest.approx(b6[k], rel=1e-5, abs=1e-5), k
+
+
+def test_tokenizer_metrics(sequences, dataset):
+    assert not any(k.startswith("tokenizer/") for k in _run(ZeroModel(), dataset))
+    assert not any(k.startswith("tokenizer/") for k in _run(ShiftModel(), dataset))  # returns None
+    m = _run(ShiftModel(reconstruct_noise=0.1), dataset)
+    recon = (sequences + 0.1).clamp(0, 1)
+    expected = _per_frame_sq_sum(recon - sequences).mean().item()  # all T = TC + TF frames
+    assert m["tokenizer/mse"] == pytest.approx(expected, rel=1e-5)
+    assert {"tokenizer/psnr", "tokenizer/ssim"} <= m.keys()
+    assert m["tokenizer/psnr"] < 100.0
+
+
+def test_module_is_evaluated_in_eval_mode_and_restored(dataset):
+    model = ShiftModel()
+    model.train()
+    _run(model, dataset)
+    assert model.seen_training and not any(model.seen_training)
+    assert model.training
+
+
+def test_bad_input_raises(sequences, as_dataset, dataset):
+    with pytest.raises(ValueError, match=r"'frames'.*T=8"):
+        evaluate_frames(ZeroModel(), dataset, context_frames=4, future_frames=3, progress=False)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        _run(ZeroModel(), as_dataset(sequences * 255))
+
+    class Wrong:
+        def rollout(self, context, num_future):
+            return context[:, :1]
+
+    with pytest.raises(ValueError, match="rollout"):
+        _run(Wrong(), dataset)
+    with pytest.raises(TypeError, match="rollout"):
+        _run(object(), dataset)
+    with pytest.raises(ValueError, match="collide"):
+        _run(ZeroModel(), dataset, extra_metrics={"test/mse": 1.0})
