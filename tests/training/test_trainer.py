@@ -235,6 +235,19 @@ def test_non_finite_loss_raises_with_step_and_stage(tmp_path):
     assert any(not torch.equal(v, before[k]) for k, v in t.module.state_dict().items())
 
 
+class NaNGradAtStep2(ToyRegressor):
+    def forward(self, x, y):
+        out = super().forward(x, y)
+        if len(self.losses) == 2:  # sqrt'(0) = inf, times 0: finite loss, NaN gradient
+            out["loss"] = out["loss"] + torch.sqrt(self.net[0].weight.sum() * 0.0)
+        return out
+
+
+def test_non_finite_gradient_raises(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"gradient norm in stage 'toy' at step 2"):
+        make(tmp_path, NaNGradAtStep2()).fit()
+
+
 def test_num_workers_and_progress_bar(tmp_path):
     """DataLoader workers give the same batches (hence weights) as in-process loading."""
     a = make(tmp_path / "a", cfg=trainer_cfg(num_workers=1, progress=True),

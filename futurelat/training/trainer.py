@@ -1,0 +1,542 @@
+"""futurelat's one trainer: tokenizer training (stage 1) and predictor training on a frozen
+backbone (stage 2) both run through :class:`Trainer`.
+
+One optimizer step = ``grad_accum_steps`` micro-batches of ``batch_size`` samples on each
+of ``world_size`` ranks, so ``batch_size * grad_accum_steps * world_size`` samples per step.
+Under ``torchrun`` the module is wrapped in ``DistributedDataParallel`` (gradients are
+all-reduced on the last micro-step; the others run under ``no_sync()``).
+
+Settings (``cfg``, usually ``configs/trainer/default.yaml``; missing keys take these defaults):
+
+=========================  =========  =====================================================
+key                        default    meaning
+=========================  =========  =====================================================
+``device``                 auto       ``auto`` | ``cpu`` | ``cuda``
+``precision``              fp32       ``fp32`` | ``bf16`` (autocast) | ``fp16`` (CUDA only,
+                                      autocast + ``torch.amp.GradScaler``)
+``grad_clip``              1.0        max global gradient L2 norm; ``null`` = no clipping
+``weight_decay``           0.05       AdamW decoupled weight decay (2-d+ parameters only)
+``betas``                  [0.9,0.95] AdamW betas
+``log_every``              25         optimizer steps between logged metrics
+``ckpt_every``             250        optimizer steps between ``{name}_last.pt`` saves
+                                      (``null``/0: only at the end)
+``resume``                 false      continue from ``checkpoints/{name}_last.pt``
+``num_workers``            0          DataLoader worker processes per rank
+``seed``                   0          data order and RNG seed (rank ``r`` uses ``seed + r``)
+``grad_accum_steps``       1          micro-batches per optimizer step
+``progress``               true       rich progress bar on rank 0
+``find_unused_parameters`` false      passed to ``DistributedDataParallel``
+=========================  =========  =====================================================
+
+Stage schedule (``stage_cfg``, all required): ``max_steps`` (optimizer steps), ``batch_size``
+(samples per rank per micro-step), ``lr`` (peak), ``warmup_steps``, ``min_lr_ratio``
+(cosine decays to ``lr * min_lr_ratio``); see :mod:`futurelat.training.optim`.
+
+Outputs in ``run_dir``: ``checkpoints/{name}_last.pt`` (every ``ckpt_every`` steps and at the
+end), ``checkpoints/{name}_final.pt`` (at the end; format in
+:mod:`futurelat.training.checkpoint`) and ``train_log.jsonl`` (one JSON object per log step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from futurelat.training.checkpoint import (FORMAT_VERSION, capture_rng_state, checkpoint_path,
+                                           load_checkpoint, restore_rng_state, save_checkpoint)
+from futurelat.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean,
+                                            barrier, init_distributed, resolve_device)
+from futurelat.training.optim import build_optimizer, build_scheduler
+from futurelat.training.sampler import StepBatchSampler
+
+log = logging.getLogger(__name__)
+
+_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """Generic trainer settings (see the module docstring for meanings)."""
+
+    device: str = "auto"
+    precision: str = "fp32"
+    grad_clip: float | None = 1.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    log_every: int = 25
+    ckpt_every: int | None = 250
+    resume: bool = False
+    num_workers: int = 0
+    seed: int = 0
+    grad_accum_steps: int = 1
+    progress: bool = True
+    find_unused_parameters: bool = False
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping | DictConfig | None) -> "TrainerSettings":
+        """Build from a config, filling missing keys with defaults; unknown keys are ignored.
+
+        Raises:
+            ValueError: a value out of range (the message names the ``trainer.<key>``).
+        """
+        raw = _to_plain(cfg)
+        known = {f.name for f in fields(cls)}
+        s = cls(**{k: v for k, v in raw.items() if k in known})
+        if s.precision not in _PRECISIONS:
+            raise ValueError(f"trainer.precision must be one of {sorted(_PRECISIONS)}; "
+                             f"got {s.precision!r}")
+        if s.grad_clip is not None and not s.grad_clip > 0:
+            raise ValueError(f"trainer.grad_clip must be > 0 or null; got {s.grad_clip}")
+        for key in ("log_every", "grad_accum_steps"):
+            if int(getattr(s, key)) < 1:
+                raise ValueError(f"trainer.{key} must be >= 1; got {getattr(s, key)}")
+        if s.ckpt_every is not None and s.ckpt_every < 0:
+            raise ValueError(f"trainer.ckpt_every must be >= 0 or null; got {s.ckpt_every}")
+        if s.num_workers < 0:
+            raise ValueError(f"trainer.num_workers must be >= 0; got {s.num_workers}")
+        if s.seed < 0:
+            raise ValueError(f"trainer.seed must be >= 0; got {s.seed}")
+        return s
+
+
+@dataclass(frozen=True)
+class StageSchedule:
+    """One stage's schedule: ``max_steps`` optimizer steps of ``batch_size`` samples per rank
+    per micro-step, peak learning rate ``lr``, linear warmup over ``warmup_steps``, cosine
+    decay to ``lr * min_lr_ratio``."""
+
+    max_steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    min_lr_ratio: float
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping | DictConfig, name: str) -> "StageSchedule":
+        """Raises: KeyError (missing key, named) / ValueError (``max_steps <= 0``,
+        ``batch_size <= 0``, ``lr <= 0``, ...), both naming the stage."""
+        raw = _to_plain(cfg)
+        missing = [f.name for f in fields(cls) if f.name not in raw]
+        if missing:
+            raise KeyError(f"stage '{name}' config is missing {missing} "
+                           f"(has {sorted(raw)})")
+        s = cls(max_steps=int(raw["max_steps"]), batch_size=int(raw["batch_size"]),
+                lr=float(raw["lr"]), warmup_steps=int(raw["warmup_steps"]),
+                min_lr_ratio=float(raw["min_lr_ratio"]))
+        if s.max_steps <= 0:
+            raise ValueError(f"stage '{name}': max_steps must be > 0; got {s.max_steps}")
+        if s.batch_size <= 0:
+            raise ValueError(f"stage '{name}': batch_size must be > 0; got {s.batch_size}")
+        if not s.lr > 0:
+            raise ValueError(f"stage '{name}': lr must be > 0; got {s.lr}")
+        if not 0 <= s.warmup_steps <= s.max_steps:
+            raise ValueError(f"stage '{name}': warmup_steps must be in [0, max_steps="
+                             f"{s.max_steps}]; got {s.warmup_steps}")
+        if not 0.0 <= s.min_lr_ratio <= 1.0:
+            raise ValueError(f"stage '{name}': min_lr_ratio must be in [0, 1]; "
+                             f"got {s.min_lr_ratio}")
+        return s
+
+
+class Trainer:
+    """Trains ``module`` on ``dataset`` for ``stage_cfg.max_steps`` AdamW steps.
+
+    Args:
+        module: ``nn.Module`` whose ``forward(**inputs)`` returns ``dict[str, Tensor]`` with a
+            scalar ``"loss"`` (optimized) and optionally other scalars (logged; non-scalar
+            entries are ignored). Every rank must return the same keys. Moved to the device.
+        dataset: map-style dataset whose items are dicts of tensors, e.g.
+            ``{"frames": (T, C, H, W)}``; batches are collated to ``{"frames": (B, T, C, H, W)}``
+            and moved to the device.
+        cfg: generic :class:`TrainerSettings`.
+        stage_cfg: the stage's :class:`StageSchedule`.
+        run_dir: output directory (checkpoints, ``train_log.jsonl``).
+        name: stage name: log-key prefix (``"{name}/loss"``) and checkpoint name.
+        prepare: optional ``callable(batch: dict) -> dict`` of ``forward`` kwargs, run under
+            ``torch.no_grad()`` (and the precision's autocast) OUTSIDE the DDP wrapper, e.g.
+            ``lambda b: {"z": frozen_backbone.encode(b["frames"])}``. Whatever modules it
+            uses must already be on ``trainer.device``.
+        logger: object with ``log_metrics(metrics: dict[str, float], step: int)``; rank 0 only.
+        config_to_save: resolved config (dict or DictConfig) stored in checkpoints as YAML.
+        dist: :class:`DistInfo`; default :func:`init_distributed` (``cfg.device``).
+
+    Raises:
+        KeyError / ValueError: bad ``cfg`` / ``stage_cfg`` (see the ``from_cfg`` methods).
+        ValueError: ``precision: fp16`` off CUDA; an empty dataset; no trainable parameter.
+    """
+
+    def __init__(self, module: nn.Module, dataset: Dataset, cfg: Mapping | DictConfig,
+                 stage_cfg: Mapping | DictConfig, run_dir: str | Path, name: str = "tokenizer",
+                 prepare: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
+                 logger: Any | None = None, config_to_save: Mapping | DictConfig | None = None,
+                 dist: DistInfo | None = None):
+        self.name = name
+        self.settings = TrainerSettings.from_cfg(cfg)
+        self.schedule = StageSchedule.from_cfg(stage_cfg, name)
+        self.dist = dist if dist is not None else init_distributed(self.settings.device)
+        self.device = (self.dist.device if self.settings.device == "auto"
+                       else resolve_device(self.settings.device, self.dist.local_rank))
+        precision = self.settings.precision
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"stage '{name}': trainer.precision=fp16 needs CUDA (it uses "
+                             f"torch.amp.GradScaler); device is {self.device}. Use bf16 or fp32.")
+        self._amp_dtype = _PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+        try:
+            num_samples = len(dataset)  # type: ignore[arg-type]
+        except TypeError as err:
+            raise TypeError(f"stage '{name}': dataset must be map-style (have __len__)") from err
+        if num_samples <= 0:
+            raise ValueError(f"stage '{name}': dataset is empty")
+        self.dataset = dataset
+        self.run_dir = Path(run_dir)
+        self.prepare = prepare
+        self.logger = logger
+        self.config_yaml = _config_yaml(config_to_save)
+
+        self.module = module.to(self.device)
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.module, self.schedule.lr,
+                                         self.settings.weight_decay, self.settings.betas)
+        self.scheduler = build_scheduler(self.optimizer, max_steps=self.schedule.max_steps,
+                                         warmup_steps=self.schedule.warmup_steps,
+                                         min_lr_ratio=self.schedule.min_lr_ratio)
+        #: completed optimizer steps
+        self.step = 0
+        self.log_path = self.run_dir / "train_log.jsonl"
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def samples_per_step(self) -> int:
+        """Samples consumed by one optimizer step over all ranks."""
+        return self.schedule.batch_size * self.settings.grad_accum_steps * self.dist.world_size
+
+    def checkpoint_path(self, kind: str = "last") -> Path:
+        """``run_dir/checkpoints/{name}_{kind}.pt``."""
+        return checkpoint_path(self.run_dir, self.name, kind)
+
+    def fit(self) -> nn.Module:
+        """Train until ``stage_cfg.max_steps`` optimizer steps; return the unwrapped module.
+
+        With ``resume: true`` and an existing ``{name}_last.pt``, model/optimizer/scheduler/
+        scaler/RNG states and the step are restored and training continues (bit-identical
+        to an uninterrupted run for the same world size); if it is already at ``max_steps``
+        training is skipped.
+
+        Raises:
+            FloatingPointError: the rank-mean loss of a step is NaN/inf (message names the
+                stage, step and this rank's returned scalars), or (fp32/bf16) the gradient
+                norm is; raised on every rank before the optimizer step.
+            KeyError / TypeError: ``forward`` returned no ``"loss"`` / not a dict, or
+                ``prepare`` returned no dict.
+            ValueError: the resume checkpoint is beyond ``max_steps``.
+        """
+        s, sched = self.settings, self.schedule
+        resumed_rng = self._resume() if s.resume else None
+        if self.step >= sched.max_steps:
+            log.info("stage '%s': checkpoint already at step %d/%d; skipping training",
+                     self.name, self.step, sched.max_steps)
+            barrier(self.dist)
+            return self.module
+        if resumed_rng is None:
+            _seed_everything(s.seed + self.dist.rank)
+
+        model: nn.Module = self.module
+        if self.dist.distributed:
+            model = DistributedDataParallel(
+                self.module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=s.find_unused_parameters)
+        batches = iter(self._loader(start_micro=self.step * s.grad_accum_steps))
+        if resumed_rng is not None:
+            restore_rng_state(resumed_rng)
+        self.module.train()
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        keys: list[str] | None = None
+        window = _Window()
+        progress = _progress(self.name, enabled=self.dist.is_main and s.progress)
+        with progress:
+            task = progress.add_task(self.name, total=sched.max_steps, completed=self.step,
+                                     loss=float("nan"), lr=0.0, sps=0.0)
+            window.reset()
+            while self.step < sched.max_steps:
+                values, keys = self._train_step(model, batches, keys)
+                self.step += 1
+                window.add(values, self.samples_per_step)
+                progress.update(task, completed=self.step, loss=values["loss"],
+                                lr=values["lr"], sps=window.samples_per_s())
+                if self.step % s.log_every == 0 or self.step == sched.max_steps:
+                    self._log(window.mean(), window.samples_per_s())
+                    window.reset()
+                if (s.ckpt_every and self.step % s.ckpt_every == 0
+                        and self.step != sched.max_steps):
+                    self._save(("last",))
+        self._save(("final", "last"))  # final first: a last.pt at max_steps implies final.pt
+        barrier(self.dist)
+        return self.module
+
+    # ----------------------------------------------------------------- one step
+
+    def _train_step(self, model: nn.Module, batches, keys: list[str] | None
+                    ) -> tuple[dict[str, float], list[str]]:
+        """Forward/backward over ``grad_accum_steps`` micro-batches, clip, optimizer step.
+
+        Returns the step's rank-mean scalars (micro-batch mean) plus ``lr`` (used by this
+        step) and ``grad_norm`` (pre-clipping global L2 norm), and the scalar keys.
+        """
+        accum = self.settings.grad_accum_steps
+        ddp = isinstance(model, DistributedDataParallel)
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, Tensor] = {}
+        for micro in range(accum):
+            inputs = self._inputs(next(batches))
+            sync = model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
+            with sync:
+                with self._autocast():
+                    out = model(**inputs)
+                loss, scalars = self._check_output(out)
+                scaled = loss.float() / accum
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            if keys is None:
+                keys = sorted(scalars)
+            if sorted(scalars) != keys:
+                raise KeyError(f"stage '{self.name}': forward returned keys {sorted(scalars)} "
+                               f"but earlier steps returned {keys}")
+            for k in keys:
+                sums[k] = sums[k] + scalars[k] if k in sums else scalars[k]
+
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = self.settings.grad_clip if self.settings.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+
+        vec = torch.stack([sums[k] / accum for k in keys] + [grad_norm.float().reshape(())])
+        local = vec.clone()
+        all_reduce_mean(vec, self.dist)  # one collective per step: logged values are rank means
+        reduced = vec.tolist()
+        values = dict(zip(keys, reduced[:-1]))
+        values["grad_norm"] = reduced[-1]
+        if not math.isfinite(values["loss"]):
+            mine = dict(zip(keys, local.tolist()[:-1]))
+            raise FloatingPointError(
+                f"non-finite loss in stage '{self.name}' at step {self.step + 1} "
+                f"(rank-mean loss {values['loss']}; rank {self.dist.rank} returned {mine})")
+        if self.scaler is None and not math.isfinite(values["grad_norm"]):
+            # (with fp16 the GradScaler skips such steps and lowers its scale instead)
+            raise FloatingPointError(
+                f"non-finite gradient norm in stage '{self.name}' at step {self.step + 1} "
+                f"(finite loss {values['loss']}; rank {self.dist.rank})")
+        values["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        return values, keys
+
+    def _inputs(self, batch: Any) -> Mapping[str, Any]:
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"stage '{self.name}': dataset items must be dicts "
+                            f"(e.g. {{'frames': (T, C, H, W)}}); got a batch of {type(batch)}")
+        batch = _to_device(batch, self.device)
+        if self.prepare is None:
+            return batch
+        with torch.no_grad(), self._autocast():
+            inputs = self.prepare(batch)
+        if not isinstance(inputs, Mapping):
+            raise TypeError(f"stage '{self.name}': prepare must return a dict of forward "
+                            f"kwargs; got {type(inputs)}")
+        return inputs
+
+    def _check_output(self, out: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        if not isinstance(out, Mapping):
+            raise TypeError(f"stage '{self.name}': {type(self.module).__name__}.forward must "
+                            f"return a dict with a 'loss' entry; got {type(out)}")
+        if "loss" not in out:
+            raise KeyError(f"stage '{self.name}': {type(self.module).__name__}.forward returned "
+                           f"keys {sorted(out)} without 'loss'")
+        loss = out["loss"]
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise TypeError(f"stage '{self.name}': 'loss' must be a scalar tensor; got "
+                            f"{type(loss).__name__} {getattr(loss, 'shape', '')}")
+        if not loss.requires_grad:
+            raise RuntimeError(f"stage '{self.name}': 'loss' does not require grad (are all "
+                               f"parameters frozen, or was it computed under no_grad?)")
+        scalars: dict[str, Tensor] = {}
+        for k, v in out.items():
+            if isinstance(v, Tensor) and v.numel() == 1:
+                scalars[k] = v.detach().float().reshape(())
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                scalars[k] = torch.tensor(float(v), device=self.device)
+        return loss.reshape(()), scalars
+
+    def _autocast(self):
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+
+    # ------------------------------------------------------------ data / io
+
+    def _loader(self, start_micro: int) -> DataLoader:
+        s, sched = self.settings, self.schedule
+        sampler = StepBatchSampler(
+            len(self.dataset), sched.batch_size, seed=s.seed, start=start_micro,
+            stop=sched.max_steps * s.grad_accum_steps, rank=self.dist.rank,
+            world_size=self.dist.world_size)
+        # A private generator: creating the iterator must not draw from the global torch RNG
+        # (that would make a resumed run's RNG stream differ from an uninterrupted one).
+        seed = int(np.random.SeedSequence([s.seed, start_micro, self.dist.rank])
+                   .generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+        return DataLoader(self.dataset, batch_sampler=sampler, num_workers=s.num_workers,
+                          pin_memory=self.device.type == "cuda",
+                          generator=torch.Generator().manual_seed(seed))
+
+    def _resume(self) -> dict[str, Any] | None:
+        """Load ``{name}_last.pt`` if present; returns this rank's RNG state to restore."""
+        path = self.checkpoint_path("last")
+        if not path.is_file():
+            if self.dist.is_main:
+                log.warning("stage '%s': resume=true but %s does not exist; starting fresh",
+                            self.name, path)
+            return None
+        ckpt = load_checkpoint(path, map_location=self.device)
+        step = int(ckpt["step"])
+        if step > self.schedule.max_steps:
+            raise ValueError(f"stage '{self.name}': {path} is at step {step} > max_steps="
+                             f"{self.schedule.max_steps}")
+        self.module.load_state_dict(ckpt["model"])
+        self.step = step
+        if step >= self.schedule.max_steps:
+            return None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler") is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        rng = ckpt["rng"]
+        if len(rng) != self.dist.world_size:
+            if self.dist.is_main:
+                log.warning("stage '%s': %s was written by %d ranks, now %d; RNG streams will "
+                            "differ from an uninterrupted run", self.name, path, len(rng),
+                            self.dist.world_size)
+        if self.dist.is_main:
+            log.info("stage '%s': resumed from %s at step %d", self.name, path, step)
+        return rng[self.dist.rank % len(rng)]
+
+    def _save(self, kinds: tuple[str, ...]) -> None:
+        rng = all_gather_objects(capture_rng_state(), self.dist)  # collective: all ranks
+        if self.dist.is_main:
+            state = {
+                "format": FORMAT_VERSION,
+                "name": self.name,
+                "step": self.step,
+                "world_size": self.dist.world_size,
+                "model": self.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "rng": rng,
+                "config_yaml": self.config_yaml,
+            }
+            for kind in kinds:
+                save_checkpoint(state, self.checkpoint_path(kind))
+
+    def _log(self, means: dict[str, float], samples_per_s: float) -> None:
+        if not self.dist.is_main:
+            return
+        metrics = {f"{self.name}/{k}": v for k, v in means.items() if k != "lr"}
+        metrics[f"{self.name}/lr"] = means["lr"]
+        metrics[f"{self.name}/samples_per_s"] = samples_per_s
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.step)
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"stage": self.name, "step": self.step, **metrics}) + "\n")
+        log.info("%s step %d/%d loss %.4g lr %.3g %.1f samples/s", self.name, self.step,
+                 self.schedule.max_steps, means["loss"], means["lr"], samples_per_s)
+
+
+class _Window:
+    """Running means of step values and throughput since the last log."""
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.samples = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, values: Mapping[str, float], samples: int) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.samples += samples
+        self.last_lr = values["lr"]
+
+    def mean(self) -> dict[str, float]:
+        out = {k: v / max(1, self.count) for k, v in self.sums.items()}
+        out["lr"] = self.last_lr  # the lr of the latest step, not a window mean
+        return out
+
+    def samples_per_s(self) -> float:
+        return self.samples / max(1e-9, time.perf_counter() - self.t0)
+
+
+def _progress(name: str, enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4g}  lr {task.fields[lr]:.2e}  "
+                   "{task.fields[sps]:.1f} samples/s"),
+        TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _to_plain(cfg: Mapping | DictConfig | None) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise TypeError(f"expected a DictConfig or dict; got {type(cfg)}")
+
+
+def _config_yaml(config: Mapping | DictConfig | None) -> str | None:
+    if config is None:
+        return None
+    if not isinstance(config, DictConfig):
+        config = OmegaConf.create(dict(config))
+    return OmegaConf.to_yaml(config, resolve=True)

@@ -1,0 +1,68 @@
+"""The whole ``python -m futurelat.main`` as a user runs it, shrunk to seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from composing import ROOT, TINY
+
+
+def run_main(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "futurelat.main", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_main_job_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_main([*TINY, f"hydra.run.dir={run_dir}"], cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("test/mse", "test/mae", "test/ssim", "test/psnr", "tokenizer/psnr",
+                "test/copy_last/mse", "test/zeros/ssim", "test/mse/step_01"):
+        assert math.isfinite(metrics[key]), key
+    gif = Image.open(run_dir / "predictions.gif")
+    assert gif.n_frames == 20
+    assert (run_dir / "predictions.png").exists()
+    assert (run_dir / "config.yaml").exists()
+    for stage in ("tokenizer", "predictor"):
+        assert (run_dir / "checkpoints" / f"{stage}_final.pt").exists()
+    assert (run_dir / "train_log.jsonl").read_text().strip()
+
+    # The stages also run alone, from the checkpoints of the first run.
+    ckpt = run_dir / "checkpoints"
+    again = tmp_path / "eval_only"
+    result = run_main([*TINY, f"hydra.run.dir={again}", "stages=[evaluate]",
+                       f"backbone.checkpoint={ckpt / 'tokenizer_final.pt'}",
+                       f"head.checkpoint={ckpt / 'predictor_final.pt'}"], cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((again / "metrics.json").read_text())["test/mse"] == pytest.approx(metrics["test/mse"])
+
+
+def test_print_config_and_bad_override(tmp_path):
+    result = run_main(["--cfg", "job"], cwd=ROOT)
+    assert result.returncode == 0 and "backbone:" in result.stdout and "name: vqvae" in result.stdout
+    result = run_main(["head=nope", f"hydra.run.dir={tmp_path}"], cwd=ROOT)
+    assert result.returncode != 0 and "nope" in result.stderr and "mamba" in result.stderr
+
+
+def test_stage_without_checkpoint_is_refused_before_training(tmp_path):
+    result = run_main([*TINY, f"hydra.run.dir={tmp_path}", "stages=[predictor]"], cwd=ROOT)
+    assert result.returncode != 0 and "backbone.checkpoint" in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_multirun_sweeps_a_key(tmp_path):
+    result = run_main(["-m", *TINY, "head.params.d_model=16,32", f"hydra.sweep.dir={tmp_path}"], cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["0", "1"]
+    assert all((tmp_path / d / "metrics.json").exists() for d in ("0", "1"))
