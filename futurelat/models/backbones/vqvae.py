@@ -46,13 +46,17 @@ class ResBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """``(B, C, H, W)`` in [0, 1] → ``(B, D, H/f, W/f)`` with f = 2 ** len(channel_mult)."""
+    """``(B, C, H, W)`` in [0, 1] → ``(B, D, H/f, W/f)`` with f = 2 ** len(channel_mult).
+
+    Every stage starts with a stride-2 4×4 conv, so no layer runs at full resolution
+    (the cost that matters on a CPU).
+    """
 
     def __init__(self, in_channels: int, hidden_channels: int, channel_mult: list[int],
                  num_res_blocks: int, latent_dim: int):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden_channels, 3, padding=1)]
-        channels = hidden_channels
+        layers: list[nn.Module] = []
+        channels = in_channels
         for mult in channel_mult:
             out = hidden_channels * mult
             layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1)]
@@ -66,19 +70,21 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """``(B, D, h, w)`` → ``(B, C, h·f, w·f)`` in [0, 1] (sigmoid output)."""
+    """``(B, D, h, w)`` → ``(B, C, h·f, w·f)`` in [0, 1] (sigmoid output); mirrors :class:`Encoder`."""
 
     def __init__(self, out_channels: int, hidden_channels: int, channel_mult: list[int],
                  num_res_blocks: int, latent_dim: int):
         super().__init__()
         channels = hidden_channels * channel_mult[-1]
         layers: list[nn.Module] = [nn.Conv2d(latent_dim, channels, 3, padding=1)]
-        for mult in reversed(channel_mult):
-            out = hidden_channels * mult
+        outs = [hidden_channels * m for m in reversed(channel_mult[:-1])] + [None]
+        for out in outs:
             layers += [ResBlock(channels) for _ in range(num_res_blocks)]
-            layers += [nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1)]
-            channels = out
-        layers += [_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)]
+            if out is None:  # last stage: straight to pixels
+                layers += [_norm(channels), nn.SiLU(), nn.ConvTranspose2d(channels, out_channels, 4, stride=2, padding=1)]
+            else:
+                layers += [nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1)]
+                channels = out
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
