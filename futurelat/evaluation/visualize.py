@@ -110,6 +110,16 @@ def grid_size(batch: int, num_context: int, num_future: int, height: int, width:
             LINE_HEIGHT + batch * (2 * c.ch + 2 * SEPARATOR))
 
 
+def _panels(context: Tensor, target: Tensor, prediction: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Checked uint8 RGB arrays: context ``(B, Tc, h, w, 3)``, truth and predicted ``(B, Tc+Tf, h, w, 3)``.
+
+    Both full sequences start with the context frames.
+    """
+    _check_inputs(context, target, prediction)
+    ctx, tgt, pred = _to_rgb_uint8(context), _to_rgb_uint8(target), _to_rgb_uint8(prediction)
+    return ctx, np.concatenate([ctx, tgt], axis=1), np.concatenate([ctx, pred], axis=1)
+
+
 def save_prediction_gif(context: Tensor, target: Tensor, prediction: Tensor, path: str | Path) -> Path:
     """Write an animated GIF ``context | ground truth | prediction`` (one row per sequence).
 
@@ -125,12 +135,9 @@ def save_prediction_gif(context: Tensor, target: Tensor, prediction: Tensor, pat
     Raises:
         ValueError: if the shapes are inconsistent or ``C`` is not 1 or 3.
     """
-    _check_inputs(context, target, prediction)
+    ctx, truth, predicted = _panels(context, target, prediction)
     b, tc, _, h, w = context.shape
     tf = target.shape[1]
-    ctx, tgt, pred = _to_rgb_uint8(context), _to_rgb_uint8(target), _to_rgb_uint8(prediction)
-    truth = np.concatenate([ctx, tgt], axis=1)  # (B, Tc+Tf, h, w, 3)
-    predicted = np.concatenate([ctx, pred], axis=1)
     held = (ctx[:, -1].astype(np.float32) * DIM).astype(np.uint8)  # dimmed last context frame
 
     c = _Canvas(h, w)
@@ -176,12 +183,9 @@ def save_prediction_grid(context: Tensor, target: Tensor, prediction: Tensor, pa
     Raises:
         ValueError: if the shapes are inconsistent or ``C`` is not 1 or 3.
     """
-    _check_inputs(context, target, prediction)
+    ctx, truth, predicted = _panels(context, target, prediction)
     b, tc, _, h, w = context.shape
     tf = target.shape[1]
-    ctx, tgt, pred = _to_rgb_uint8(context), _to_rgb_uint8(target), _to_rgb_uint8(prediction)
-    truth = np.concatenate([ctx, tgt], axis=1)
-    predicted = np.concatenate([ctx, pred], axis=1)
 
     c = _Canvas(h, w)
     size_w, size_h = grid_size(b, tc, tf, h, w)
