@@ -1,0 +1,390 @@
+"""``mamba`` head: an autoregressive prior over a discrete backbone's codes, built from Mamba-2 blocks.
+
+Shape notation: ``B`` batch, ``T`` latent frames, ``N = h * w`` codes per frame, ``K`` codebook
+size, ``d`` model width; codes are ``(B, T, N)`` int64 in ``[0, K)``.
+
+Two orderings (``head.ordering``):
+
+- ``"frame"``: the scan runs over time. Every block mixes each grid position's history with a
+  Mamba-2 mixer over ``T`` (sequences ``(B * N, T, d)``), then mixes space inside each frame with a
+  depthwise ``spatial_kernel x spatial_kernel`` conv over the ``(h, w)`` grid followed by an MLP
+  (a ConvNeXt block, Liu et al. 2022). The output at frame ``t`` is the logits of all ``N`` codes
+  of frame ``t + 1``; sampling draws them independently, one frame per recurrent step. With
+  ``patch_size = p`` each grid position holds a ``p x p`` patch of codes (``N / p**2`` positions,
+  ``p**2 * K`` logits each), which makes the blocks ``p**2`` times cheaper.
+- ``"token"``: the codes of all frames are one raster-order sequence (frame, row, column) of length
+  ``T * N`` led by a start token; each input token gets a learned (row, column) embedding of the
+  position it predicts (no time embedding, so the length is not capped). Mamba-2 + MLP blocks,
+  next-token cross-entropy; sampling is token by token.
+
+Rollouts process the context once with the parallel (chunked) scan, keep each layer's recurrent
+state (conv window + SSM state) and then step at constant cost per frame/token, never re-running
+the prefix. Mamba: Gu & Dao 2023 (arXiv:2312.00752); Mamba-2 / SSD: Dao & Gu 2024
+(arXiv:2405.21060); the mixer and its backends are in :mod:`futurelat.models.heads.mamba_layers`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from futurelat.models.base import Head, LatentSpec, Latents
+from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
+from futurelat.models.heads.sampling import sample_codes, sampling_options
+from futurelat.registry import HEADS
+
+ORDERINGS = ("frame", "token")
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """Per-token ``Linear(d, r d) → GELU → Linear(r d, d)``: ``(..., d)`` → ``(..., d)``."""
+
+    def __init__(self, dim: int, ratio: float, dropout: float):
+        super().__init__()
+        hidden = max(1, int(round(ratio * dim)))
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+
+
+class FrameBlock(nn.Module):
+    """Temporal Mamba-2 per grid position, then spatial ConvNeXt-style mixing inside each frame.
+
+    ``x`` ``(B, T, N, d)`` → ``(B, T, N, d)``, causal in ``T``; pre-norm residual branches.
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, int], mixer: dict[str, Any], spatial_kernel: int,
+                 mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.grid = grid
+        self.norm1 = nn.LayerNorm(dim)
+        self.temporal = Mamba2Mixer(dim, **mixer)
+        self.spatial = nn.Conv2d(dim, dim, spatial_kernel, padding=spatial_kernel // 2, groups=dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def _space(self, x: Tensor) -> Tensor:
+        """``(..., N, d)`` → the MLP branch ``mlp(norm(dwconv(x)))`` ``(..., N, d)``."""
+        lead, (n, d), (h, w) = x.shape[:-2], x.shape[-2:], self.grid
+        y = x.reshape(-1, h, w, d).permute(0, 3, 1, 2)  # (B*T, d, h, w), a channels-last view
+        y = self.spatial(y).permute(0, 2, 3, 1).reshape(*lead, n, d)
+        return self.drop(self.mlp(self.norm2(y)))
+
+    def forward(self, x: Tensor, state: MixerState | None = None) -> tuple[Tensor, MixerState]:
+        bsz, frames, n, d = x.shape
+        y = self.norm1(x).transpose(1, 2).reshape(bsz * n, frames, d)  # one sequence per position
+        y, state = self.temporal(y, state)
+        x = x + self.drop(y.view(bsz, n, frames, d).transpose(1, 2))
+        return x + self._space(x), state
+
+    def step(self, x: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:
+        """One frame ``(B, N, d)`` → ``(B, N, d)`` and the new state."""
+        bsz, n, d = x.shape
+        y, state = self.temporal.step(self.norm1(x).reshape(bsz * n, d), state)
+        x = x + self.drop(y.view(bsz, n, d))
+        return x + self._space(x), state
+
+
+class TokenBlock(nn.Module):
+    """Mamba-2 mixer then MLP over one long token sequence: ``(B, L, d)`` → ``(B, L, d)``, causal."""
+
+    def __init__(self, dim: int, mixer: dict[str, Any], mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.mixer = Mamba2Mixer(dim, **mixer)
+        self.mlp = MLP(dim, mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, state: MixerState | None = None) -> tuple[Tensor, MixerState]:
+        y, state = self.mixer(self.norm1(x), state)
+        x = x + self.drop(y)
+        return x + self.drop(self.mlp(self.norm2(x))), state
+
+    def step(self, x: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:
+        """One token ``(B, d)`` → ``(B, d)`` and the new state."""
+        y, state = self.mixer.step(self.norm1(x), state)
+        x = x + self.drop(y)
+        return x + self.drop(self.mlp(self.norm2(x))), state
+
+
+# ---------------------------------------------------------------------------------------------
+# The head
+# ---------------------------------------------------------------------------------------------
+
+
+@HEADS.register("mamba")
+class MambaHead(Head):
+    """Autoregressive Mamba-2 prior over codes ``(B, T, N)``; see the module docstring.
+
+    Args:
+        spec: the backbone's :class:`LatentSpec`; needs ``codebook_size`` (``K``) and ``grid``.
+        num_frames: latent frames per training clip (context + future); only recorded, since
+            nothing in the model depends on the clip length.
+        ordering: ``"frame"`` or ``"token"``.
+        d_model: ``d``. num_layers: blocks. d_state, expand, head_dim, conv_kernel, chunk_size:
+            the Mamba-2 mixer's (see :class:`Mamba2Mixer`).
+        spatial_kernel: odd side of the depthwise conv over the ``(h, w)`` grid (frame ordering).
+        patch_size: frame ordering only: each model position holds a ``p x p`` patch of codes
+            (``M = N / p**2`` positions, ``p**2 * K`` logits each), which divides the cost of the
+            blocks by ``p**2``; must divide the grid. Ignored (1) for the token ordering.
+        mlp_ratio: hidden width of each block's MLP, in multiples of ``d``.
+        tie_embeddings: share the code embedding with the output layer.
+        dropout: on residual branches and MLP hidden units (training only).
+        backend: ``"auto" | "mamba_ssm" | "torch"``; resolved name in ``self.backend``.
+        sampling: ``{"greedy", "temperature", "top_k"}`` for :meth:`rollout`, kept in
+            ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`).
+
+    Raises:
+        ValueError: a continuous ``spec`` (``codebook_size is None``), an unknown ordering, an even
+            ``spatial_kernel``, or bad mixer sizes / sampling keys; the message names the key.
+        ImportError: ``backend="mamba_ssm"`` without the ``mamba-ssm`` package.
+    """
+
+    needs_codes = True
+
+    def __init__(self, spec: LatentSpec, num_frames: int, *, ordering: str = "frame", d_model: int = 128,
+                 num_layers: int = 4, d_state: int = 32, expand: int = 2, head_dim: int = 32,
+                 conv_kernel: int = 4, spatial_kernel: int = 3, patch_size: int = 2, mlp_ratio: float = 2.0,
+                 tie_embeddings: bool = True, chunk_size: int = 64, dropout: float = 0.0, backend: str = "auto",
+                 sampling: Mapping[str, Any] | None = None):
+        super().__init__()
+        if spec.codebook_size is None:
+            raise ValueError("the mamba head (this issue's version) needs a discrete backbone: "
+                             f"spec.codebook_size is None for {spec}; use a backbone with a codebook (e.g. vqvae)")
+        if ordering not in ORDERINGS:
+            raise ValueError(f"head.ordering must be one of {ORDERINGS}; got {ordering!r}")
+        if spatial_kernel < 1 or spatial_kernel % 2 == 0:
+            raise ValueError(f"head.spatial_kernel must be a positive odd number; got {spatial_kernel}")
+        patch = patch_size if ordering == "frame" else 1
+        if patch < 1 or spec.grid[0] % patch or spec.grid[1] % patch:
+            raise ValueError(f"head.patch_size={patch_size} must be >= 1 and divide the code grid {tuple(spec.grid)}")
+        self.spec, self.num_frames, self.ordering = spec, num_frames, ordering
+        self.num_codes, self.grid, self.tokens_per_frame = spec.codebook_size, tuple(spec.grid), spec.tokens_per_frame
+        sampling_options(sampling)  # fail early on bad keys
+        self.sampling: dict[str, Any] = dict(sampling) if sampling is not None else {}
+        mixer = dict(d_state=d_state, expand=expand, head_dim=head_dim, conv_kernel=conv_kernel,
+                     chunk_size=chunk_size, backend=backend)
+
+        self.patch_size = patch
+        h, w = self.model_grid = (spec.grid[0] // patch, spec.grid[1] // patch)
+        # Frame ordering: one embedding table per position inside a patch (summed over the patch's
+        # p*p codes); token ordering: one table plus the start token (index K).
+        self.code_embed = nn.Embedding(self.num_codes * patch * patch + (ordering == "token"), d_model)
+        self.row_embed = nn.Parameter(torch.zeros(h, d_model))
+        self.col_embed = nn.Parameter(torch.zeros(w, d_model))
+        if ordering == "frame":
+            self.blocks = nn.ModuleList(FrameBlock(d_model, self.model_grid, mixer, spatial_kernel, mlp_ratio, dropout)
+                                        for _ in range(num_layers))
+        else:
+            self.blocks = nn.ModuleList(TokenBlock(d_model, mixer, mlp_ratio, dropout) for _ in range(num_layers))
+        self.norm_out = nn.LayerNorm(d_model)
+        # Tied input/output code embeddings (Press & Wolf 2017): a fresh model starts near
+        # "copy the previous frame / code", a strong prior for video.
+        num_out = self.num_codes * patch * patch
+        self.to_logits = None if tie_embeddings else nn.Linear(d_model, num_out, bias=False)
+        self.logit_bias = nn.Parameter(torch.zeros(num_out))
+        self.backend = resolve_backend(backend)
+        self._init_weights(num_layers)
+
+    def _init_weights(self, num_layers: int) -> None:
+        """GPT-2-style: N(0, 0.02) embeddings and linears, residual outputs scaled by 1/sqrt(2 L)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for p in (self.code_embed.weight, self.row_embed, self.col_embed):
+            nn.init.normal_(p, std=0.02)
+        for name, p in self.named_parameters():
+            if name.endswith(("out_proj.weight", "fc2.weight")):
+                with torch.no_grad():
+                    p.mul_(1 / math.sqrt(2 * num_layers))
+
+    # -- input checks -------------------------------------------------------------------------
+
+    def _check_codes(self, codes: Tensor | None, name: str, min_frames: int) -> Tensor:
+        if codes is None:
+            raise ValueError(f"mamba head: {name}.codes is None; it needs the codes of a discrete backbone")
+        n, k = self.tokens_per_frame, self.num_codes
+        if codes.ndim != 3 or codes.shape[2] != n or codes.dtype != torch.int64 or codes.shape[1] < min_frames:
+            raise ValueError(f"mamba head: {name}.codes must be int64 (B, T, N={n}) with T >= {min_frames}; "
+                             f"got dtype={codes.dtype}, shape={tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= k):
+            raise ValueError(f"mamba head: {name}.codes must lie in [0, {k}); "
+                             f"got [{int(codes.min())}, {int(codes.max())}]")
+        return codes
+
+    # -- embeddings and logits ----------------------------------------------------------------
+
+    def _pos(self) -> Tensor:
+        """``(M, d)`` learned (row, column) embedding of the model grid's positions, raster order."""
+        return (self.row_embed[:, None] + self.col_embed[None]).flatten(0, 1)
+
+    def _logits(self, x: Tensor) -> Tensor:
+        """``(..., d)`` → ``(..., patch_size**2 * K)`` logits."""
+        num_out = self.logit_bias.shape[0]
+        weight = self.code_embed.weight[:num_out] if self.to_logits is None else self.to_logits.weight
+        return F.linear(self.norm_out(x), weight, self.logit_bias)
+
+    def _embed_frames(self, codes: Tensor) -> Tensor:
+        """Frame-ordering inputs: codes ``(..., N)`` → ``(..., M, d)``, ``M = N / patch_size**2``.
+
+        A patch's embedding is the sum of one learned vector per (position in patch, code).
+        """
+        p, (h, w) = self.patch_size, self.grid
+        lead = codes.shape[:-1]
+        codes = codes.reshape(*lead, h // p, p, w // p, p).transpose(-3, -2).reshape(*lead, -1, p * p)
+        codes = codes + self.num_codes * torch.arange(p * p, device=codes.device)  # (..., M, p*p)
+        return self.code_embed(codes).sum(-2) + self._pos()
+
+    def _frame_logits(self, x: Tensor) -> Tensor:
+        """Frame-ordering outputs: ``(..., M, d)`` → logits ``(..., N, K)`` in raster order."""
+        p, (h, w) = self.patch_size, self.grid
+        logits = self._logits(x)  # (..., M, p*p*K)
+        lead = logits.shape[:-2]
+        logits = logits.view(*lead, h // p, w // p, p, p, self.num_codes).transpose(-4, -3)
+        return logits.reshape(*lead, h * w, self.num_codes)
+
+    def _embed_tokens(self, tokens: Tensor, start: int) -> Tensor:
+        """Token-ordering inputs ``(B, L)`` at sequence indices ``start..start+L-1`` → ``(B, L, d)``.
+
+        Input ``i`` holds token ``i - 1`` (index ``K`` = start token) and the position embedding
+        of token ``i``, the one it predicts.
+        """
+        where = torch.arange(start, start + tokens.shape[1], device=tokens.device) % self.tokens_per_frame
+        return self.code_embed(tokens) + self._pos()[where]
+
+    def logits(self, codes: Tensor) -> Tensor:
+        """Teacher-forced logits for a clip ``codes`` ``(B, T, N)`` → ``(B, T', N, K)``, in parallel.
+
+        ``"frame"``: ``T' = T - 1``, row ``t`` predicts frame ``t + 1`` from frames ``<= t``.
+        ``"token"``: ``T' = T``, entry ``(t, j)`` predicts code ``j`` of frame ``t`` from all
+        codes before it in raster order. The targets are ``codes[:, T - T':]``.
+        """
+        if self.ordering == "frame":
+            x = self._embed_frames(codes[:, :-1])  # (B, T-1, M, d)
+            for block in self.blocks:
+                x, _ = block(x)
+            return self._frame_logits(x)
+        bsz, frames, n = codes.shape
+        start = codes.new_full((bsz, 1), self.num_codes)
+        x = self._embed_tokens(torch.cat([start, codes.flatten(1)[:, :-1]], dim=1), 0)  # (B, T*N, d)
+        for block in self.blocks:
+            x, _ = block(x)
+        return self._logits(x).view(bsz, frames, n, self.num_codes)
+
+    # -- training -----------------------------------------------------------------------------
+
+    def forward(self, z: Latents) -> dict[str, Tensor]:
+        """Next-step cross-entropy on ``z.codes`` ``(B, T, N)`` (teacher forcing).
+
+        Returns ``loss`` (mean cross-entropy in nats per code), ``accuracy`` (argmax = target,
+        fraction in [0, 1]) and ``bits_per_token`` (loss / ln 2), all scalars.
+
+        Raises:
+            ValueError: missing codes, wrong shape/dtype, or codes outside ``[0, K)``.
+        """
+        codes = self._check_codes(z.codes, "z", 2 if self.ordering == "frame" else 1)
+        logits = self.logits(codes)
+        targets = codes[:, codes.shape[1] - logits.shape[1]:]
+        loss = F.cross_entropy(logits.reshape(-1, self.num_codes).float(), targets.reshape(-1))
+        with torch.no_grad():
+            accuracy = (logits.argmax(-1) == targets).float().mean()
+        return {"loss": loss, "accuracy": accuracy, "bits_per_token": loss.detach() / math.log(2)}
+
+    # -- recurrent inference ------------------------------------------------------------------
+
+    def prefill(self, context: Tensor) -> tuple[Tensor, Any]:
+        """Run the context ``(B, Tc, N)`` once, in parallel → (next logits, recurrent state).
+
+        ``"frame"`` (``Tc >= 1``): logits ``(B, N, K)`` of frame ``Tc``. ``"token"`` (``Tc >= 0``):
+        logits ``(B, 1, K)`` of the first code of frame ``Tc``; a raster-order prefix ``(B, L)``
+        (any ``L >= 0``, e.g. ending mid-frame) is accepted too and gives the logits of code ``L``.
+        Feed the sampled codes to :meth:`step`.
+        """
+        if self.ordering == "frame":
+            x = self._embed_frames(context)  # (B, Tc, M, d)
+            states = []
+            for block in self.blocks:
+                x, state = block(x)
+                states.append(state)
+            return self._frame_logits(x[:, -1]), states
+        bsz = context.shape[0]
+        start = context.new_full((bsz, 1), self.num_codes)
+        tokens = torch.cat([start, context.flatten(1)], dim=1)  # (B, L + 1) with L = Tc * N
+        x = self._embed_tokens(tokens, 0)
+        states = []
+        for block in self.blocks:
+            x, state = block(x, None)
+            states.append(state)
+        return self._logits(x[:, -1:]), (states, tokens.shape[1])
+
+    def step(self, codes: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed the codes just drawn and advance the state by one step, at constant cost.
+
+        ``"frame"``: ``codes`` ``(B, N)`` (one frame) → logits ``(B, N, K)`` of the next frame.
+        ``"token"``: ``codes`` ``(B, 1)`` → logits ``(B, 1, K)`` of the next code.
+        """
+        new_states = []
+        if self.ordering == "frame":
+            x = self._embed_frames(codes)  # (B, M, d)
+            for block, s in zip(self.blocks, state):
+                x, s = block.step(x, s)
+                new_states.append(s)
+            return self._frame_logits(x), new_states
+        states, index = state
+        x = self._embed_tokens(codes, index)[:, 0]  # (B, d)
+        for block, s in zip(self.blocks, states):
+            x, s = block.step(x, s)
+            new_states.append(s)
+        return self._logits(x)[:, None], (new_states, index + 1)
+
+    @torch.no_grad()
+    def rollout(self, context: Latents, num_future: int, *, generator: torch.Generator | None = None) -> Latents:
+        """Sample ``num_future`` frames of codes after ``context.codes`` ``(B, Tc, N)``.
+
+        Greedy or ancestral sampling per ``self.sampling`` (``generator`` makes draws
+        reproducible); the context is read once, then each frame ("frame") or code ("token") costs
+        one recurrent step. Runs in eval mode (dropout off) and restores the previous mode.
+
+        Returns:
+            :class:`Latents` with ``codes`` ``(B, num_future, N)`` int64 in ``[0, K)`` and
+            ``latents`` an empty ``(B, num_future, N, 0)`` float tensor: the head does not own the
+            codebook vectors, so the backbone decodes from ``codes``.
+
+        Raises:
+            ValueError: missing/bad context codes, ``num_future < 1``, bad ``self.sampling``.
+        """
+        codes = self._check_codes(context.codes, "context", 1 if self.ordering == "frame" else 0)
+        if num_future < 1:
+            raise ValueError(f"mamba head: num_future must be >= 1; got {num_future}")
+        options = sampling_options(self.sampling)
+        bsz, n = codes.shape[0], self.tokens_per_frame
+        steps = num_future if self.ordering == "frame" else num_future * n
+        was_training = self.training
+        self.eval()
+        try:
+            logits, state = self.prefill(codes)
+            drawn = []
+            for i in range(steps):
+                drawn.append(sample_codes(logits, **options, generator=generator))  # (B, N) or (B, 1)
+                if i + 1 < steps:
+                    logits, state = self.step(drawn[-1], state)
+        finally:
+            self.train(was_training)
+        future = torch.cat(drawn, dim=1).view(bsz, num_future, n)
+        empty = torch.empty(bsz, num_future, n, 0, device=codes.device, dtype=self.logit_bias.dtype)
+        return Latents(latents=empty, codes=future)

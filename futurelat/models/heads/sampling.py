@@ -1,0 +1,76 @@
+"""Logits → codes: greedy decoding or ancestral sampling with temperature and top-k.
+
+Shape notation: ``...`` any leading axes (e.g. ``(B,)`` for one token or ``(B, N)`` for a whole
+frame of codes), ``K`` codebook size.
+
+    sample_codes(logits)                                              # greedy argmax
+    sample_codes(logits, greedy=False, temperature=0.8, top_k=50)     # ancestral sampling
+
+Top-k sampling: Fan, Lewis & Dauphin 2018, "Hierarchical Neural Story Generation".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+#: Keys of a head's ``sampling`` dict (configs/head/*.yaml ``sampling:``) and their defaults.
+SAMPLING_DEFAULTS: dict[str, Any] = {"greedy": True, "temperature": 1.0, "top_k": None}
+
+
+def sampling_options(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate a ``sampling`` mapping and fill in defaults → a plain dict with the keys above.
+
+    Raises:
+        ValueError: an unknown key, ``temperature <= 0``, or ``top_k < 1``; the message names the key.
+    """
+    options = dict(SAMPLING_DEFAULTS)
+    if sampling is not None:
+        unknown = sorted(set(sampling) - set(SAMPLING_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown sampling key(s) {unknown} (head.sampling); valid: {sorted(SAMPLING_DEFAULTS)}")
+        options.update({key: sampling[key] for key in sampling})
+    options["greedy"] = bool(options["greedy"])
+    options["temperature"] = float(options["temperature"])
+    if options["temperature"] <= 0:
+        raise ValueError(f"head.sampling.temperature must be > 0; got {options['temperature']} "
+                         "(use greedy: true for argmax decoding)")
+    if options["top_k"] is not None:
+        options["top_k"] = int(options["top_k"])
+        if options["top_k"] < 1:
+            raise ValueError(f"head.sampling.top_k must be >= 1 or null; got {options['top_k']}")
+    return options
+
+
+def sample_codes(logits: Tensor, *, greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Draw one code per position from ``logits`` ``(..., K)`` → codes ``(...)`` int64 in ``[0, K)``.
+
+    Args:
+        logits: unnormalised log-probabilities, ``(..., K)``; positions are drawn independently.
+        greedy: take the argmax (``temperature`` and ``top_k`` are then ignored).
+        temperature: divides the logits before the softmax (> 0; < 1 sharpens).
+        top_k: keep only the ``top_k`` most likely codes (``None``: all; clipped to ``K``).
+        generator: random generator for reproducible draws (default: torch's global one).
+
+    Raises:
+        ValueError: ``temperature <= 0`` or ``top_k < 1``.
+    """
+    if greedy:
+        return logits.argmax(dim=-1)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    num_codes = logits.shape[-1]
+    flat = logits.reshape(-1, num_codes).float() / temperature  # (M, K)
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None; got {top_k}")
+        if top_k < num_codes:
+            kth = flat.topk(top_k, dim=-1).values[:, -1:]  # (M, 1), the k-th largest logit
+            flat = flat.masked_fill(flat < kth, float("-inf"))
+    probs = torch.softmax(flat, dim=-1)
+    codes = torch.multinomial(probs, 1, generator=generator)  # (M, 1)
+    return codes.view(logits.shape[:-1])

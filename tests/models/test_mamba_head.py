@@ -1,0 +1,265 @@
+"""Tests of the ``mamba`` head (futurelat/models/heads/mamba.py, mamba_layers.py, sampling.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from futurelat.models.base import LatentSpec, Latents
+from futurelat.models.heads.mamba import MambaHead
+from futurelat.models.heads.mamba_layers import Mamba2Mixer, ssd_chunk_scan
+from futurelat.models.heads.sampling import sample_codes, sampling_options
+from futurelat.registry import HEADS
+
+# (ordering, patch_size): the frame ordering with and without patches of codes, and the token ordering.
+VARIANTS = [("frame", 1), ("frame", 2), ("token", 1)]
+SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops on a shared 2-core machine: one intra-op thread avoids OpenMP spin-wait stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_head(ordering: str = "frame", patch_size: int = 1, spec: LatentSpec = SPEC, **kwargs) -> MambaHead:
+    torch.manual_seed(0)
+    config = dict(ordering=ordering, patch_size=patch_size, d_model=32, num_layers=2, d_state=8, expand=2,
+                  head_dim=16, conv_kernel=4, spatial_kernel=3, chunk_size=8, backend="torch")
+    config.update(kwargs)
+    return MambaHead(spec, 6, **config)
+
+
+def random_codes(batch: int = 2, frames: int = 6, spec: LatentSpec = SPEC, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, spec.codebook_size, (batch, frames, spec.tokens_per_frame), generator=g)
+
+
+def as_latents(codes: torch.Tensor) -> Latents:
+    return Latents(latents=torch.zeros(*codes.shape, 0), codes=codes)
+
+
+# ------------------------------------------------------------------------------ the scan
+
+
+def test_chunked_scan_matches_sequential_recurrence():
+    torch.manual_seed(0)
+    b, l, h, p, n = 2, 13, 3, 4, 5
+    x, B, C = torch.randn(b, l, h, p), torch.randn(b, l, n), torch.randn(b, l, n)
+    dt, A, state = torch.rand(b, l, h), -torch.rand(h) * 2, torch.randn(b, h, p, n)
+    s, ys = state.clone(), []
+    for t in range(l):  # s_t = exp(dt A) s_{t-1} + dt x_t B_t^T ; y_t = s_t C_t
+        update = torch.einsum("bhp,bn->bhpn", x[:, t] * dt[:, t, :, None], B[:, t])
+        s = s * torch.exp(dt[:, t] * A)[:, :, None, None] + update
+        ys.append(torch.einsum("bhpn,bn->bhp", s, C[:, t]))
+    for chunk in (1, 4, 13, 64):  # several chunks with padding, one chunk, chunk > length
+        y, final = ssd_chunk_scan(x, dt, A, B, C, chunk, initial_state=state)
+        torch.testing.assert_close(y, torch.stack(ys, 1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(final, s, atol=1e-5, rtol=1e-5)
+
+
+def test_mixer_step_and_split_forward_match_full_forward():
+    torch.manual_seed(0)
+    mixer = Mamba2Mixer(16, d_state=8, expand=2, head_dim=8, conv_kernel=4, chunk_size=4, backend="torch")
+    u = torch.randn(3, 11, 16)
+    full, final = mixer(u)
+    state, outs = mixer.init_state(3), []
+    for t in range(11):
+        out, state = mixer.step(u[:, t], state)
+        outs.append(out)
+    torch.testing.assert_close(torch.stack(outs, 1), full, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(state.ssm, final.ssm, atol=1e-5, rtol=1e-4)
+    first, mid = mixer(u[:, :5])
+    second, _ = mixer(u[:, 5:], mid)  # parallel prefill continued from a state
+    torch.testing.assert_close(torch.cat([first, second], 1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_backend_choice():
+    assert Mamba2Mixer(16, head_dim=8, backend="torch").backend == "torch"
+    if importlib.util.find_spec("mamba_ssm") is None:
+        assert Mamba2Mixer(16, head_dim=8, backend="auto").backend == "torch"
+        with pytest.raises(ImportError, match="mamba-ssm"):
+            Mamba2Mixer(16, head_dim=8, backend="mamba_ssm")
+    with pytest.raises(ValueError, match="backend"):
+        Mamba2Mixer(16, head_dim=8, backend="cuda")
+
+
+# ----------------------------------------------------------- recurrent state == parallel
+
+
+@pytest.mark.parametrize("ordering,patch_size", VARIANTS)
+def test_recurrent_steps_match_teacher_forced_logits(ordering, patch_size):
+    head = tiny_head(ordering, patch_size).eval()
+    codes = random_codes()
+    b, t, n = codes.shape
+    with torch.no_grad():
+        parallel = head.logits(codes)
+        if ordering == "frame":  # row r predicts frame r + 1
+            logits, state = head.prefill(codes[:, :1])
+            steps = [logits]
+            for r in range(1, t - 1):
+                logits, state = head.step(codes[:, r], state)
+                steps.append(logits)
+            recurrent = torch.stack(steps, 1)  # (B, T-1, N, K)
+        else:  # token ordering: from the start token alone, then one code per step
+            flat = codes.flatten(1)
+            logits, state = head.prefill(codes[:, :0])
+            steps = [logits]
+            for i in range(t * n - 1):
+                logits, state = head.step(flat[:, i:i + 1], state)
+                steps.append(logits)
+            recurrent = torch.cat(steps, 1).view(b, t, n, -1)
+        # A prefill over several frames (several scan chunks) continues exactly like the steps.
+        prefilled, _ = head.prefill(codes[:, :3])
+        if ordering == "token":  # a flat prefix ending mid-frame
+            mid, _ = head.prefill(codes.flatten(1)[:, :2 * n + 5])
+            torch.testing.assert_close(mid, parallel[:, 2, 5:6], atol=1e-4, rtol=1e-4)
+    assert parallel.shape == recurrent.shape
+    torch.testing.assert_close(recurrent, parallel, atol=1e-4, rtol=1e-4)
+    expected = parallel[:, 2] if ordering == "frame" else parallel[:, 3, :1]
+    torch.testing.assert_close(prefilled, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("ordering,patch_size", VARIANTS)
+def test_causality(ordering, patch_size):
+    head = tiny_head(ordering, patch_size).eval()
+    codes = random_codes()
+    changed = codes.clone()
+    changed[:, 3] = (changed[:, 3] + 1) % SPEC.codebook_size  # every code of frame 3
+    with torch.no_grad():
+        before, after = head.logits(codes), head.logits(changed)
+    # frame: row r sees frames <= r, so rows 0..2 may not change; token: frame-3 rows see only
+    # codes before them, so frames 0..2 and the first code of frame 3 may not change.
+    if ordering == "frame":
+        same, moved = (before[:, :3], after[:, :3]), (before[:, 3:], after[:, 3:])
+    else:
+        flat_b, flat_a = before.flatten(1, 2), after.flatten(1, 2)
+        cut = 3 * SPEC.tokens_per_frame + 1
+        same, moved = (flat_b[:, :cut], flat_a[:, :cut]), (flat_b[:, cut:], flat_a[:, cut:])
+    torch.testing.assert_close(*same, atol=0, rtol=0)
+    assert (moved[0] - moved[1]).abs().amax() > 1e-3  # later outputs do depend on frame 3
+
+
+# ---------------------------------------------------------------------------- rollouts
+
+
+@pytest.mark.parametrize("ordering,patch_size", VARIANTS)
+def test_rollout_shapes_and_greedy_determinism(ordering, patch_size):
+    head = tiny_head(ordering, patch_size, sampling={"greedy": True})
+    context = as_latents(random_codes(frames=3))
+    out = head.rollout(context, 2)
+    assert out.codes.shape == (2, 2, SPEC.tokens_per_frame) and out.codes.dtype == torch.int64
+    assert out.latents.shape == (2, 2, SPEC.tokens_per_frame, 0) and out.latents.is_floating_point()
+    assert 0 <= int(out.codes.min()) and int(out.codes.max()) < SPEC.codebook_size
+    assert torch.equal(out.codes, head.rollout(context, 2).codes)
+    assert head.training  # rollout restores the mode it found
+    head.sampling = {"greedy": False, "top_k": 1, "temperature": 1.7}
+    assert torch.equal(out.codes, head.rollout(context, 2).codes)  # top-1 sampling is greedy
+
+
+@pytest.mark.parametrize("ordering", ["frame", "token"])
+def test_temperature_sampling_is_reproducible_with_a_seed(ordering):
+    head = tiny_head(ordering, sampling={"greedy": False, "temperature": 3.0})
+    context = as_latents(random_codes(frames=2))
+    draw = lambda seed: head.rollout(context, 2, generator=torch.Generator().manual_seed(seed)).codes  # noqa: E731
+    assert torch.equal(draw(0), draw(0))
+    assert not torch.equal(draw(0), draw(1))
+    torch.manual_seed(5)
+    first = head.rollout(context, 2).codes
+    torch.manual_seed(5)
+    assert torch.equal(first, head.rollout(context, 2).codes)  # global seed works too
+
+
+def test_sample_codes_top_k_support_and_validation():
+    logits = torch.tensor([[0.0, 3.0, 2.9, -1.0, 1.0]]).expand(500, 5)
+    draws = sample_codes(logits, greedy=False, temperature=5.0, top_k=2, generator=torch.Generator().manual_seed(0))
+    assert set(draws.tolist()) == {1, 2}
+    assert sample_codes(logits[:1]).item() == 1
+    with pytest.raises(ValueError, match="temperature"):
+        sampling_options({"temperature": 0})
+    with pytest.raises(ValueError, match="top_k"):
+        sampling_options({"top_k": 0})
+    with pytest.raises(ValueError, match="topk"):
+        sampling_options({"topk": 5})
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def moving_bar_codes(num_clips: int = 8, frames: int = 12, width: int = 8) -> torch.Tensor:
+    """Codes ``(B, T, 2 * width)`` of a vertical bar (code 1 on code 0) bouncing between the walls.
+
+    Clip ``i`` starts at column ``i % width``, moving right for even ``i`` and left for odd ``i``.
+    """
+    clips = torch.zeros(num_clips, frames, 2, width, dtype=torch.int64)
+    for i in range(num_clips):
+        col, step = i % width, 1 if i % 2 == 0 else -1
+        for t in range(frames):
+            clips[i, t, :, col] = 1
+            if not 0 <= col + step < width:
+                step = -step
+            col += step
+    return clips.flatten(2)
+
+
+def test_frame_head_learns_a_moving_bar_and_rolls_it_out():
+    spec = LatentSpec(latent_dim=4, grid=(2, 8), codebook_size=4)
+    codes = moving_bar_codes()
+    head = tiny_head("frame", 1, spec=spec, num_layers=2)
+    opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
+    first = None
+    for _ in range(100):
+        out = head(as_latents(codes))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = out["loss"].item() if first is None else first
+    assert out["loss"].item() < 0.05 * first
+    future = head.rollout(as_latents(codes[:, :4]), 8).codes  # greedy, from 4 context frames
+    accuracy = (future == codes[:, 4:]).float().mean().item()
+    bar_hits = ((future == 1) & (codes[:, 4:] == 1)).sum() / (codes[:, 4:] == 1).sum()
+    assert accuracy > 0.98 and bar_hits > 0.9  # the bar itself, not just the background
+
+
+def test_token_head_overfits_a_small_batch():
+    codes = random_codes(batch=2, frames=2)
+    head = tiny_head("token")
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(100):
+        out = head(as_latents(codes))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.2 * losses[0] and out["accuracy"] > 0.9
+    assert set(out) == {"loss", "accuracy", "bits_per_token"}
+
+
+# ------------------------------------------------------------------------- config errors
+
+
+def test_registry_and_config_errors():
+    assert HEADS.get("mamba") is MambaHead
+    with pytest.raises(ValueError, match="discrete backbone"):
+        MambaHead(LatentSpec(latent_dim=8, grid=(4, 4)), 6)
+    with pytest.raises(ValueError, match="ordering"):
+        tiny_head("pixel")
+    with pytest.raises(ValueError, match="patch_size"):
+        tiny_head("frame", 3)
+    with pytest.raises(ValueError, match="spatial_kernel"):
+        tiny_head(spatial_kernel=4)
+    with pytest.raises(ValueError, match="sampling"):
+        tiny_head(sampling={"greedy": True, "beam": 4})
+    head = tiny_head()
+    with pytest.raises(ValueError, match=r"\(B, T, N=16\)"):
+        head(as_latents(random_codes()[:, :, :8]))
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        head(as_latents(random_codes() + 16))
+    with pytest.raises(ValueError, match="codes is None"):
+        head(Latents(latents=torch.zeros(2, 6, 16, 8)))
