@@ -44,6 +44,7 @@ class WandbLogger(NoLogger):
         import wandb
 
         self._wandb = wandb
+        self._step_metrics: set[str] = set()
         self.run = wandb.init(
             project=cfg.project, entity=cfg.get("entity"), group=cfg.get("group"),
             tags=list(cfg.get("tags") or []), mode=cfg.mode, dir=str(run_dir), config=config,
@@ -51,7 +52,17 @@ class WandbLogger(NoLogger):
         )
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.run.log(dict(metrics), step=step)
+        """Log ``{"<stage>/<name>": value}`` against that stage's own step axis ``<stage>/step``.
+
+        Each stage counts steps from 0, so W&B's single monotonic step would drop the second
+        stage's points; ``define_metric`` gives every stage prefix its own x-axis instead.
+        """
+        for prefix in {key.split("/", 1)[0] for key in metrics} - self._step_metrics:
+            self.run.define_metric(f"{prefix}/step")
+            self.run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
+            self._step_metrics.add(prefix)
+        prefixes = {key.split("/", 1)[0] for key in metrics}
+        self.run.log({**metrics, **{f"{p}/step": step for p in prefixes}})
 
     def log_summary(self, metrics: dict[str, float]) -> None:
         self.run.summary.update(dict(metrics))

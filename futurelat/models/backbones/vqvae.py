@@ -48,8 +48,11 @@ class ResBlock(nn.Module):
 class Encoder(nn.Module):
     """``(B, C, H, W)`` in [0, 1] → ``(B, D, H/f, W/f)`` with f = 2 ** len(channel_mult).
 
-    Every stage starts with a stride-2 4×4 conv, so no layer runs at full resolution
-    (the cost that matters on a CPU).
+    Every stage is a stride-2 4×4 conv and a 1×1 conv (receptive field 10 px for 4 px tokens), so no layer runs at full resolution
+    (the cost that matters on a CPU). The encoder has no normalisation layer and a small
+    receptive field on purpose: a patch's latent then depends only on nearby pixels, so all
+    empty (black) patches map to one code instead of hundreds of look-alike codes that a
+    prior would have to tell apart (GroupNorm mixes whole-frame statistics into every patch).
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, channel_mult: list[int],
@@ -59,10 +62,10 @@ class Encoder(nn.Module):
         channels = in_channels
         for mult in channel_mult:
             out = hidden_channels * mult
-            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1)]
-            layers += [ResBlock(out) for _ in range(num_res_blocks)]
+            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), nn.SiLU(),
+                       nn.Conv2d(out, out, 1), nn.SiLU()]
             channels = out
-        layers += [_norm(channels), nn.SiLU(), nn.Conv2d(channels, latent_dim, 1)]
+        layers += [nn.Conv2d(channels, latent_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
