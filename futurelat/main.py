@@ -109,6 +109,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
         # ---- evaluation (rank 0)
         metrics = None
         if "evaluate" in stages and dist.is_main:
+            torch.manual_seed(int(cfg.seed))  # sampled rollouts: the same for a full run and an eval-only run
             metrics = evaluate_frames(
                 model, build_dataset(cfg.dataset, "test"),
                 context_frames=int(cfg.dataset.context_frames), future_frames=int(cfg.dataset.future_frames),

@@ -18,15 +18,6 @@ VARIANTS = [("frame", 1), ("frame", 2), ("token", 1)]
 SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops on a shared 2-core machine: one intra-op thread avoids OpenMP spin-wait stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_head(ordering: str = "frame", patch_size: int = 1, spec: LatentSpec = SPEC, **kwargs) -> MambaHead:
     torch.manual_seed(0)
     config = dict(ordering=ordering, patch_size=patch_size, d_model=32, num_layers=2, d_state=8, expand=2,
@@ -263,3 +254,18 @@ def test_registry_and_config_errors():
         head(as_latents(random_codes() + 16))
     with pytest.raises(ValueError, match="codes is None"):
         head(Latents(latents=torch.zeros(2, 6, 16, 8)))
+
+
+def test_input_noise_corrupts_inputs_only_in_training():
+    torch.manual_seed(0)
+    head = tiny_head("frame", input_noise=0.5)
+    codes = torch.randint(0, SPEC.codebook_size, (2, 4, SPEC.tokens_per_frame))
+    head.eval()
+    clean = head(Latents(torch.empty(0), codes))["loss"]
+    assert torch.equal(clean, head(Latents(torch.empty(0), codes))["loss"])  # eval: no noise
+    head.train()
+    torch.manual_seed(1)
+    noisy = head(Latents(torch.empty(0), codes))["loss"]
+    assert not torch.allclose(noisy, clean)
+    with pytest.raises(ValueError, match="input_noise"):
+        tiny_head("frame", input_noise=1.0)

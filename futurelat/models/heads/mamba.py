@@ -143,6 +143,10 @@ class MambaHead(Head):
         mlp_ratio: hidden width of each block's MLP, in multiples of ``d``.
         tie_embeddings: share the code embedding with the output layer.
         dropout: on residual branches and MLP hidden units (training only).
+        input_noise: in training, the fraction of *input* codes replaced by uniformly random codes
+            (targets stay clean), so the prior learns to recover from its own sampling errors during
+            rollouts instead of compounding them (exposure bias; cf. the noise augmentation of
+            GameNGen, Valevski et al. 2024). 0 = plain teacher forcing.
         backend: ``"auto" | "mamba_ssm" | "torch"``; resolved name in ``self.backend``.
         sampling: ``{"greedy", "temperature", "top_k"}`` for :meth:`rollout`, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`).
@@ -158,7 +162,7 @@ class MambaHead(Head):
     def __init__(self, spec: LatentSpec, num_frames: int, *, ordering: str = "frame", d_model: int = 128,
                  num_layers: int = 4, d_state: int = 32, expand: int = 2, head_dim: int = 32,
                  conv_kernel: int = 4, spatial_kernel: int = 3, patch_size: int = 2, mlp_ratio: float = 2.0,
-                 tie_embeddings: bool = True, chunk_size: int = 64, dropout: float = 0.0, backend: str = "auto",
+                 tie_embeddings: bool = True, chunk_size: int = 64, dropout: float = 0.0, input_noise: float = 0.0, backend: str = "auto",
                  sampling: Mapping[str, Any] | None = None):
         super().__init__()
         if spec.codebook_size is None:
@@ -171,7 +175,10 @@ class MambaHead(Head):
         patch = patch_size if ordering == "frame" else 1
         if patch < 1 or spec.grid[0] % patch or spec.grid[1] % patch:
             raise ValueError(f"head.patch_size={patch_size} must be >= 1 and divide the code grid {tuple(spec.grid)}")
+        if not 0.0 <= input_noise < 1.0:
+            raise ValueError(f"head.input_noise must lie in [0, 1); got {input_noise}")
         self.spec, self.num_frames, self.ordering = spec, num_frames, ordering
+        self.input_noise = input_noise
         self.num_codes, self.grid, self.tokens_per_frame = spec.codebook_size, tuple(spec.grid), spec.tokens_per_frame
         sampling_options(sampling)  # fail early on bad keys
         self.sampling: dict[str, Any] = dict(sampling) if sampling is not None else {}
@@ -298,7 +305,11 @@ class MambaHead(Head):
             ValueError: missing codes, wrong shape/dtype, or codes outside ``[0, K)``.
         """
         codes = self._check_codes(z.codes, "z", 2 if self.ordering == "frame" else 1)
-        logits = self.logits(codes)
+        inputs = codes
+        if self.training and self.input_noise > 0:
+            noisy = torch.rand(codes.shape, device=codes.device) < self.input_noise
+            inputs = torch.where(noisy, torch.randint_like(codes, self.num_codes), codes)
+        logits = self.logits(inputs)
         targets = codes[:, codes.shape[1] - logits.shape[1]:]
         loss = F.cross_entropy(logits.reshape(-1, self.num_codes).float(), targets.reshape(-1))
         with torch.no_grad():
