@@ -60,7 +60,6 @@ def test_stage_without_checkpoint_is_refused_before_training(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
-@pytest.mark.slow
 def test_multirun_sweeps_a_key(tmp_path):
     result = run_main(["-m", *TINY, "head.params.d_model=16,32", f"hydra.sweep.dir={tmp_path}"], cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
