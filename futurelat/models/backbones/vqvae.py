@@ -55,8 +55,7 @@ class Encoder(nn.Module):
     prior would have to tell apart (GroupNorm mixes whole-frame statistics into every patch).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, channel_mult: list[int],
-                 num_res_blocks: int, latent_dim: int):
+    def __init__(self, in_channels: int, hidden_channels: int, channel_mult: list[int], latent_dim: int):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -108,7 +107,7 @@ class VQVAE(Backbone):
         hidden_channels: width of the first conv stage.
         channel_mult: width multiplier per downsampling stage; each stage halves H and W,
             so ``[1, 2]`` gives a 4× smaller token grid (64×64 → 16×16).
-        num_res_blocks: residual blocks per stage.
+        num_res_blocks: residual blocks per decoder stage (the encoder has none, see :class:`Encoder`).
         latent_dim: D, the codebook vector size.
         codebook_size: K, number of codes.
         commitment_weight: β of the commitment loss ``β‖z_e − sg(z_q)‖²``.
@@ -135,7 +134,7 @@ class VQVAE(Backbone):
         self.downsample = 2 ** len(channel_mult)
         self.latent_dim = latent_dim
         self.codebook_size = codebook_size
-        self.encoder = Encoder(in_channels, hidden_channels, channel_mult, num_res_blocks, latent_dim)
+        self.encoder = Encoder(in_channels, hidden_channels, channel_mult, latent_dim)
         self.decoder = Decoder(in_channels, hidden_channels, channel_mult, num_res_blocks, latent_dim)
         self.quantizer = VectorQuantize(
             dim=latent_dim,
