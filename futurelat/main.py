@@ -120,7 +120,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
             logger.log_summary(metrics)
             for name in ("predictions.gif", "predictions.png"):
                 if (run_dir / name).exists():
-                    logger.log_media(f"eval/{name.split('.')[0]}_{name.split('.')[1]}", run_dir / name)
+                    logger.log_media(f"eval/{name.replace('.', '_')}", run_dir / name)
             _print_summary(metrics, run_dir)
         if dist.world_size > 1:
             torch.distributed.barrier()
