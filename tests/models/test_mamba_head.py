@@ -179,6 +179,16 @@ def test_sample_codes_top_k_support_and_validation():
         sampling_options({"topk": 5})
 
 
+def test_sample_codes_draws_from_the_softmax():
+    logits = torch.tensor([0.0, 1.0, -2.0, 2.0, 0.5])
+    probs = torch.softmax(logits / 0.8, dim=0)
+    draws = sample_codes(logits.expand(40_000, 5), greedy=False, temperature=0.8,
+                         generator=torch.Generator().manual_seed(3))
+    freq = torch.bincount(draws, minlength=5).float() / draws.numel()
+    # 40k draws: the standard error of each frequency is below 0.0025
+    assert torch.allclose(freq, probs, atol=0.01), (freq, probs)
+
+
 # --------------------------------------------------------------------------- learning
 
 

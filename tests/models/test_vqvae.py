@@ -52,6 +52,17 @@ def test_snapped_latents_decode_like_their_codes():
     assert torch.allclose(model.decode(Latents(z.latents)), model.decode(z))
 
 
+def test_eval_encode_matches_the_quantizer():
+    model = tiny_vqvae(kmeans_init=False)
+    frames = blobs(b=6, t=3)
+    model.train()
+    model.quantizer.eval()  # the quantizer's own lookup, without its EMA update
+    z_q, codes, _, _ = model._encode_frames(frames)
+    z = model.eval().encode(frames)
+    assert torch.equal(z.codes, codes)
+    assert torch.allclose(z.latents, z_q, atol=1e-6)
+
+
 def test_overfits_one_batch_and_the_codebook_updates():
     model = tiny_vqvae(kmeans_init=False, dead_code_threshold=0.0)
     frames = blobs()

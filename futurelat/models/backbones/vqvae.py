@@ -175,11 +175,14 @@ class VQVAE(Backbone):
             z_q, codes, commitment = self.quantizer(z_e.float())
         return z_q, codes, commitment
 
-    def _encode_frames(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
+    def _check_input(self, frames: Tensor) -> None:
         check_frames(frames)
         if frames.shape[2] != self.in_channels:
             raise ValueError(f"vqvae was built for {self.in_channels}-channel frames; got frames of shape "
                              f"{tuple(frames.shape)} (B, T, C, H, W)")
+
+    def _encode_frames(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
+        self._check_input(frames)
         b = frames.shape[0]
         z_e = self.encoder(rearrange(frames, "b t c h w -> (b t) c h w"))
         grid = (z_e.shape[-2], z_e.shape[-1])
@@ -190,9 +193,37 @@ class VQVAE(Backbone):
         return z_q, codes, commitment, grid
 
     def encode(self, frames: Tensor) -> Latents:
-        """Frames ``(B, T, C, H, W)`` in [0, 1] → quantized latents ``(B, T, N, D)`` and codes ``(B, T, N)``."""
-        z_q, codes, _, _ = self._encode_frames(frames)
-        return Latents(latents=z_q, codes=codes)
+        """Frames ``(B, T, C, H, W)`` in [0, 1] → quantized latents ``(B, T, N, D)`` and codes ``(B, T, N)``.
+
+        In training mode this is the quantizer's own forward pass (EMA updates included); in eval
+        mode (the frozen backbone of stage 2 and evaluation) the nearest codes are found by a
+        chunked matmul, :meth:`nearest_codes`, which gives the same codes several times faster
+        and without the quantizer's ``(M·N, K)`` temporaries.
+        """
+        if self.training:
+            z_q, codes, _, _ = self._encode_frames(frames)
+            return Latents(latents=z_q, codes=codes)
+        self._check_input(frames)
+        b, t = frames.shape[:2]
+        z_e = self.encoder(rearrange(frames, "b t c h w -> (b t) c h w"))
+        codes = self.nearest_codes(rearrange(z_e, "(b t) d h w -> b t (h w) d", b=b, t=t))
+        return Latents(latents=F.embedding(codes, self.codebook), codes=codes)
+
+    @torch.no_grad()
+    def nearest_codes(self, latents: Tensor, chunk: int = 8192) -> Tensor:
+        """Latents ``(..., D)`` → int64 codes ``(...)`` of the nearest codebook vectors (L2).
+
+        ``argmin_k ‖x − e_k‖² = argmax_k (2 x·e_k − ‖e_k‖²)``: one matmul per ``chunk`` rows, in
+        float32, so the temporaries stay at ``chunk × K`` floats.
+        """
+        codebook = self.codebook.float()  # (K, D)
+        sq_norms = codebook.square().sum(-1)  # (K,)
+        flat = latents.reshape(-1, latents.shape[-1]).float()
+        codes = torch.empty(flat.shape[0], dtype=torch.int64, device=flat.device)
+        for start in range(0, flat.shape[0], chunk):
+            scores = torch.addmm(sq_norms, flat[start:start + chunk], codebook.t(), beta=-1, alpha=2)
+            codes[start:start + chunk] = scores.argmax(-1)
+        return codes.view(latents.shape[:-1])
 
     def embed_codes(self, codes: Tensor) -> Tensor:
         """Codes ``(..., N)`` int64 → codebook vectors ``(..., N, D)``."""
@@ -203,9 +234,7 @@ class VQVAE(Backbone):
 
     def snap(self, latents: Tensor) -> Tensor:
         """Continuous latents ``(B, T, N, D)`` → codes ``(B, T, N)`` of the nearest codebook vectors."""
-        flat = rearrange(latents.float(), "b t n d -> (b t n) d")
-        codes = torch.cdist(flat, self.codebook.float()).argmin(dim=-1)
-        return codes.view(latents.shape[:-1])
+        return self.nearest_codes(latents)
 
     def decode(self, z: Latents) -> Tensor:
         """Latents → frames ``(B, T, C, H, W)`` in [0, 1].
