@@ -115,7 +115,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
                 context_frames=int(cfg.dataset.context_frames), future_frames=int(cfg.dataset.future_frames),
                 batch_size=int(cfg.eval.batch_size), device=dist.device, out_dir=run_dir,
                 num_visualize=int(cfg.eval.num_visualize), max_sequences=cfg.eval.max_sequences,
-                progress=bool(cfg.trainer.progress),
+                progress=bool(cfg.trainer.progress), num_samples=int(cfg.eval.num_samples),
             )
             logger.log_summary(metrics)
             for name in ("predictions.gif", "predictions.png"):
@@ -136,7 +136,10 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     table = Table(title=f"test set ({int(metrics.get('test/num_sequences', 0))} sequences)")
     for col in ("", "MSE ↓", "MAE ↓", "SSIM ↑", "PSNR ↑"):
         table.add_column(col)
-    for label, prefix in (("model", "test"), ("copy last frame", "test/copy_last"), ("black frames", "test/zeros")):
+    rows = [("model", "test"), ("copy last frame", "test/copy_last"), ("black frames", "test/zeros")]
+    if "test/best_of_k/mse" in metrics:
+        rows.insert(1, (f"best of {int(metrics['test/num_samples'])} samples", "test/best_of_k"))
+    for label, prefix in rows:
         table.add_row(label, *(f"{metrics[f'{prefix}/{m}']:.2f}" if m != "ssim" else f"{metrics[f'{prefix}/{m}']:.3f}"
                                for m in ("mse", "mae", "ssim", "psnr")))
     console = Console()

@@ -30,10 +30,8 @@ TINY = [
     "backbone.params.hidden_channels=8",
     "backbone.params.latent_dim=8",
     "backbone.params.codebook_size=32",
-    "head.params.d_model=32",
+    "head.params.d_model=32",      # keys every head has; head-specific sizes keep their defaults
     "head.params.num_layers=1",
-    "head.params.head_dim=16",
-    "head.params.d_state=8",
 ]
 
 

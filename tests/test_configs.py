@@ -92,7 +92,7 @@ def test_code_head_on_a_continuous_backbone_is_rejected(monkeypatch):
             return LatentSpec(spec.latent_dim, spec.grid, codebook_size=None)
 
     monkeypatch.setitem(BACKBONES._entries, "continuous_test", Continuous)
-    with pytest.raises(ValueError, match="head 'mamba' predicts codes and needs a discrete backbone.*'continuous_test'"):
+    with pytest.raises(ValueError, match="head 'mamba' \(objective 'autoregressive'\) predicts codes and needs a discrete backbone.*'continuous_test'"):
         build_model(compose_config(["backbone.name=continuous_test"]))
 
 

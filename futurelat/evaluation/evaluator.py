@@ -9,6 +9,11 @@ sequences it scores two baselines, so a number is never read without its floor:
   SSIM (1,000-sequence test set: zeros MSE 170.9 / SSIM 0.797, copy-last MSE 281.9 / SSIM 0.693),
   so a model that only learned to predict darkness is exposed.
 
+A stochastic model (a sampled token prior, a flow head) can be scored on ``num_samples = k``
+futures per context: ``test/*`` is then the mean over all ``k`` samples, and ``test/best_of_k/*``
+scores, for each sequence, the sample with the lowest MSE (an oracle pick, the usual "best of k"
+of stochastic video prediction, e.g. Denton & Fergus 2018).
+
 If the model can reconstruct frames (``model.reconstruct``, e.g. a tokenizer's encode → decode),
 the reconstruction of all ``Tc + Tf`` frames is scored as ``tokenizer/*``: the ceiling a
 latent-space predictor can reach.
@@ -89,8 +94,8 @@ def _check_output(out: Tensor, expected: tuple[int, ...], what: str) -> None:
 def _metric_keys(future_frames: int) -> set[str]:
     """Every key :func:`evaluate_frames` can compute for ``future_frames`` steps."""
     width = max(2, len(str(future_frames)))
-    keys = {"test/num_sequences", *(f"tokenizer/{m}" for m in METRIC_NAMES)}
-    for prefix in ("test/", *(f"test/{b}/" for b in BASELINES)):
+    keys = {"test/num_sequences", "test/num_samples", *(f"tokenizer/{m}" for m in METRIC_NAMES)}
+    for prefix in ("test/", "test/best_of_k/", *(f"test/{b}/" for b in BASELINES)):
         for m in METRIC_NAMES:
             keys.add(prefix + m)
             keys.update(f"{prefix}{m}/step_{k:0{width}d}" for k in range(1, future_frames + 1))
@@ -109,6 +114,7 @@ def evaluate_frames(
     max_sequences: int | None = None,
     progress: bool = True,
     extra_metrics: Mapping[str, Any] | None = None,
+    num_samples: int = 1,
 ) -> dict[str, float]:
     """Score ``model.rollout`` on future frames, with baselines, per-step curves and pictures.
 
@@ -130,11 +136,14 @@ def evaluate_frames(
         max_sequences: score only the first ``max_sequences`` sequences (``None``: all).
         progress: show a rich progress bar.
         extra_metrics: merged into the returned dict and ``metrics.json`` (e.g. step, checkpoint).
+        num_samples: ``k`` rollouts per context (for stochastic models); the pictures show the first.
 
     Returns:
         Flat dict of floats (see :mod:`futurelat.evaluation.metrics` for units):
 
-        - ``test/{mse,mae,ssim,psnr}`` and ``test/{metric}/step_01`` ... ``step_{Tf}``: the model;
+        - ``test/{mse,mae,ssim,psnr}`` and ``test/{metric}/step_01`` ... ``step_{Tf}``: the model
+          (mean over the ``k`` samples); ``test/best_of_k/...`` the same keys for the per-sequence
+          lowest-MSE sample, only when ``k > 1``; ``test/num_samples`` = ``k``;
         - ``test/copy_last/...`` and ``test/zeros/...``: same keys for the two baselines;
         - ``tokenizer/{mse,ssim,psnr}``: reconstruction of all ``T`` frames (if available);
         - ``test/num_sequences``; plus ``extra_metrics``.
@@ -148,7 +157,7 @@ def evaluate_frames(
     if not callable(getattr(model, "rollout", None)):
         raise TypeError(f"model ({type(model).__name__}) has no rollout(context, num_future) method")
     for name, value in (("context_frames", context_frames), ("future_frames", future_frames),
-                        ("batch_size", batch_size)):
+                        ("batch_size", batch_size), ("num_samples", num_samples)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     if not isinstance(num_visualize, int) or num_visualize < 0:
@@ -177,6 +186,8 @@ def evaluate_frames(
         model.eval()
 
     accumulators = {"test/": MetricAccumulator()}
+    if num_samples > 1:
+        accumulators["test/best_of_k/"] = MetricAccumulator()
     accumulators.update({f"test/{b}/": MetricAccumulator() for b in BASELINES})
     tokenizer_acc: MetricAccumulator | None = None
     reconstruct = getattr(model, "reconstruct", None)
@@ -198,9 +209,15 @@ def evaluate_frames(
                 b = frames.shape[0]
                 context, target = frames[:, :tc], frames[:, tc:]
 
-                prediction = model.rollout(context.clone(), tf)
-                _check_output(prediction, (b, tf, *frames.shape[2:]), "model.rollout(context, num_future)")
-                accumulators["test/"].update(frame_metrics(prediction, target))
+                samples = []
+                for _ in range(num_samples):
+                    samples.append(model.rollout(context.clone(), tf))
+                    _check_output(samples[-1], (b, tf, *frames.shape[2:]), "model.rollout(context, num_future)")
+                    samples[-1] = frame_metrics(samples[-1], target), samples[-1]
+                    accumulators["test/"].update(samples[-1][0])
+                if num_samples > 1:
+                    accumulators["test/best_of_k/"].update(_best_of_k([m for m, _ in samples]))
+                prediction = samples[0][1]
                 accumulators["test/copy_last/"].update(
                     frame_metrics(copy_last_baseline(context, tf), target))
                 accumulators["test/zeros/"].update(frame_metrics(zeros_baseline(context, tf), target))
@@ -236,6 +253,7 @@ def evaluate_frames(
         tok = tokenizer_acc.compute("tokenizer/", per_step=False)
         metrics.update({k: v for k, v in tok.items() if k.split("/")[-1] in ("mse", "ssim", "psnr")})
     metrics["test/num_sequences"] = float(start)
+    metrics["test/num_samples"] = float(num_samples)
     if extra_metrics:
         metrics.update(extra_metrics)
     metrics = dict(sorted(metrics.items()))
@@ -252,9 +270,17 @@ def evaluate_frames(
     return metrics
 
 
+def _best_of_k(per_sample: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Per-frame metrics of each sequence's lowest-MSE sample: ``k`` dicts of ``(B, T)`` → one dict."""
+    best = torch.stack([m["mse"].mean(1) for m in per_sample]).argmin(0)  # (B,) sample index
+    rows = torch.arange(best.shape[0], device=best.device)
+    return {name: torch.stack([m[name] for m in per_sample])[best, rows] for name in per_sample[0]}
+
+
 def summarize(metrics: Mapping[str, float]) -> str:
     """One line per scorer (model, baselines, tokenizer) with MSE / MAE / SSIM / PSNR, for logs."""
-    rows = [("model", "test/"), *((b, f"test/{b}/") for b in BASELINES), ("tokenizer", "tokenizer/")]
+    rows = [("model", "test/"), ("best of k", "test/best_of_k/"), *((b, f"test/{b}/") for b in BASELINES),
+            ("tokenizer", "tokenizer/")]
     lines = []
     for label, prefix in rows:
         parts = [f"{m.upper()} {float(metrics[prefix + m]):.4g}" for m in METRIC_NAMES

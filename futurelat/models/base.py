@@ -127,8 +127,17 @@ class Head(nn.Module, ABC):
     ``forward`` is the stage-2 training step on a whole clip; ``rollout`` predicts.
     """
 
-    #: Whether the head needs ``Latents.codes`` (token priors) or works on latents.
+    #: Whether the head needs ``Latents.codes`` (token priors) or works on latents. Heads whose
+    #: objective is configurable set it per instance and override :meth:`config_needs_codes`.
     needs_codes: bool = False
+
+    @classmethod
+    def config_needs_codes(cls, params: dict) -> bool:
+        """Whether a head built with config ``params`` (``head.params``) predicts codes.
+
+        Lets the builder reject a code head on a continuous backbone before building anything.
+        """
+        return cls.needs_codes
 
     @abstractmethod
     def forward(self, z: Latents) -> dict[str, Tensor]:

@@ -127,10 +127,13 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
             raise ValueError(f"dataset.{key}={cfg.dataset[key]} is not a multiple of backbone "
                              f"'{cfg.backbone.name}' temporal downsampling ({spec.temporal_downsample})")
     head_cls = HEADS.get(cfg.head.name)
-    if head_cls.needs_codes and not spec.discrete:
+    head_params = _params("head", cfg.head, head_cls)
+    if head_cls.config_needs_codes(head_params) and not spec.discrete:
         discrete = [n for n in BACKBONES.names() if BACKBONES.get(n).discrete]
-        raise ValueError(f"head '{cfg.head.name}' predicts codes and needs a discrete backbone, but backbone "
-                         f"'{cfg.backbone.name}' is continuous (codebook_size=None); "
-                         f"discrete backbones: {', '.join(discrete)}")
-    head = head_cls(spec, num_frames // spec.temporal_downsample, **_params("head", cfg.head, head_cls))
+        objective = f" (objective {head_params['objective']!r})" if "objective" in head_params else ""
+        raise ValueError(f"head '{cfg.head.name}'{objective} predicts codes and needs a discrete backbone, but "
+                         f"backbone '{cfg.backbone.name}' is continuous (codebook_size=None); "
+                         f"discrete backbones: {', '.join(discrete)}; or choose a head objective that "
+                         "predicts latents (e.g. head.params.objective=regression)")
+    head = head_cls(spec, num_frames // spec.temporal_downsample, **head_params)
     return LatentVideoModel(backbone, head, spec)

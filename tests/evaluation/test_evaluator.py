@@ -96,6 +96,30 @@ def test_zeros_baseline_and_zero_model(sequences, dataset):
     assert m["test/copy_last/mse"] != pytest.approx(m["test/zeros/mse"], rel=1e-3)
 
 
+class AlternatingModel(OracleModel):
+    """A 'stochastic' model whose draws alternate: the true future, then black frames."""
+
+    calls = 0
+
+    def rollout(self, context, num_future):
+        self.calls += 1
+        if self.calls % 2:
+            return super().rollout(context, num_future)
+        return torch.zeros(context.shape[0], num_future, *context.shape[2:])
+
+
+def test_num_samples_reports_the_mean_and_the_best_of_k(sequences, dataset):
+    model = AlternatingModel(sequences)
+    m = _run(model, dataset, num_samples=2)
+    assert model.calls == 4  # 6 sequences in batches of 4: 2 batches x 2 samples
+    assert m["test/num_samples"] == 2.0 and m["test/num_sequences"] == 6.0
+    assert m["test/mse"] == pytest.approx(m["test/zeros/mse"] / 2, rel=1e-6)  # mean of 0 and the zeros MSE
+    assert m["test/best_of_k/mse"] == 0.0 and m["test/best_of_k/ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert "test/best_of_k/mse" not in _run(ZeroModel(), dataset)
+    with pytest.raises(ValueError, match="num_samples"):
+        _run(ZeroModel(), dataset, num_samples=0)
+
+
 def test_per_step_keys_average_to_overall(dataset):
     m = _run(ShiftModel(), dataset)
     for prefix in ("test/", "test/copy_last/", "test/zeros/"):

@@ -279,3 +279,72 @@ def test_input_noise_corrupts_inputs_only_in_training():
     assert not torch.allclose(noisy, clean)
     with pytest.raises(ValueError, match="input_noise"):
         tiny_head("frame", input_noise=1.0)
+
+
+# ---------------------------------------------------------------------------- regression
+
+CONTINUOUS = LatentSpec(latent_dim=3, grid=(4, 4))
+
+
+def moving_blob_latents(num_clips: int = 8, frames: int = 8) -> torch.Tensor:
+    """Latents ``(B, T, 16, 3)`` on a 4x4 grid: a bright vector in one cell, moving one cell right per frame.
+
+    Clip ``i`` starts in cell ``(i % 4, i % 4)``; columns wrap around. Background vectors are ``-1``.
+    """
+    clips = -torch.ones(num_clips, frames, 4, 4, 3)
+    for i in range(num_clips):
+        for t in range(frames):
+            clips[i, t, i % 4, (i + t) % 4] = torch.tensor([2.0, 1.0, 3.0])
+    return clips.flatten(2, 3)
+
+
+def regression_head(**kwargs) -> MambaHead:
+    return tiny_head("frame", 1, spec=CONTINUOUS, **{"objective": "regression", **kwargs})
+
+
+def test_regression_recurrent_steps_match_the_parallel_forward():
+    head = regression_head().eval()
+    latents = torch.randn(2, 6, 16, 3)
+    head.standardizer.fit_once(latents)  # eval mode: does nothing, statistics stay (0, 1)
+    assert not bool(head.standardizer.fitted)
+    x = head._embed_latents(latents[:, :-1])
+    for block in head.blocks:
+        x, _ = block(x)
+    full = head._frame_latents(x)  # (B, 5, N, D): predictions of frames 1..5
+    pred, state = head.prefill(latents[:, :3])
+    torch.testing.assert_close(pred, full[:, 2], atol=1e-5, rtol=1e-5)
+    for t in (3, 4):
+        pred, state = head.step(latents[:, t], state)
+        torch.testing.assert_close(pred, full[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_regression_learns_a_moving_blob_and_beats_copy_last():
+    latents = moving_blob_latents()
+    head = regression_head(input_noise=0.0)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
+    for _ in range(150):
+        out = head(Latents(latents))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert set(out) == {"loss", "l1", "mse", "cosine"} and out["cosine"] > 0.9
+    assert bool(head.standardizer.fitted) and "standardizer.mean" in head.state_dict()
+    future = head.rollout(Latents(latents[:, :4]), 4)
+    assert future.codes is None and future.latents.shape == (8, 4, 16, 3)
+    err = (future.latents - latents[:, 4:]).abs().mean()
+    copy_last = (latents[:, 3:4] - latents[:, 4:]).abs().mean()
+    assert err < 0.25 * copy_last, (err, copy_last)
+
+
+def test_regression_config_errors():
+    with pytest.raises(ValueError, match="objective=regression needs head.params.ordering=frame"):
+        tiny_head("token", spec=CONTINUOUS, objective="regression")
+    with pytest.raises(ValueError, match="objective=regression"):  # the autoregressive default on a continuous spec
+        tiny_head("frame", spec=CONTINUOUS)
+    with pytest.raises(ValueError, match="head.params.loss"):
+        regression_head(loss="huber")
+    with pytest.raises(ValueError, match="head.params.objective"):
+        regression_head(objective="diffusion")
+    with pytest.raises(ValueError, match=r"\(B, T, N=16, D=3\)"):
+        regression_head()(Latents(torch.randn(2, 4, 16, 5)))
+    assert MambaHead.config_needs_codes({}) and not MambaHead.config_needs_codes({"objective": "regression"})

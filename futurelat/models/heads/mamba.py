@@ -1,7 +1,18 @@
-"""``mamba`` head: an autoregressive prior over a discrete backbone's codes, built from Mamba-2 blocks.
+"""``mamba`` head: Mamba-2 blocks that predict the next latent frame, as codes or as vectors.
 
-Shape notation: ``B`` batch, ``T`` latent frames, ``N = h * w`` codes per frame, ``K`` codebook
-size, ``d`` model width; codes are ``(B, T, N)`` int64 in ``[0, K)``.
+Shape notation: ``B`` batch, ``T`` latent frames, ``N = h * w`` tokens per frame, ``K`` codebook
+size, ``D`` latent channels, ``d`` model width; codes are ``(B, T, N)`` int64 in ``[0, K)``.
+
+Two objectives (``head.objective``):
+
+- ``"autoregressive"``: a prior over a discrete backbone's codes, next-frame/next-token
+  cross-entropy, sampled (the VQ-VAE + Mamba token prior).
+- ``"regression"``: continuous latents ``(B, T, N, D)`` in, the next frame's latents out, L1 loss
+  by default (the encoder-Mamba-decoder frame predictor); works on any backbone. Latents are
+  standardized per channel (:class:`~futurelat.models.heads.latent_io.LatentStandardizer`); in
+  rollouts each prediction is fed back as the next input. On a discrete backbone the predicted
+  vectors are snapped to the nearest codebook vectors by the backbone's ``decode``. Frame
+  ordering only.
 
 Two orderings (``head.ordering``):
 
@@ -34,11 +45,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents
+from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
 from futurelat.models.heads.sampling import sample_codes, sampling_options
 from futurelat.registry import HEADS
 
 ORDERINGS = ("frame", "token")
+OBJECTIVES = ("autoregressive", "regression")
+#: Regression losses in (standardized) latent space.
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,13 +142,16 @@ class TokenBlock(nn.Module):
 
 @HEADS.register("mamba")
 class MambaHead(Head):
-    """Autoregressive Mamba-2 prior over codes ``(B, T, N)``; see the module docstring.
+    """Mamba-2 next-frame predictor over codes ``(B, T, N)`` or latents ``(B, T, N, D)``; see the module docstring.
 
     Args:
-        spec: the backbone's :class:`LatentSpec`; needs ``codebook_size`` (``K``) and ``grid``.
+        spec: the backbone's :class:`LatentSpec`; the autoregressive objective needs
+            ``codebook_size`` (``K``); both need ``grid``.
         num_frames: latent frames per training clip (context + future); only recorded, since
             nothing in the model depends on the clip length.
-        ordering: ``"frame"`` or ``"token"``.
+        objective: ``"autoregressive"`` (codes, cross-entropy) or ``"regression"`` (latents).
+        loss: regression only: ``"l1" | "mse" | "smooth_l1"`` on standardized latents.
+        ordering: ``"frame"`` or ``"token"`` (the regression objective needs ``"frame"``).
         d_model: ``d``. num_layers: blocks. d_state, expand, head_dim, conv_kernel, chunk_size:
             the Mamba-2 mixer's (see :class:`Mamba2Mixer`).
         spatial_kernel: odd side of the depthwise conv over the ``(h, w)`` grid (frame ordering).
@@ -146,38 +164,51 @@ class MambaHead(Head):
         input_noise: in training, the fraction of *input* codes replaced by uniformly random codes
             (targets stay clean), so the prior learns to recover from its own sampling errors during
             rollouts instead of compounding them (exposure bias; cf. the noise augmentation of
-            GameNGen, Valevski et al. 2024). 0 = plain teacher forcing.
+            GameNGen, Valevski et al. 2024). Regression: the standard deviation of Gaussian noise
+            added to the standardized input latents, for the same reason. 0 = plain teacher forcing.
         backend: ``"auto" | "mamba_ssm" | "torch"``; resolved name in ``self.backend``.
         sampling: ``{"greedy", "temperature", "top_k"}`` for :meth:`rollout`, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`).
 
     Raises:
-        ValueError: a continuous ``spec`` (``codebook_size is None``), an unknown ordering, an even
+        ValueError: the autoregressive objective on a continuous ``spec`` (``codebook_size is
+            None``), an unknown objective/loss/ordering, regression with the token ordering, an even
             ``spatial_kernel``, or bad mixer sizes / sampling keys; the message names the key.
         ImportError: ``backend="mamba_ssm"`` without the ``mamba-ssm`` package.
     """
 
-    needs_codes = True
+    @classmethod
+    def config_needs_codes(cls, params: dict) -> bool:
+        return params.get("objective", "autoregressive") == "autoregressive"
 
-    def __init__(self, spec: LatentSpec, num_frames: int, *, ordering: str = "frame", d_model: int = 128,
+    def __init__(self, spec: LatentSpec, num_frames: int, *, objective: str = "autoregressive", loss: str = "l1",
+                 ordering: str = "frame", d_model: int = 128,
                  num_layers: int = 4, d_state: int = 32, expand: int = 2, head_dim: int = 32,
                  conv_kernel: int = 4, spatial_kernel: int = 3, patch_size: int = 2, mlp_ratio: float = 2.0,
                  tie_embeddings: bool = True, chunk_size: int = 64, dropout: float = 0.0, input_noise: float = 0.0, backend: str = "auto",
                  sampling: Mapping[str, Any] | None = None):
         super().__init__()
-        if spec.codebook_size is None:
-            raise ValueError("the mamba head (this issue's version) needs a discrete backbone: "
-                             f"spec.codebook_size is None for {spec}; use a backbone with a codebook (e.g. vqvae)")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"head.params.objective must be one of {OBJECTIVES}; got {objective!r}")
+        regression = objective == "regression"
+        if not regression and spec.codebook_size is None:
+            raise ValueError("the mamba head's autoregressive objective predicts codes and needs a discrete backbone: "
+                             f"spec.codebook_size is None for {spec}; use a backbone with a codebook (e.g. vqvae) "
+                             "or head.params.objective=regression")
+        if loss not in LOSSES:
+            raise ValueError(f"head.params.loss must be one of {tuple(LOSSES)}; got {loss!r}")
         if ordering not in ORDERINGS:
             raise ValueError(f"head.ordering must be one of {ORDERINGS}; got {ordering!r}")
+        if regression and ordering != "frame":
+            raise ValueError(f"head.params.objective=regression needs head.params.ordering=frame; got {ordering!r}")
         if spatial_kernel < 1 or spatial_kernel % 2 == 0:
             raise ValueError(f"head.spatial_kernel must be a positive odd number; got {spatial_kernel}")
         patch = patch_size if ordering == "frame" else 1
-        if patch < 1 or spec.grid[0] % patch or spec.grid[1] % patch:
-            raise ValueError(f"head.patch_size={patch_size} must be >= 1 and divide the code grid {tuple(spec.grid)}")
-        if not 0.0 <= input_noise < 1.0:
-            raise ValueError(f"head.input_noise must lie in [0, 1); got {input_noise}")
+        check_patch_size(patch, spec.grid, "head.patch_size")
+        if not (0.0 <= input_noise < 1.0 or (regression and input_noise >= 0)):
+            raise ValueError(f"head.input_noise must lie in [0, 1) (regression: >= 0); got {input_noise}")
         self.spec, self.num_frames, self.ordering = spec, num_frames, ordering
+        self.objective, self.needs_codes, self.loss_name = objective, not regression, loss
         self.input_noise = input_noise
         self.num_codes, self.grid, self.tokens_per_frame = spec.codebook_size, tuple(spec.grid), spec.tokens_per_frame
         sampling_options(sampling)  # fail early on bad keys
@@ -187,9 +218,6 @@ class MambaHead(Head):
 
         self.patch_size = patch
         h, w = self.model_grid = (spec.grid[0] // patch, spec.grid[1] // patch)
-        # Frame ordering: one embedding table per position inside a patch (summed over the patch's
-        # p*p codes); token ordering: one table plus the start token (index K).
-        self.code_embed = nn.Embedding(self.num_codes * patch * patch + (ordering == "token"), d_model)
         self.row_embed = nn.Parameter(torch.zeros(h, d_model))
         self.col_embed = nn.Parameter(torch.zeros(w, d_model))
         if ordering == "frame":
@@ -198,11 +226,19 @@ class MambaHead(Head):
         else:
             self.blocks = nn.ModuleList(TokenBlock(d_model, mixer, mlp_ratio, dropout) for _ in range(num_layers))
         self.norm_out = nn.LayerNorm(d_model)
-        # Tied input/output code embeddings (Press & Wolf 2017): a fresh model starts near
-        # "copy the previous frame / code", a strong prior for video.
-        num_out = self.num_codes * patch * patch
-        self.to_logits = None if tie_embeddings else nn.Linear(d_model, num_out, bias=False)
-        self.logit_bias = nn.Parameter(torch.zeros(num_out))
+        if regression:
+            self.standardizer = LatentStandardizer(spec.latent_dim)
+            self.latent_in = nn.Linear(patch * patch * spec.latent_dim, d_model)
+            self.latent_out = nn.Linear(d_model, patch * patch * spec.latent_dim)
+        else:
+            # Frame ordering: one embedding table per position inside a patch (summed over the
+            # patch's p*p codes); token ordering: one table plus the start token (index K).
+            self.code_embed = nn.Embedding(self.num_codes * patch * patch + (ordering == "token"), d_model)
+            # Tied input/output code embeddings (Press & Wolf 2017): a fresh model starts near
+            # "copy the previous frame / code", a strong prior for video.
+            num_out = self.num_codes * patch * patch
+            self.to_logits = None if tie_embeddings else nn.Linear(d_model, num_out, bias=False)
+            self.logit_bias = nn.Parameter(torch.zeros(num_out))
         self.backend = resolve_backend(backend)
         self._init_weights(num_layers)
 
@@ -213,7 +249,10 @@ class MambaHead(Head):
                 nn.init.normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        for p in (self.code_embed.weight, self.row_embed, self.col_embed):
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        for p in (self.row_embed, self.col_embed):
             nn.init.normal_(p, std=0.02)
         for name, p in self.named_parameters():
             if name.endswith(("out_proj.weight", "fc2.weight")):
@@ -265,6 +304,22 @@ class MambaHead(Head):
         logits = logits.view(*lead, h // p, w // p, p, p, self.num_codes).transpose(-4, -3)
         return logits.reshape(*lead, h * w, self.num_codes)
 
+    def _embed_latents(self, latents: Tensor) -> Tensor:
+        """Regression inputs: standardized latents ``(..., N, D)`` → ``(..., M, d)``."""
+        return self.latent_in(patchify(latents, self.grid, self.patch_size)) + self._pos()
+
+    def _frame_latents(self, x: Tensor) -> Tensor:
+        """Regression outputs: ``(..., M, d)`` → standardized latents ``(..., N, D)``."""
+        return unpatchify(self.latent_out(self.norm_out(x)), self.grid, self.patch_size)
+
+    def _embed_frame(self, frames: Tensor) -> Tensor:
+        """Frame-ordering inputs, codes ``(..., N)`` or standardized latents ``(..., N, D)`` → ``(..., M, d)``."""
+        return self._embed_latents(frames) if self.objective == "regression" else self._embed_frames(frames)
+
+    def _frame_output(self, x: Tensor) -> Tensor:
+        """Frame-ordering outputs ``(..., M, d)`` → logits ``(..., N, K)`` or latents ``(..., N, D)``."""
+        return self._frame_latents(x) if self.objective == "regression" else self._frame_logits(x)
+
     def _embed_tokens(self, tokens: Tensor, start: int) -> Tensor:
         """Token-ordering inputs ``(B, L)`` at sequence indices ``start..start+L-1`` → ``(B, L, d)``.
 
@@ -282,10 +337,10 @@ class MambaHead(Head):
         codes before it in raster order. The targets are ``codes[:, T - T':]``.
         """
         if self.ordering == "frame":
-            x = self._embed_frames(codes[:, :-1])  # (B, T-1, M, d)
+            x = self._embed_frame(codes[:, :-1])  # (B, T-1, M, d)
             for block in self.blocks:
                 x, _ = block(x)
-            return self._frame_logits(x)
+            return self._frame_output(x)
         bsz, frames, n = codes.shape
         start = codes.new_full((bsz, 1), self.num_codes)
         x = self._embed_tokens(torch.cat([start, codes.flatten(1)[:, :-1]], dim=1), 0)  # (B, T*N, d)
@@ -296,14 +351,20 @@ class MambaHead(Head):
     # -- training -----------------------------------------------------------------------------
 
     def forward(self, z: Latents) -> dict[str, Tensor]:
-        """Next-step cross-entropy on ``z.codes`` ``(B, T, N)`` (teacher forcing).
+        """Teacher-forced next-step loss on a clip.
 
-        Returns ``loss`` (mean cross-entropy in nats per code), ``accuracy`` (argmax = target,
-        fraction in [0, 1]) and ``bits_per_token`` (loss / ln 2), all scalars.
+        Autoregressive: cross-entropy on ``z.codes`` ``(B, T, N)``; returns ``loss`` (mean nats per
+        code), ``accuracy`` (argmax = target, fraction in [0, 1]) and ``bits_per_token``.
+        Regression: ``loss`` (``self.loss_name`` between predicted and true standardized latents
+        of frames ``1..T-1``), plus ``l1``, ``mse`` (standardized units) and ``cosine`` (mean
+        cosine similarity of predicted and true latent vectors, in [-1, 1]). All scalars.
 
         Raises:
-            ValueError: missing codes, wrong shape/dtype, or codes outside ``[0, K)``.
+            ValueError: missing codes, wrong shape/dtype, or codes outside ``[0, K)``;
+                regression: latents not ``(B, T >= 2, N, D)``.
         """
+        if self.objective == "regression":
+            return self._regression_loss(z)
         codes = self._check_codes(z.codes, "z", 2 if self.ordering == "frame" else 1)
         inputs = codes
         if self.training and self.input_noise > 0:
@@ -316,23 +377,47 @@ class MambaHead(Head):
             accuracy = (logits.argmax(-1) == targets).float().mean()
         return {"loss": loss, "accuracy": accuracy, "bits_per_token": loss.detach() / math.log(2)}
 
+    def _check_latents(self, latents: Tensor, name: str, min_frames: int) -> Tensor:
+        n, d = self.tokens_per_frame, self.spec.latent_dim
+        if latents.ndim != 4 or latents.shape[2:] != (n, d) or latents.shape[1] < min_frames:
+            raise ValueError(f"mamba head (regression): {name}.latents must be (B, T, N={n}, D={d}) with "
+                             f"T >= {min_frames}; got shape {tuple(latents.shape)}")
+        return latents
+
+    def _regression_loss(self, z: Latents) -> dict[str, Tensor]:
+        latents = self._check_latents(z.latents, "z", 2)
+        self.standardizer.fit_once(latents)
+        x = self.standardizer(latents)
+        inputs = x[:, :-1]
+        if self.training and self.input_noise > 0:
+            inputs = inputs + self.input_noise * torch.randn_like(inputs)
+        h = self._embed_latents(inputs)
+        for block in self.blocks:
+            h, _ = block(h)
+        pred, target = self._frame_latents(h).float(), x[:, 1:].float()
+        with torch.no_grad():
+            stats = {"l1": F.l1_loss(pred, target), "mse": F.mse_loss(pred, target),
+                     "cosine": F.cosine_similarity(pred, target, dim=-1).mean()}
+        return {"loss": LOSSES[self.loss_name](pred, target), **stats}
+
     # -- recurrent inference ------------------------------------------------------------------
 
     def prefill(self, context: Tensor) -> tuple[Tensor, Any]:
         """Run the context ``(B, Tc, N)`` once, in parallel → (next logits, recurrent state).
 
-        ``"frame"`` (``Tc >= 1``): logits ``(B, N, K)`` of frame ``Tc``. ``"token"`` (``Tc >= 0``):
+        ``"frame"`` (``Tc >= 1``): logits ``(B, N, K)`` of frame ``Tc`` (regression: ``context`` is
+        standardized latents ``(B, Tc, N, D)`` and the output the prediction ``(B, N, D)``). ``"token"`` (``Tc >= 0``):
         logits ``(B, 1, K)`` of the first code of frame ``Tc``; a raster-order prefix ``(B, L)``
         (any ``L >= 0``, e.g. ending mid-frame) is accepted too and gives the logits of code ``L``.
         Feed the sampled codes to :meth:`step`.
         """
         if self.ordering == "frame":
-            x = self._embed_frames(context)  # (B, Tc, M, d)
+            x = self._embed_frame(context)  # (B, Tc, M, d)
             states = []
             for block in self.blocks:
                 x, state = block(x)
                 states.append(state)
-            return self._frame_logits(x[:, -1]), states
+            return self._frame_output(x[:, -1]), states
         bsz = context.shape[0]
         start = context.new_full((bsz, 1), self.num_codes)
         tokens = torch.cat([start, context.flatten(1)], dim=1)  # (B, L + 1) with L = Tc * N
@@ -346,16 +431,17 @@ class MambaHead(Head):
     def step(self, codes: Tensor, state: Any) -> tuple[Tensor, Any]:
         """Feed the codes just drawn and advance the state by one step, at constant cost.
 
-        ``"frame"``: ``codes`` ``(B, N)`` (one frame) → logits ``(B, N, K)`` of the next frame.
+        ``"frame"``: ``codes`` ``(B, N)`` (one frame) → logits ``(B, N, K)`` of the next frame
+        (regression: standardized latents ``(B, N, D)`` → the next frame's ``(B, N, D)``).
         ``"token"``: ``codes`` ``(B, 1)`` → logits ``(B, 1, K)`` of the next code.
         """
         new_states = []
         if self.ordering == "frame":
-            x = self._embed_frames(codes)  # (B, M, d)
+            x = self._embed_frame(codes)  # (B, M, d)
             for block, s in zip(self.blocks, state):
                 x, s = block.step(x, s)
                 new_states.append(s)
-            return self._frame_logits(x), new_states
+            return self._frame_output(x), new_states
         states, index = state
         x = self._embed_tokens(codes, index)[:, 0]  # (B, d)
         for block, s in zip(self.blocks, states):
@@ -365,20 +451,25 @@ class MambaHead(Head):
 
     @torch.no_grad()
     def rollout(self, context: Latents, num_future: int, *, generator: torch.Generator | None = None) -> Latents:
-        """Sample ``num_future`` frames of codes after ``context.codes`` ``(B, Tc, N)``.
+        """Predict ``num_future`` frames after ``context``.
 
-        Greedy or ancestral sampling per ``self.sampling`` (``generator`` makes draws
-        reproducible); the context is read once, then each frame ("frame") or code ("token") costs
-        one recurrent step. Runs in eval mode (dropout off) and restores the previous mode.
+        Autoregressive: samples codes after ``context.codes`` ``(B, Tc, N)``, greedy or ancestral
+        per ``self.sampling`` (``generator`` makes draws reproducible); the context is read once,
+        then each frame ("frame") or code ("token") costs one recurrent step. Regression: reads
+        ``context.latents`` ``(B, Tc, N, D)`` and feeds each predicted frame back as the next input.
+        Runs in eval mode (dropout off) and restores the previous mode.
 
         Returns:
-            :class:`Latents` with ``codes`` ``(B, num_future, N)`` int64 in ``[0, K)`` and
-            ``latents`` an empty ``(B, num_future, N, 0)`` float tensor: the head does not own the
-            codebook vectors, so the backbone decodes from ``codes``.
+            :class:`Latents`. Autoregressive: ``codes`` ``(B, num_future, N)`` int64 in ``[0, K)``
+            and ``latents`` an empty ``(B, num_future, N, 0)`` float tensor (the head does not own
+            the codebook vectors, so the backbone decodes from ``codes``). Regression: ``latents``
+            ``(B, num_future, N, D)`` in the backbone's scale and ``codes=None``.
 
         Raises:
-            ValueError: missing/bad context codes, ``num_future < 1``, bad ``self.sampling``.
+            ValueError: missing/bad context codes or latents, ``num_future < 1``, bad ``self.sampling``.
         """
+        if self.objective == "regression":
+            return self._regress_rollout(context, num_future)
         codes = self._check_codes(context.codes, "context", 1 if self.ordering == "frame" else 0)
         if num_future < 1:
             raise ValueError(f"mamba head: num_future must be >= 1; got {num_future}")
@@ -399,3 +490,19 @@ class MambaHead(Head):
         future = torch.cat(drawn, dim=1).view(bsz, num_future, n)
         empty = torch.empty(bsz, num_future, n, 0, device=codes.device, dtype=self.logit_bias.dtype)
         return Latents(latents=empty, codes=future)
+
+    def _regress_rollout(self, context: Latents, num_future: int) -> Latents:
+        latents = self._check_latents(context.latents, "context", 1)
+        if num_future < 1:
+            raise ValueError(f"mamba head: num_future must be >= 1; got {num_future}")
+        was_training = self.training
+        self.eval()
+        try:
+            pred, state = self.prefill(self.standardizer(latents))
+            predicted = [pred]
+            for _ in range(num_future - 1):
+                pred, state = self.step(pred, state)
+                predicted.append(pred)
+        finally:
+            self.train(was_training)
+        return Latents(latents=self.standardizer.inverse(torch.stack(predicted, dim=1)), codes=None)

@@ -1,0 +1,77 @@
+"""What continuous heads share on their way in and out: latent standardization and patches.
+
+Shape notation: ``N = h * w`` latent tokens per frame on an ``(h, w)`` grid, ``D`` latent
+channels, ``p`` patch side, ``M = N / p**2`` patches per frame.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class LatentStandardizer(nn.Module):
+    """Per-channel standardization of latents ``(..., D)``, fitted once on the first training batch.
+
+    A backbone's latents have whatever scale its training gave them (VQ-VAE codebook vectors,
+    V-JEPA 2 features...). Continuous heads regress or denoise them, which works best at unit
+    scale (a flow head's noise is ``N(0, I)``), so the head standardizes inputs and targets with
+    a mean and standard deviation per channel and un-standardizes its predictions. The
+    statistics are estimated from the first batch the head sees in training mode and then frozen;
+    they are buffers, so they travel with the head's ``state_dict`` (checkpoints).
+
+    Args:
+        dim: ``D``.
+        eps: floor of the standard deviation (channels that never vary stay finite).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def fit_once(self, latents: Tensor) -> None:
+        """Estimate the statistics from ``latents`` ``(..., D)`` unless already fitted (training only)."""
+        if bool(self.fitted) or not self.training:
+            return
+        flat = latents.detach().reshape(-1, latents.shape[-1]).float()
+        self.mean.copy_(flat.mean(0))
+        self.std.copy_(flat.std(0, unbiased=False).clamp_min(self.eps))
+        self.fitted.fill_(True)
+
+    def forward(self, latents: Tensor) -> Tensor:
+        """``(..., D)`` → standardized ``(..., D)``."""
+        return (latents - self.mean) / self.std
+
+    def inverse(self, latents: Tensor) -> Tensor:
+        """Standardized ``(..., D)`` → backbone scale ``(..., D)``."""
+        return latents * self.std + self.mean
+
+
+def check_patch_size(patch_size: int, grid: tuple[int, int], key: str = "head.params.patch_size") -> None:
+    """Raise ``ValueError`` naming ``key`` unless ``patch_size >= 1`` divides both sides of ``grid``."""
+    if patch_size < 1 or grid[0] % patch_size or grid[1] % patch_size:
+        raise ValueError(f"{key}={patch_size} must be >= 1 and divide the latent grid {tuple(grid)}")
+
+
+def patchify(latents: Tensor, grid: tuple[int, int], patch_size: int) -> Tensor:
+    """``(..., N, D)`` → ``(..., M, p*p*D)``: non-overlapping ``p x p`` patches in raster order.
+
+    Inside a patch the vectors are ordered (row, column) and concatenated.
+    """
+    (h, w), p = grid, patch_size
+    *lead, n, d = latents.shape
+    x = latents.reshape(*lead, h // p, p, w // p, p, d).transpose(-4, -3)  # (..., h/p, w/p, p, p, D)
+    return x.reshape(*lead, (h // p) * (w // p), p * p * d)
+
+
+def unpatchify(tokens: Tensor, grid: tuple[int, int], patch_size: int) -> Tensor:
+    """Inverse of :func:`patchify`: ``(..., M, p*p*D)`` → ``(..., N, D)``."""
+    (h, w), p = grid, patch_size
+    *lead, m, pd = tokens.shape
+    d = pd // (p * p)
+    x = tokens.reshape(*lead, h // p, w // p, p, p, d).transpose(-4, -3)  # (..., h/p, p, w/p, p, D)
+    return x.reshape(*lead, h * w, d)
