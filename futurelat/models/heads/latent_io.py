@@ -7,6 +7,7 @@ channels, ``p`` patch side, ``M = N / p**2`` patches per frame.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 
@@ -17,8 +18,10 @@ class LatentStandardizer(nn.Module):
     V-JEPA 2 features...). Continuous heads regress or denoise them, which works best at unit
     scale (a flow head's noise is ``N(0, I)``), so the head standardizes inputs and targets with
     a mean and standard deviation per channel and un-standardizes its predictions. The
-    statistics are estimated from the first batch the head sees in training mode and then frozen;
-    they are buffers, so they travel with the head's ``state_dict`` (checkpoints).
+    statistics are estimated from the first batch the head sees in training mode and then frozen
+    (under DDP, from the moments averaged over all ranks' first batches, so every rank agrees);
+    they are buffers, so they travel with the head's ``state_dict`` (checkpoints). Before that
+    batch they are the identity (mean 0, std 1).
 
     Args:
         dim: ``D``.
@@ -37,9 +40,14 @@ class LatentStandardizer(nn.Module):
         """Estimate the statistics from ``latents`` ``(..., D)`` unless already fitted (training only)."""
         if bool(self.fitted) or not self.training:
             return
-        flat = latents.detach().reshape(-1, latents.shape[-1]).float()
-        self.mean.copy_(flat.mean(0))
-        self.std.copy_(flat.std(0, unbiased=False).clamp_min(self.eps))
+        flat = latents.detach().reshape(-1, latents.shape[-1]).double()
+        moments = torch.stack([flat.mean(0), flat.square().mean(0)])  # (2, D): E[x], E[x^2]
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(moments)
+            moments /= dist.get_world_size()
+        mean, square = moments
+        self.mean.copy_(mean)
+        self.std.copy_((square - mean.square()).clamp_min(0).sqrt().clamp_min(self.eps))
         self.fitted.fill_(True)
 
     def forward(self, latents: Tensor) -> Tensor:
