@@ -15,6 +15,8 @@ from composing import CONFIG_DIR, tiny_config
 HEAD_VARIANTS = {
     "mamba": [[], ["head.params.objective=regression"]],
     "flow_dit": [[]],
+    "transformer": [[], ["head.params.objective=autoregressive"],
+                    ["head.params.objective=autoregressive", "head.params.ordering=token"]],
 }
 PAIRS = [(backbone, head, extra) for backbone in BACKBONES.names()
          for head, variants in HEAD_VARIANTS.items() for extra in variants]
@@ -35,9 +37,12 @@ def test_pair_builds_trains_a_step_and_rolls_out(backbone, head, extra):
         return
     torch.manual_seed(0)
     model = build_model(cfg)
-    model.backbone.freeze()
     size, channels = cfg.dataset.image_size, cfg.dataset.channels
     frames = torch.rand(2, cfg.dataset.context_frames + cfg.dataset.future_frames, channels, size, size)
+    if model.backbone.trainable:  # stage 1: one step (a VQ codebook is initialised by its first batch)
+        model.backbone.train()
+        model.backbone(frames[:, :2])["loss"].backward()
+    model.backbone.freeze()
 
     params = [p for p in model.head.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in params]

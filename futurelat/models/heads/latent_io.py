@@ -25,12 +25,13 @@ class LatentStandardizer(nn.Module):
 
     Args:
         dim: ``D``.
-        eps: floor of the standard deviation (channels that never vary stay finite).
+        floor: a channel's standard deviation is floored at ``floor`` times the mean channel std
+            (and at ``1e-6``), so near-constant channels are not blown up.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, floor: float = 0.01):
         super().__init__()
-        self.eps = eps
+        self.floor = floor
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
@@ -47,7 +48,8 @@ class LatentStandardizer(nn.Module):
             moments /= dist.get_world_size()
         mean, square = moments
         self.mean.copy_(mean)
-        self.std.copy_((square - mean.square()).clamp_min(0).sqrt().clamp_min(self.eps))
+        std = (square - mean.square()).clamp_min(0).sqrt()
+        self.std.copy_(torch.maximum(std, (self.floor * std.mean()).clamp_min(1e-6)))
         self.fitted.fill_(True)
 
     def forward(self, latents: Tensor) -> Tensor:

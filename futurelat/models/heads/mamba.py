@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents
+from futurelat.models.heads.attention import MLP
 from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
 from futurelat.models.heads.sampling import sample_codes, sampling_options
@@ -59,19 +60,6 @@ LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss}
 # ---------------------------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------------------------
-
-
-class MLP(nn.Module):
-    """Per-token ``Linear(d, r d) → GELU → Linear(r d, d)``: ``(..., d)`` → ``(..., d)``."""
-
-    def __init__(self, dim: int, ratio: float, dropout: float):
-        super().__init__()
-        hidden = max(1, int(round(ratio * dim)))
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.drop(F.gelu(self.fc1(x))))
 
 
 class FrameBlock(nn.Module):

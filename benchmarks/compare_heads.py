@@ -1,0 +1,129 @@
+"""Train and evaluate several presets, then print one markdown table of all heads side by side.
+
+Each preset runs as ``python -m futurelat.main +experiment=NAME`` in ``OUT/NAME`` (a subprocess,
+so every run is exactly what a user gets). The presets share the Moving MNIST VQ-VAE tokenizer
+config, so by default the tokenizer is trained once (``OUT/tokenizer``) and each preset trains its
+head on it (``backbone.checkpoint=...``); the table's "time" column adds that shared tokenizer time
+to each preset's own, i.e. what a full ``python -m futurelat.main +experiment=NAME`` takes.
+
+    python benchmarks/compare_heads.py                         # the five Moving MNIST presets, ~1.5 h on 2 CPU cores
+    python benchmarks/compare_heads.py --presets mmnist_vqvae_flow --out runs/cmp -- eval.max_sequences=200
+    python benchmarks/compare_heads.py --table-only --out runs/cmp   # re-print the table of finished runs
+
+Columns: the model's MSE / MAE / SSIM / PSNR on the test set (OpenSTL conventions, see
+futurelat/evaluation/metrics.py) next to the copy-last-frame and black-frame baselines of the same
+run, the relative MSE gain over copy-last, head parameters, and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRESETS = ["mmnist_vqvae_mamba", "mmnist_vqvae_mamba_regression", "mmnist_vqvae_transformer",
+           "mmnist_vqvae_transformer_ar", "mmnist_vqvae_flow"]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", nargs="+", default=PRESETS, help="experiment names (configs/experiment/)")
+    p.add_argument("--out", type=Path, default=Path("runs/compare_heads"), help="folder for the runs")
+    p.add_argument("--own-tokenizer", action="store_true",
+                   help="train the tokenizer inside every preset's run instead of sharing one")
+    p.add_argument("--table-only", action="store_true", help="do not run anything; tabulate finished runs")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
+    return p.parse_args()
+
+
+def run_main(overrides: list[str], run_dir: Path) -> float:
+    """``python -m futurelat.main OVERRIDES`` in ``run_dir`` → wall seconds; log in ``run_dir.log``."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "futurelat.main", *overrides, f"hydra.run.dir={run_dir}",
+           "logger=none", "trainer.progress=false"]
+    print("$", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    with open(run_dir.with_suffix(".log"), "w") as log:
+        code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if code:
+        raise SystemExit(f"run failed with exit code {code}; see {run_dir.with_suffix('.log')}")
+    (run_dir / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
+    return seconds
+
+
+def head_parameters(run_dir: Path) -> int | None:
+    """Parameters of the head in ``run_dir/checkpoints/predictor_final.pt`` (None if missing)."""
+    import torch
+
+    path = run_dir / "checkpoints" / "predictor_final.pt"
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    return sum(v.numel() for k, v in state.items() if v.is_floating_point() and "standardizer" not in k)
+
+
+def head_label(config_path: Path) -> str:
+    """``"mamba (regression)"``-style label of the head in a run's saved ``config.yaml``."""
+    from omegaconf import OmegaConf
+
+    head = OmegaConf.load(config_path).head
+    objective = head.params.get("objective")
+    return f"{head.name} ({objective})" if objective else str(head.name)
+
+
+def read_seconds(run_dir: Path) -> float | None:
+    path = run_dir / "wall_seconds.txt"
+    return float(path.read_text()) if path.exists() else None
+
+
+def table(presets: list[str], out: Path, tokenizer_seconds: float) -> str:
+    """The markdown table of the finished runs among ``presets``."""
+    rows = ["| preset | head | MSE ↓ | MAE ↓ | SSIM ↑ | PSNR ↑ | MSE vs copy-last | params | time (min) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    baselines = None
+    for name in presets:
+        run_dir = out / name
+        metrics_path = run_dir / "metrics.json"
+        if not metrics_path.exists():
+            rows.append(f"| {name} | (not run) | | | | | | | |")
+            continue
+        m = json.loads(metrics_path.read_text())
+        head = head_label(run_dir / "config.yaml")
+        seconds = (read_seconds(run_dir) or 0.0) + tokenizer_seconds
+        params = head_parameters(run_dir)
+        gain = 100 * (1 - m["test/mse"] / m["test/copy_last/mse"])
+        rows.append(f"| {name} | {head} | {m['test/mse']:.1f} | {m['test/mae']:.1f} | {m['test/ssim']:.3f} | "
+                    f"{m['test/psnr']:.2f} | {gain:+.1f} % | {params / 1e6 if params else float('nan'):.2f}M | "
+                    f"{seconds / 60:.1f} |")
+        baselines = baselines or m
+    if baselines:
+        for label, key in (("copy last frame", "copy_last"), ("black frames", "zeros")):
+            rows.append(f"| *{label}* | baseline | {baselines[f'test/{key}/mse']:.1f} | {baselines[f'test/{key}/mae']:.1f} "
+                        f"| {baselines[f'test/{key}/ssim']:.3f} | {baselines[f'test/{key}/psnr']:.2f} | | | |")
+        rows.append(f"\n{int(baselines['test/num_sequences'])} test sequences; tokenizer PSNR "
+                    f"{baselines.get('tokenizer/psnr', float('nan')):.2f} dB.")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    args = parse_args()
+    tokenizer_dir = args.out / "tokenizer"
+    shared = not args.own_tokenizer
+    if not args.table_only:
+        if shared and not (tokenizer_dir / "checkpoints" / "tokenizer_final.pt").exists():
+            run_main(["stages=[tokenizer]", *args.overrides], tokenizer_dir)
+        for name in args.presets:
+            extra = []
+            if shared:
+                extra = ["stages=[predictor,evaluate]",
+                         f"backbone.checkpoint={tokenizer_dir / 'checkpoints' / 'tokenizer_final.pt'}"]
+            run_main([f"+experiment={name}", *extra, *args.overrides], args.out / name)
+    print(table(args.presets, args.out, (read_seconds(tokenizer_dir) or 0.0) if shared else 0.0))
+
+
+if __name__ == "__main__":
+    main()

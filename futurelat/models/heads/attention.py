@@ -1,0 +1,285 @@
+"""Attention building blocks for transformer heads: position encodings, masks, a KV cache, a block.
+
+Shape notation: ``B`` batch, ``L`` tokens in the call, ``S`` tokens already in a :class:`KVCache`,
+``H`` heads, ``d`` model width, ``e = d / H`` head width. Tokens are laid out in raster order over
+frames of a ``(h, w)`` token grid, ``M = h * w`` tokens per frame: token index ``i`` sits at frame
+``i // M``, row ``(i % M) // w``, column ``i % w`` (see :func:`grid_coords`).
+
+Position encodings (``position``); every one is computed from token indices on the fly, so no
+sequence length is ever out of range:
+
+- ``"alibi"``: Press, Smith & Lewis 2022, "Train Short, Test Long" (arXiv:2108.12409). Head ``k``
+  adds ``-slope_k * |i - j|`` to the score of query ``i`` on key ``j`` (1-D raster distance),
+  slopes a geometric sequence (:func:`alibi_slopes`). The bias is built per chunk of queries, so
+  memory stays ``O(H * query_chunk * L)`` instead of ``O(H * L**2)``.
+- ``"rope"``: rotary embedding (Su et al. 2021, RoFormer, arXiv:2104.09864), factorized in 3-D:
+  the ``e / 2`` rotation pairs of a head are split between the time, row and column coordinates
+  (:func:`axis_angles`), so scores depend on the relative ``(t, y, x)`` offset.
+- ``"sincos"``: fixed factorized sin-cos of ``(t, y, x)`` added to the input (Vaswani et al. 2017;
+  3-D variant of MAE's 2-D table, He et al. 2022); :func:`sincos_3d`. The attention layers then
+  add no position information of their own.
+
+Masks (``mask``): ``"none"`` (bidirectional), ``"causal"`` (key ``j <= i``) and ``"block"``
+(block-causal over frames: key frame ``<=`` query frame, so tokens of a frame see each other and
+every earlier frame). The attention itself is :func:`torch.nn.functional.scaled_dot_product_attention`
+(flash / memory-efficient kernels on CUDA); ``is_causal=True`` or no mask at all is used whenever no
+bias is needed, and an explicit mask is only ever built for one chunk of queries at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+POSITIONS = ("alibi", "rope", "sincos")
+MASKS = ("none", "causal", "block")
+#: Base of the geometric frequency ladders of rope and sincos (the Transformer's 10,000).
+FREQUENCY_BASE = 10_000.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions
+# ---------------------------------------------------------------------------------------------
+
+
+def grid_coords(start: int, length: int, grid: tuple[int, int], device: torch.device | None = None) -> Tensor:
+    """``(t, y, x)`` of tokens ``start .. start + length - 1`` laid out in raster order over frames.
+
+    Returns:
+        ``(length, 3)`` int64: frame, row in ``[0, h)``, column in ``[0, w)``.
+    """
+    h, w = grid
+    index = torch.arange(start, start + length, device=device)
+    return torch.stack([index // (h * w), index % (h * w) // w, index % w], dim=-1)
+
+
+def axis_split(pairs: int) -> tuple[int, int, int]:
+    """Frequency pairs given to (time, row, column): ``pairs // 3`` to each spatial axis, the rest to time."""
+    spatial = pairs // 3
+    return pairs - 2 * spatial, spatial, spatial
+
+
+def axis_angles(coords: Tensor, pairs: int) -> Tensor:
+    """Angles ``(L, pairs)`` float32 of the factorized 3-D ladder for ``coords`` ``(L, 3)``.
+
+    Each axis ``a`` with ``n_a`` pairs (:func:`axis_split`) contributes ``coord_a * base**(-k / n_a)``
+    for ``k = 0 .. n_a - 1``.
+    """
+    parts = []
+    for axis, n in enumerate(axis_split(pairs)):
+        freqs = FREQUENCY_BASE ** (-torch.arange(n, device=coords.device, dtype=torch.float32) / n)
+        parts.append(coords[:, axis, None].float() * freqs)
+    return torch.cat(parts, dim=-1)
+
+
+def sincos_3d(coords: Tensor, dim: int) -> Tensor:
+    """Fixed factorized sin-cos embedding ``(L, dim)`` float32 in ``[-1, 1]`` of ``coords`` ``(L, 3)``.
+
+    ``dim`` must be even and ``>= 6`` (one sin/cos pair per axis at least).
+    """
+    angles = axis_angles(coords, dim // 2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the pairs ``(x[..., k], x[..., k + e/2])`` of ``x`` ``(B, H, L, e)`` by angles ``(L, e/2)``.
+
+    ``cos`` and ``sin`` are those of the angles (:func:`axis_angles`); computed in float32.
+    """
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+def alibi_slopes(num_heads: int) -> Tensor:
+    """ALiBi's per-head slopes ``(H,)`` in ``(0, 1)``: ``2**(-8 k / H)``, ``k = 1 .. H`` for a power of two.
+
+    Other head counts take the ladder of the next lower power of two ``m`` and add every other
+    slope of the ``2 m`` ladder, as in the paper.
+    """
+    def ladder(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (k + 1) / n) for k in range(n)]
+
+    m = 2 ** int(math.log2(num_heads))
+    return torch.tensor(ladder(m) + ladder(2 * m)[0::2][:num_heads - m])
+
+
+# ---------------------------------------------------------------------------------------------
+# KV cache
+# ---------------------------------------------------------------------------------------------
+
+
+class KVCache:
+    """Keys and values of one attention layer for incremental decoding.
+
+    Holds ``(B, H, capacity, e)`` buffers of which the first :attr:`length` tokens are valid; the
+    capacity doubles when full, so appending costs amortized ``O(new tokens)``. With rope the keys
+    are stored rotated, so cached tokens are never recomputed.
+    """
+
+    def __init__(self) -> None:
+        self.keys: Tensor | None = None
+        self.values: Tensor | None = None
+        self.length = 0
+
+    def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Add ``(B, H, L, e)`` keys and values → all ``(B, H, S + L, e)`` keys and values (views)."""
+        end = self.length + keys.shape[2]
+        if self.keys is None or end > self.keys.shape[2]:
+            capacity = max(end, 2 * self.length)
+            self.keys, self.values = self._grown(self.keys, keys, capacity), self._grown(self.values, values, capacity)
+        self.keys[:, :, self.length:end] = keys
+        self.values[:, :, self.length:end] = values
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def _grown(self, old: Tensor | None, new: Tensor, capacity: int) -> Tensor:
+        """A ``(B, H, capacity, e)`` buffer like ``new`` holding the ``length`` valid tokens of ``old``."""
+        buffer = new.new_empty(*new.shape[:2], capacity, new.shape[3])
+        if old is not None:
+            buffer[:, :, :self.length] = old[:, :, :self.length]
+        return buffer
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention and the block
+# ---------------------------------------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over raster-ordered tokens: ``(B, L, d)`` → ``(B, L, d)``.
+
+    Args:
+        dim: ``d``. num_heads: ``H``, divides ``d``.
+        position: one of :data:`POSITIONS` (``"sincos"`` is added to the input by the caller; the
+            layer then uses no position information itself).
+        mask: one of :data:`MASKS`.
+        grid: ``(h, w)`` tokens per frame: rope coordinates and the frames of the ``"block"`` mask.
+        dropout: attention-weight dropout probability, in training only.
+        query_chunk: queries per attention call whenever an explicit mask or ALiBi bias is needed;
+            bounds that tensor to ``H * query_chunk * (S + L)`` elements.
+
+    Raises:
+        ValueError: ``position`` or ``mask`` not among the valid names (listed in the message).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, position: str, mask: str, grid: tuple[int, int],
+                 dropout: float = 0.0, query_chunk: int = 1024):
+        super().__init__()
+        if position not in POSITIONS or mask not in MASKS:
+            raise ValueError(f"attention position must be one of {POSITIONS} and mask one of {MASKS}; "
+                             f"got position={position!r}, mask={mask!r}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.position, self.mask, self.grid = position, mask, tuple(grid)
+        self.frame_tokens = grid[0] * grid[1]
+        self.dropout, self.query_chunk = dropout, query_chunk
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        if position == "alibi":
+            self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Attend tokens ``x`` ``(B, L, d)`` at indices ``S .. S + L - 1`` → ``(B, L, d)``.
+
+        Without a cache ``S = 0`` and the tokens attend to each other; with one, ``S = cache.length``,
+        the new keys/values are appended to it and the queries attend to all ``S + L`` keys.
+        """
+        bsz, length, dim = x.shape
+        start = cache.length if cache is not None else 0
+        q, k, v = self.qkv(x).view(bsz, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if self.position == "rope":
+            angles = axis_angles(grid_coords(start, length, self.grid, x.device), self.head_dim // 2)
+            cos, sin = angles.cos(), angles.sin()
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        y = self._attend(q, k, v, start)  # (B, H, L, e)
+        return self.out_proj(y.transpose(1, 2).reshape(bsz, length, dim))
+
+    def _limit(self, index: int | Tensor, num_keys: int) -> int | Tensor:
+        """Query ``index`` sees keys ``0 .. limit - 1`` (a limit past ``num_keys`` means all of them)."""
+        if self.mask == "causal":
+            return index + 1
+        if self.mask == "block":
+            return (index // self.frame_tokens + 1) * self.frame_tokens
+        return num_keys
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, start: int) -> Tensor:
+        """Queries ``(B, H, L, e)`` at ``start ..``, keys/values ``(B, H, S + L, e)`` → ``(B, H, L, e)``."""
+        num_queries, num_keys = q.shape[2], k.shape[2]
+        dropout = self.dropout if self.training else 0.0
+        if self.position != "alibi":
+            if self._limit(start, num_keys) >= num_keys:  # every query sees every key
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+            if self.mask == "causal" and num_queries == num_keys:
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        chunks = []
+        for q0 in range(start, start + num_queries, self.query_chunk):  # absolute token indices
+            q1 = min(q0 + self.query_chunk, start + num_queries)
+            keys = min(self._limit(q1 - 1, num_keys), num_keys)  # the chunk's last query sees the most keys
+            bias = self._chunk_bias(q0, q1, keys, q.dtype, q.device)
+            chunks.append(F.scaled_dot_product_attention(q[:, :, q0 - start:q1 - start], k[:, :, :keys],
+                                                         v[:, :, :keys], attn_mask=bias, dropout_p=dropout))
+        return torch.cat(chunks, dim=2)
+
+    def _chunk_bias(self, q0: int, q1: int, num_keys: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """Additive mask ``(1, H or 1, q1 - q0, num_keys)`` in ``dtype`` of queries ``q0 .. q1 - 1`` on keys ``0 ..``.
+
+        ``-inf`` on hidden keys, plus ``-slope * |i - j|`` with ALiBi. Only keys ``j >= q0`` can lie
+        after a query (and be hidden), so only that tail needs the absolute value and the mask. The
+        mask is 4-D and float, which keeps CPU attention on its fused kernel (a 3-D or bool mask
+        falls back to materializing the scores), and a view of rows padded to a multiple of 8
+        keys, the stride CUDA's memory-efficient kernel needs (it would otherwise copy the mask).
+        """
+        width = -(-num_keys // 8) * 8
+        query = torch.arange(q0, q1, device=device, dtype=torch.float32)[:, None]  # (c, 1)
+        if self.position == "alibi":
+            slopes = self.slopes[:, None, None]  # (H, 1, 1)
+            key = torch.arange(width, device=device, dtype=torch.float32)
+            bias = slopes * key - slopes * query  # (H, c, width): slope * (j - i), in one pass
+            tail = bias[:, :, q0:].abs_().neg_()  # now -slope * |i - j| everywhere
+        else:
+            bias = torch.zeros(1, q1 - q0, width, device=device)
+            tail = bias[:, :, q0:]
+        if self.mask != "none":
+            hidden = torch.arange(q0, width, device=device) >= self._limit(query, num_keys)  # (c, width - q0)
+            tail.masked_fill_(hidden, -math.inf)
+        return bias.to(dtype)[None, :, :, :num_keys]
+
+
+class MLP(nn.Module):
+    """Per-token ``Linear(d, r d) → GELU → Linear(r d, d)``: ``(..., d)`` → ``(..., d)``.
+
+    Shared by every head. Exact (erf) GELU: on CPU it is twice as fast as the tanh approximation.
+    """
+
+    def __init__(self, dim: int, ratio: float, dropout: float):
+        super().__init__()
+        hidden = max(1, int(round(ratio * dim)))
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block ``x + attn(LN(x))``, then ``x + mlp(LN(x))``: ``(B, L, d)`` → ``(B, L, d)``.
+
+    Keyword arguments (position, mask, grid, query_chunk) go to :class:`SelfAttention`; ``dropout``
+    applies to attention weights, MLP hidden units and both residual branches (training only).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, **attention):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, num_heads, dropout=dropout, **attention)
+        self.mlp = MLP(dim, mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        """``x`` ``(B, L, d)``; with ``cache`` the tokens continue the cached sequence (see :class:`SelfAttention`)."""
+        x = x + self.drop(self.attn(self.norm1(x), cache))
+        return x + self.drop(self.mlp(self.norm2(x)))

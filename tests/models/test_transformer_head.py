@@ -1,0 +1,370 @@
+"""Tests of the ``transformer`` head (futurelat/models/heads/transformer.py, attention.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from futurelat.models.base import LatentSpec, Latents
+from futurelat.models.heads.attention import (POSITIONS, KVCache, SelfAttention, alibi_slopes, apply_rope,
+                                              axis_angles, sincos_3d)
+from futurelat.models.heads.transformer import LOSSES, TransformerHead
+from futurelat.registry import HEADS
+
+SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
+# (ordering, patch_size): the frame ordering with and without patches of codes, and the token ordering.
+AR_VARIANTS = [("frame", 1), ("frame", 2), ("token", 1)]
+
+
+def tiny_head(objective: str = "autoregressive", spec: LatentSpec = SPEC, num_frames: int = 6,
+              **kwargs) -> TransformerHead:
+    torch.manual_seed(0)
+    config = dict(objective=objective, context_frames=3, d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0,
+                  patch_size=1, position="rope")
+    config.update(kwargs)
+    return TransformerHead(spec, num_frames, **config)
+
+
+def random_output(head: TransformerHead) -> TransformerHead:
+    """The output layer starts at zero (uniform logits); give it weights so logits depend on the input."""
+    torch.nn.init.normal_(head.to_out.weight, std=0.5)
+    return head
+
+
+def random_codes(batch: int = 2, frames: int = 6, spec: LatentSpec = SPEC, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, spec.codebook_size, (batch, frames, spec.tokens_per_frame), generator=g)
+
+
+def as_codes(codes: torch.Tensor) -> Latents:
+    return Latents(latents=torch.zeros(*codes.shape, 0), codes=codes)
+
+
+def bouncing_bar(num_clips: int = 16, frames: int = 12, width: int = 8) -> torch.Tensor:
+    """Codes ``(B, T, 2 * width)``: a vertical bar (code 1 on code 0, grid ``(2, width)``) moving 1 column
+    per frame and bouncing off the walls. Clip ``i`` starts at column ``i % width``, moving right for
+    ``i < width`` and left otherwise, so 16 clips cover every (column, direction) state."""
+    clips = torch.zeros(num_clips, frames, 2, width, dtype=torch.int64)
+    for i in range(num_clips):
+        col, step = i % width, 1 if i < width else -1
+        for t in range(frames):
+            clips[i, t, :, col] = 1
+            if not 0 <= col + step < width:
+                step = -step
+            col += step
+    return clips.flatten(2)
+
+
+def bar_latents(codes: torch.Tensor) -> torch.Tensor:
+    """Latents ``(B, T, N, 4)`` of bar codes at an arbitrary scale and offset, like a VQ backbone's."""
+    table = torch.tensor([[1.0, -2.0, 0.5, 3.0], [-1.0, 2.0, 3.0, -3.0]]) * 20 + 7
+    return table[codes]
+
+
+def train(head: TransformerHead, z: Latents, steps: int, lr: float = 3e-3) -> list[float]:
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        out = head(z)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    return losses
+
+
+# ------------------------------------------------------------------------------ attention
+
+
+def reference_attention(layer: SelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """Plain softmax attention with a full ``(L, L)`` mask and bias, for ``x`` ``(B, L, d)``."""
+    b, n, d = x.shape
+    q, k, v = layer.qkv(x).view(b, n, 3, layer.num_heads, -1).permute(2, 0, 3, 1, 4)
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None]
+    frame = layer.grid[0] * layer.grid[1]
+    visible = {"none": torch.ones(n, n, dtype=torch.bool), "causal": j <= i,
+               "block": j // frame <= i // frame}[layer.mask]
+    bias = torch.zeros(layer.num_heads, n, n)
+    if layer.position == "alibi":
+        bias = -alibi_slopes(layer.num_heads)[:, None, None] * (i - j).abs()
+    if layer.position == "rope":
+        coords = torch.stack([torch.arange(n) // frame, torch.arange(n) % frame // layer.grid[1],
+                              torch.arange(n) % layer.grid[1]], -1)
+        angles = axis_angles(coords, q.shape[-1] // 2)
+        q, k = apply_rope(q, angles.cos(), angles.sin()), apply_rope(k, angles.cos(), angles.sin())
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+    y = scores.masked_fill(~visible, -math.inf).softmax(-1) @ v
+    return layer.out_proj(y.transpose(1, 2).reshape(b, n, d))
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("mask", ["none", "causal", "block"])
+def test_attention_matches_reference_in_chunks_and_with_a_cache(position, mask):
+    torch.manual_seed(0)
+    layer = SelfAttention(16, 2, position=position, mask=mask, grid=(2, 3), query_chunk=4)  # 6 tokens a frame
+    x = torch.randn(2, 14, 16)
+    with torch.no_grad():
+        full = layer(x)
+        torch.testing.assert_close(full, reference_attention(layer, x), atol=1e-5, rtol=1e-5)
+        if mask != "none":  # cached pieces (whole frames for the block mask) continue the sequence exactly
+            cache, pieces = KVCache(), ([6, 6, 2] if mask == "block" else [5, 1, 8])
+            out = [layer(part, cache) for part in x.split(pieces, dim=1)]
+            torch.testing.assert_close(torch.cat(out, 1), full, atol=1e-5, rtol=1e-5)
+            assert cache.length == 14
+
+
+def test_alibi_slopes_are_geometric():
+    torch.testing.assert_close(alibi_slopes(8), 2.0 ** -torch.arange(1.0, 9.0))
+    torch.testing.assert_close(alibi_slopes(2), torch.tensor([2.0 ** -4, 2.0 ** -8]))
+    six = alibi_slopes(6)  # 4 from the 4-head ladder, then every other one of the 8-head ladder
+    torch.testing.assert_close(six, torch.tensor([2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3]))
+
+
+def test_rope_scores_depend_on_the_relative_position_only():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 12), torch.randn(1, 1, 1, 12)
+
+    def score(cq, ck):
+        angles = axis_angles(torch.tensor([cq, ck]), 6)
+        cos, sin = angles.cos(), angles.sin()
+        return (apply_rope(q, cos[:1], sin[:1]) * apply_rope(k, cos[1:], sin[1:])).sum()
+
+    base = score([5, 1, 2], [3, 2, 0])
+    torch.testing.assert_close(score([105, 8, 9], [103, 9, 7]), base, atol=1e-4, rtol=1e-4)
+    assert (score([5, 1, 2], [3, 2, 1]) - base).abs() > 1e-3  # every axis matters
+    table = sincos_3d(torch.tensor([[0, 0, 0], [40_000, 15, 15]]), 24)
+    assert table.shape == (2, 24) and table.abs().max() <= 1
+
+
+# --------------------------------------------------------------------------- regression
+
+
+@pytest.mark.parametrize("codebook_size", [None, 16])
+def test_regression_shapes_and_metrics(codebook_size):
+    spec = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=codebook_size)
+    head = tiny_head("regression", spec, patch_size=2, position="sincos")
+    assert head.needs_codes is False and type(head).needs_codes is False
+    z = Latents(torch.randn(2, 6, 16, 8))
+    out = head(z)
+    assert set(out) == {"loss", "l1", "mse", "cosine"} and all(v.ndim == 0 for v in out.values())
+    assert -1 <= out["cosine"] <= 1 and out["l1"] >= 0
+    future = head.rollout(z[:3], 2)
+    assert future.latents.shape == (2, 2, 16, 8) and future.codes is None
+    assert head.training  # rollout restores the mode it found
+
+
+def test_regression_standardizes_with_buffers_estimated_from_the_first_batch():
+    head = tiny_head("regression")
+    torch.manual_seed(1)
+    scale, offset = torch.linspace(1, 50, 8), torch.linspace(-100, 100, 8)
+    batches = [torch.randn(4, 6, 16, 8) * scale + offset for _ in range(2)]
+    assert set(head.state_dict()) >= {"standardizer.mean", "standardizer.std", "standardizer.fitted"}
+    # untrained: zero output layer, identity statistics → predicts the (zero) mean
+    assert head.rollout(Latents(batches[0][:, :3]), 1).latents.abs().max() == 0
+    head.eval()
+    head(Latents(batches[0]))  # no statistics in eval mode
+    assert not bool(head.standardizer.fitted)
+    head.train()
+    for batch in batches:
+        head(Latents(batch))
+    seen = batches[0].reshape(-1, 8)  # the second batch comes after the estimate froze
+    torch.testing.assert_close(head.standardizer.mean, seen.mean(0), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(head.standardizer.std, seen.std(0, unbiased=False), rtol=1e-4, atol=1e-3)
+    assert head.standardize(seen).std(0, unbiased=False).sub(1).abs().max() < 1e-3
+    torch.testing.assert_close(head.rollout(Latents(batches[0][:, :3]), 1).latents,
+                               head.standardizer.mean.expand(4, 1, 16, 8))  # zero output → un-standardized mean
+    fresh = tiny_head("regression")
+    fresh.load_state_dict(head.state_dict())  # the statistics travel with the checkpoint
+    torch.testing.assert_close(fresh.standardizer.mean, head.standardizer.mean)
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_each_regression_loss(loss):
+    head = tiny_head("regression", loss=loss, num_layers=1)
+    torch.manual_seed(2)
+    z = Latents(torch.randn(2, 6, 16, 8) * 3)
+    losses = train(head, z, 8)
+    x = head.standardize(z.latents)
+    expected = LOSSES[loss](head.predict(x[:, :3]), x[:, 3:])
+    torch.testing.assert_close(head(z)["loss"], expected)
+    assert losses[-1] < losses[0]
+
+
+def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon():
+    spec = LatentSpec(latent_dim=4, grid=(2, 8), codebook_size=2)
+    codes = torch.zeros(8, 12, 2, 8, dtype=torch.int64)  # clip i: a bar at column (i + t) % 8 in frame t
+    for i in range(8):
+        codes[i, torch.arange(12), :, (i + torch.arange(12)) % 8] = 1
+    codes = codes.flatten(2)
+    latents = bar_latents(codes)  # (8, 12, 16, 4)
+    head = tiny_head("regression", spec, num_frames=8, context_frames=4, patch_size=2, d_model=32, num_heads=4)
+    losses = train(head, Latents(latents[:, :8]), 100, lr=1e-2)
+    assert losses[-1] < 0.01 * losses[0]
+    future = head.rollout(Latents(latents[:, :4]), 8).latents  # two blocks of the trained 4 frames
+    assert future.shape == (8, 8, 16, 4)
+    error = (future - latents[:, 4:]).abs().mean() / latents.std()
+    nearest = torch.cdist(future.reshape(-1, 4), bar_latents(torch.arange(2))).argmin(-1).view(8, 8, 16)
+    assert error < 0.05 and torch.equal(nearest, codes[:, 4:])
+
+
+def test_regression_rollout_feeds_blocks_back():
+    head = tiny_head("regression", num_frames=5, context_frames=3)  # trained future: 2 frames
+    torch.nn.init.normal_(head.to_out.weight, std=0.5)
+    context = Latents(torch.randn(1, 4, 16, 8))
+    out = head.rollout(context, 5).latents
+    assert out.shape == (1, 5, 16, 8)
+    with torch.no_grad():
+        x = head.standardize(context.latents)[:, -3:]
+        first = head.predict(x)
+        second = head.predict(torch.cat([x, first], 1)[:, -3:])
+    torch.testing.assert_close(out[:, :4], head.unstandardize(torch.cat([first, second], 1)))
+
+
+# ------------------------------------------------------------------------ autoregressive
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("ordering,patch_size", AR_VARIANTS)
+def test_kv_cache_steps_match_teacher_forced_logits(ordering, patch_size, position):
+    head = random_output(tiny_head(ordering=ordering, patch_size=patch_size, position=position)).eval()
+    codes = random_codes()
+    b, t, n = codes.shape
+    with torch.no_grad():
+        parallel = head.logits(codes)
+        if ordering == "frame":  # row r predicts frame r + 1
+            logits, caches = head.prefill(codes[:, :1])
+            steps = [logits]
+            for r in range(1, t - 1):
+                logits, caches = head.step(codes[:, r], caches)
+                steps.append(logits)
+            recurrent = torch.stack(steps, 1)  # (B, T-1, N, K)
+        else:  # from the start token alone, then one code per step
+            flat = codes.flatten(1)
+            logits, caches = head.prefill(codes[:, :0])
+            steps = [logits]
+            for i in range(t * n - 1):
+                logits, caches = head.step(flat[:, i:i + 1], caches)
+                steps.append(logits)
+            recurrent = torch.cat(steps, 1).view(b, t, n, -1)
+        prefilled, _ = head.prefill(codes[:, :3])  # a multi-frame prefill continues like the steps
+    assert parallel.shape == recurrent.shape and parallel.abs().amax() > 0.1
+    torch.testing.assert_close(recurrent, parallel, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(prefilled, parallel[:, 2] if ordering == "frame" else parallel[:, 3, :1],
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("ordering,patch_size", AR_VARIANTS)
+def test_causality(ordering, patch_size, position):
+    head = random_output(tiny_head(ordering=ordering, patch_size=patch_size, position=position)).eval()
+    codes = random_codes()
+    changed = codes.clone()
+    changed[:, 3] = (changed[:, 3] + 1) % SPEC.codebook_size  # every code of frame 3
+    with torch.no_grad():
+        before, after = head.logits(codes), head.logits(changed)
+    # frame: row r sees frames <= r, so rows 0..2 may not change; token: frame-3 rows see only the
+    # codes before them, so frames 0..2 and the first code of frame 3 may not change.
+    if ordering == "frame":
+        same, moved = (before[:, :3], after[:, :3]), (before[:, 3:], after[:, 3:])
+    else:
+        flat_b, flat_a = before.flatten(1, 2), after.flatten(1, 2)
+        cut = 3 * SPEC.tokens_per_frame + 1
+        same, moved = (flat_b[:, :cut], flat_a[:, :cut]), (flat_b[:, cut:], flat_a[:, cut:])
+    torch.testing.assert_close(*same, atol=0, rtol=0)
+    assert (moved[0] - moved[1]).abs().amax() > 1e-3
+
+
+@pytest.mark.parametrize("ordering,patch_size", AR_VARIANTS)
+def test_rollout_greedy_determinism_and_seeded_sampling(ordering, patch_size):
+    head = random_output(tiny_head(ordering=ordering, patch_size=patch_size, sampling={"greedy": True}))
+    context = as_codes(random_codes(frames=3))
+    out = head.rollout(context, 2)
+    assert out.codes.shape == (2, 2, 16) and out.codes.dtype == torch.int64
+    assert out.latents.shape == (2, 2, 16, 0) and out.latents.is_floating_point()
+    assert 0 <= int(out.codes.min()) and int(out.codes.max()) < SPEC.codebook_size
+    assert torch.equal(out.codes, head.rollout(context, 2).codes)
+    assert head.training
+    head.sampling = {"greedy": False, "temperature": 3.0}
+    draw = lambda seed: head.rollout(context, 2, generator=torch.Generator().manual_seed(seed)).codes  # noqa: E731
+    assert torch.equal(draw(0), draw(0)) and not torch.equal(draw(0), draw(1))
+    head.sampling = {"greedy": False, "top_k": 1, "temperature": 1.7}
+    assert torch.equal(out.codes, head.rollout(context, 2).codes)  # top-1 sampling is greedy
+
+
+def test_frame_prior_learns_a_bouncing_bar_and_rolls_it_out():
+    spec = LatentSpec(latent_dim=4, grid=(2, 8), codebook_size=4)
+    codes = bouncing_bar()
+    head = tiny_head(spec=spec, num_frames=12, patch_size=2, d_model=32, num_heads=4)
+    losses = train(head, as_codes(codes), 100, lr=1e-2)
+    assert losses[-1] < 0.05 * losses[0]
+    future = head.rollout(as_codes(codes[:, :4]), 8).codes  # greedy, from 4 context frames
+    accuracy = (future == codes[:, 4:]).float().mean().item()
+    bar_hits = ((future == 1) & (codes[:, 4:] == 1)).sum() / (codes[:, 4:] == 1).sum()
+    assert accuracy > 0.98 and bar_hits > 0.9  # the bar itself, not just the background
+
+
+def test_token_prior_overfits_a_small_batch():
+    codes = random_codes(batch=2, frames=2)
+    head = tiny_head(ordering="token", context_frames=1, num_frames=2)
+    losses = train(head, as_codes(codes), 60, lr=1e-2)
+    out = head(as_codes(codes))
+    assert losses[-1] < 0.2 * losses[0] and out["accuracy"] > 0.9
+    assert set(out) == {"loss", "accuracy", "bits_per_token"}
+    torch.testing.assert_close(out["bits_per_token"], out["loss"].detach() / math.log(2))
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_a_25600_token_sequence_has_no_position_limit(position):
+    spec = LatentSpec(latent_dim=4, grid=(16, 16), codebook_size=8)
+    head = TransformerHead(spec, 100, objective="autoregressive", ordering="token", context_frames=10, d_model=16,
+                           num_layers=1, num_heads=2, position=position).eval()
+    codes = torch.randint(0, 8, (1, 100, 256), generator=torch.Generator().manual_seed(0))  # 100 x 16 x 16
+    with torch.no_grad():
+        logits = head.logits(codes)
+    assert logits.shape == (1, 100, 256, 8) and torch.isfinite(logits).all()
+
+
+# ------------------------------------------------------------------------- config errors
+
+
+def test_registry_needs_codes_and_objective_errors():
+    assert HEADS.get("transformer") is TransformerHead
+    assert tiny_head().needs_codes is True
+    with pytest.raises(ValueError, match="no codes.*objective: regression"):
+        tiny_head(spec=LatentSpec(latent_dim=8, grid=(4, 4)))
+    continuous = tiny_head("regression", LatentSpec(latent_dim=8, grid=(4, 4)))
+    with pytest.raises(ValueError, match="autoregressive"):
+        continuous.prefill(random_codes())
+    head = tiny_head()
+    with pytest.raises(ValueError, match=r"\(B, T, N=16\)"):
+        head(as_codes(random_codes()[:, :, :8]))
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        head(as_codes(random_codes() + 16))
+    with pytest.raises(ValueError, match="codes is None"):
+        head(Latents(latents=torch.zeros(2, 6, 16, 8)))
+    with pytest.raises(ValueError, match=r"T=6"):
+        continuous(Latents(torch.zeros(2, 5, 16, 8)))
+    with pytest.raises(ValueError, match="num_future"):
+        head.rollout(as_codes(random_codes()), 0)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("objective", "diffusion"), ("ordering", "pixel"), ("position", "learned"), ("loss", "huber"),
+    ("context_frames", 0), ("context_frames", 6), ("num_heads", 5), ("d_model", 0), ("num_layers", 0),
+    ("mlp_ratio", 0), ("dropout", 1.0), ("patch_size", 3), ("query_chunk", 0),
+])
+def test_bad_config_keys_are_named(key, value):
+    with pytest.raises(ValueError, match=rf"head\.params\.{key}"):
+        tiny_head(**{key: value})
+
+
+def test_position_widths_and_sampling_keys_are_checked():
+    with pytest.raises(ValueError, match=r"head\.params\.d_model.*rope"):
+        tiny_head(d_model=8, num_heads=2, position="rope")  # head width 4 < 6
+    with pytest.raises(ValueError, match=r"head\.params\.d_model.*sincos"):
+        tiny_head(d_model=9, num_heads=1, position="sincos")
+    tiny_head(d_model=8, num_heads=2, position="alibi")  # ALiBi has no width constraint
+    with pytest.raises(ValueError, match="sampling"):
+        tiny_head(sampling={"greedy": True, "beam": 4})
