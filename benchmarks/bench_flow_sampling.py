@@ -24,6 +24,8 @@ import torch
 from futurelat.models.base import LatentSpec, Latents
 from futurelat.models.heads.flow_dit import FlowDiTHead
 
+from timing import sync, time_train_steps
+
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,10 +48,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
 
 def build(args: argparse.Namespace, device: torch.device) -> FlowDiTHead:
     torch.manual_seed(0)
@@ -66,21 +64,8 @@ def random_latents(args: argparse.Namespace, frames: int, device: torch.device) 
 
 
 def bench_train(args: argparse.Namespace, head: FlowDiTHead, device: torch.device) -> None:
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-4)
     z = random_latents(args, args.context_frames + args.future_frames, device)
-    head.train()
-    times = []
-    for i in range(args.train_steps + 1):
-        sync(device)
-        start = time.perf_counter()
-        loss = head(z)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync(device)
-        if i:  # step 0 is warm-up
-            times.append(time.perf_counter() - start)
-    step = sum(times) / len(times)
+    step = time_train_steps(head, z, args.train_steps, device)
     print(f"train (fwd + bwd + AdamW), batch {args.batch}: {step:.2f} s/step  {args.batch / step:.1f} clips/s\n",
           flush=True)
 

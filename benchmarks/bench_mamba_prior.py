@@ -21,6 +21,8 @@ import torch
 from futurelat.models.base import LatentSpec, Latents
 from futurelat.models.heads.mamba import MambaHead
 
+from timing import sync, time_train_steps
+
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,10 +50,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
 
 def build(args: argparse.Namespace, ordering: str, device: torch.device) -> MambaHead:
     torch.manual_seed(0)
@@ -68,22 +66,10 @@ def random_codes(args: argparse.Namespace, batch: int, frames: int, device: torc
 
 
 def bench_train(args: argparse.Namespace, ordering: str, batch: int, device: torch.device) -> None:
-    head = build(args, ordering, device).train()
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    head = build(args, ordering, device)
     codes = random_codes(args, batch, args.frames, device)
     z = Latents(latents=torch.empty(*codes.shape, 0, device=device), codes=codes)
-    times = []
-    for i in range(args.train_steps + 1):
-        sync(device)
-        start = time.perf_counter()
-        loss = head(z)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync(device)
-        if i:  # step 0 is warm-up
-            times.append(time.perf_counter() - start)
-    step = sum(times) / len(times)
+    step = time_train_steps(head, z, args.train_steps, device, lr=1e-3)
     params = sum(p.numel() for p in head.parameters())
     print(f"train  {ordering:5s}  backend={head.backend}  params={params / 1e6:.2f}M  batch={batch}  "
           f"T={args.frames}  N={args.grid ** 2}  K={args.codebook_size}:  {step:.2f} s/step  "

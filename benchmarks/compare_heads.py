@@ -9,6 +9,10 @@ to each preset's own, i.e. what a full ``python -m futurelat.main +experiment=NA
     python benchmarks/compare_heads.py                         # the five Moving MNIST presets, ~1.5 h on 2 CPU cores
     python benchmarks/compare_heads.py --presets mmnist_vqvae_flow --out runs/cmp -- eval.max_sequences=200
     python benchmarks/compare_heads.py --table-only --out runs/cmp   # re-print the table of finished runs
+    python benchmarks/compare_heads.py --tokenizer-run outputs/<a default run>   # reuse its tokenizer
+
+Finished presets (those with a ``metrics.json``) are not run again, so an interrupted comparison
+continues where it stopped.
 
 Columns: the model's MSE / MAE / SSIM / PSNR on the test set (OpenSTL conventions, see
 futurelat/evaluation/metrics.py) next to the copy-last-frame and black-frame baselines of the same
@@ -34,6 +38,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/compare_heads"), help="folder for the runs")
     p.add_argument("--own-tokenizer", action="store_true",
                    help="train the tokenizer inside every preset's run instead of sharing one")
+    p.add_argument("--tokenizer-run", type=Path, default=None,
+                   help="a finished run of the default config (python -m futurelat.main) whose tokenizer "
+                        "to share; its tokenizer training time (from train_log.jsonl) is added to each preset")
+    p.add_argument("--tokenizer-seconds", type=float, default=None,
+                   help="the shared tokenizer's training time, when the run's log does not say")
     p.add_argument("--table-only", action="store_true", help="do not run anything; tabulate finished runs")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     return p.parse_args()
@@ -75,6 +84,15 @@ def head_label(config_path: Path) -> str:
     return f"{head.name} ({objective})" if objective else str(head.name)
 
 
+def tokenizer_seconds(run_dir: Path) -> float:
+    """Seconds stage 1 took in a finished run: ``tokenizer/elapsed_s`` of its last tokenizer log line."""
+    lines = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    elapsed = [row["tokenizer/elapsed_s"] for row in lines if "tokenizer/elapsed_s" in row]
+    if not elapsed:
+        raise SystemExit(f"{run_dir}/train_log.jsonl has no tokenizer lines with elapsed_s")
+    return float(elapsed[-1])
+
+
 def read_seconds(run_dir: Path) -> float | None:
     path = run_dir / "wall_seconds.txt"
     return float(path.read_text()) if path.exists() else None
@@ -111,18 +129,29 @@ def table(presets: list[str], out: Path, tokenizer_seconds: float) -> str:
 
 def main() -> None:
     args = parse_args()
-    tokenizer_dir = args.out / "tokenizer"
+    tokenizer_dir = args.tokenizer_run or args.out / "tokenizer"
     shared = not args.own_tokenizer
     if not args.table_only:
         if shared and not (tokenizer_dir / "checkpoints" / "tokenizer_final.pt").exists():
             run_main(["stages=[tokenizer]", *args.overrides], tokenizer_dir)
         for name in args.presets:
+            if (args.out / name / "metrics.json").exists():
+                print(f"{name}: finished earlier, not run again", flush=True)
+                continue
             extra = []
             if shared:
                 extra = ["stages=[predictor,evaluate]",
                          f"backbone.checkpoint={tokenizer_dir / 'checkpoints' / 'tokenizer_final.pt'}"]
             run_main([f"+experiment={name}", *extra, *args.overrides], args.out / name)
-    print(table(args.presets, args.out, (read_seconds(tokenizer_dir) or 0.0) if shared else 0.0))
+    shared_seconds = 0.0
+    if shared:
+        if args.tokenizer_seconds is not None:
+            shared_seconds = args.tokenizer_seconds
+        elif args.tokenizer_run:
+            shared_seconds = tokenizer_seconds(tokenizer_dir)
+        else:
+            shared_seconds = read_seconds(tokenizer_dir) or 0.0
+    print(table(args.presets, args.out, shared_seconds))
 
 
 if __name__ == "__main__":

@@ -160,3 +160,24 @@ def check_frames(frames: Tensor, name: str = "frames") -> None:
             f"{name} must be a float tensor of shape (B, T, C, H, W) in [0, 1]; "
             f"got dtype={frames.dtype}, shape={tuple(frames.shape)}"
         )
+
+
+def check_codes(codes: Tensor | None, where: str, tokens_per_frame: int, codebook_size: int,
+                min_frames: int = 1) -> Tensor:
+    """Return ``codes`` if they are int64 ``(B, T, N)`` with ``T >= min_frames`` and values in ``[0, K)``.
+
+    Args:
+        where: names the tensor in the message, e.g. ``"mamba head: context.codes"``.
+
+    Raises:
+        ValueError: ``codes`` is ``None`` (a continuous backbone), or has the wrong dtype, shape or range.
+    """
+    if codes is None:
+        raise ValueError(f"{where} is None; this head predicts codes and needs a discrete backbone's codes")
+    n, k = tokens_per_frame, codebook_size
+    if codes.ndim != 3 or codes.shape[2] != n or codes.dtype != torch.int64 or codes.shape[1] < min_frames:
+        raise ValueError(f"{where} must be int64 (B, T, N={n}) with T >= {min_frames}; "
+                         f"got dtype={codes.dtype}, shape={tuple(codes.shape)}")
+    if codes.numel() and (codes.min() < 0 or codes.max() >= k):
+        raise ValueError(f"{where} must lie in [0, {k}); got [{int(codes.min())}, {int(codes.max())}]")
+    return codes

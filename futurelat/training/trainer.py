@@ -272,6 +272,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
         keys: list[str] | None = None
+        self.started = time.perf_counter()
         window = _Window()
         progress = _progress(self.name, enabled=self.dist.is_main and s.progress)
         with progress:
@@ -466,6 +467,7 @@ class Trainer:
         metrics = {f"{self.name}/{k}": v for k, v in means.items() if k != "lr"}
         metrics[f"{self.name}/lr"] = means["lr"]
         metrics[f"{self.name}/samples_per_s"] = samples_per_s
+        metrics[f"{self.name}/elapsed_s"] = time.perf_counter() - self.started  # wall time of this process's fit()
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=self.step)
         with open(self.log_path, "a", encoding="utf-8") as f:

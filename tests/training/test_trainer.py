@@ -29,7 +29,8 @@ def test_loss_decreases_and_logs(tmp_path):
     assert isinstance(module, ToyRegressor) and trainer.step == 60
     assert [s for s, _ in logger.records] == [10, 20, 30, 40, 50, 60]
     first, last = logger.records[0][1], logger.records[-1][1]
-    assert set(first) == {"toy/loss", "toy/mae", "toy/lr", "toy/samples_per_s", "toy/grad_norm"}
+    assert set(first) == {"toy/loss", "toy/mae", "toy/lr", "toy/samples_per_s", "toy/grad_norm",
+                           "toy/elapsed_s"}
     assert last["toy/loss"] < 0.25 * first["toy/loss"]
     assert all(math.isfinite(v) and v > 0 for v in last.values())
     lines = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]

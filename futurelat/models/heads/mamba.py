@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from futurelat.models.base import Head, LatentSpec, Latents
+from futurelat.models.base import Head, LatentSpec, Latents, check_codes
 from futurelat.models.heads.attention import MLP
 from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
@@ -250,16 +250,7 @@ class MambaHead(Head):
     # -- input checks -------------------------------------------------------------------------
 
     def _check_codes(self, codes: Tensor | None, name: str, min_frames: int) -> Tensor:
-        if codes is None:
-            raise ValueError(f"mamba head: {name}.codes is None; it needs the codes of a discrete backbone")
-        n, k = self.tokens_per_frame, self.num_codes
-        if codes.ndim != 3 or codes.shape[2] != n or codes.dtype != torch.int64 or codes.shape[1] < min_frames:
-            raise ValueError(f"mamba head: {name}.codes must be int64 (B, T, N={n}) with T >= {min_frames}; "
-                             f"got dtype={codes.dtype}, shape={tuple(codes.shape)}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= k):
-            raise ValueError(f"mamba head: {name}.codes must lie in [0, {k}); "
-                             f"got [{int(codes.min())}, {int(codes.max())}]")
-        return codes
+        return check_codes(codes, f"mamba head: {name}.codes", self.tokens_per_frame, self.num_codes, min_frames)
 
     # -- embeddings and logits ----------------------------------------------------------------
 
