@@ -16,7 +16,8 @@ continues where it stopped.
 
 Columns: the model's MSE / MAE / SSIM / PSNR on the test set (OpenSTL conventions, see
 futurelat/evaluation/metrics.py) next to the copy-last-frame and black-frame baselines of the same
-run, the relative MSE gain over copy-last, head parameters, and wall time.
+run, the relative change of MSE against copy-last (negative = better), head parameters (without
+the standardization buffers), and wall time.
 """
 
 from __future__ import annotations
@@ -113,9 +114,9 @@ def table(presets: list[str], out: Path, tokenizer_seconds: float) -> str:
         head = head_label(run_dir / "config.yaml")
         seconds = (read_seconds(run_dir) or 0.0) + tokenizer_seconds
         params = head_parameters(run_dir)
-        gain = 100 * (1 - m["test/mse"] / m["test/copy_last/mse"])
+        change = 100 * (m["test/mse"] / m["test/copy_last/mse"] - 1)  # negative: lower MSE than copy-last
         rows.append(f"| {name} | {head} | {m['test/mse']:.1f} | {m['test/mae']:.1f} | {m['test/ssim']:.3f} | "
-                    f"{m['test/psnr']:.2f} | {gain:+.1f} % | {params / 1e6 if params else float('nan'):.2f}M | "
+                    f"{m['test/psnr']:.2f} | {change:+.1f} % | {params / 1e6 if params else float('nan'):.2f}M | "
                     f"{seconds / 60:.1f} |")
         baselines = baselines or m
     if baselines:
