@@ -24,3 +24,35 @@ def assert_causal(head, codes: torch.Tensor, ordering: str, changed_frame: int =
         same, moved = (flat_b[:, :cut], flat_a[:, :cut]), (flat_b[:, cut:], flat_a[:, cut:])
     torch.testing.assert_close(*same, atol=0, rtol=0)
     assert (moved[0] - moved[1]).abs().amax() > 1e-3  # later outputs do depend on the changed frame
+
+
+def assert_steps_match_parallel(head, codes: torch.Tensor, ordering: str) -> torch.Tensor:
+    """Stepping the head (prefill, then one ``step`` per frame / code) gives the teacher-forced logits.
+
+    Also checks that a multi-frame prefill continues exactly like the steps. Returns the parallel
+    logits ``(B, T', N, K)`` for further checks.
+    """
+    b, t, n = codes.shape
+    with torch.no_grad():
+        parallel = head.logits(codes)
+        if ordering == "frame":  # row r predicts frame r + 1
+            logits, state = head.prefill(codes[:, :1])
+            steps = [logits]
+            for r in range(1, t - 1):
+                logits, state = head.step(codes[:, r], state)
+                steps.append(logits)
+            recurrent = torch.stack(steps, 1)  # (B, T-1, N, K)
+        else:  # token ordering: from the start token alone, then one code per step
+            flat = codes.flatten(1)
+            logits, state = head.prefill(codes[:, :0])
+            steps = [logits]
+            for i in range(t * n - 1):
+                logits, state = head.step(flat[:, i:i + 1], state)
+                steps.append(logits)
+            recurrent = torch.cat(steps, 1).view(b, t, n, -1)
+        prefilled, _ = head.prefill(codes[:, :3])
+    assert parallel.shape == recurrent.shape
+    torch.testing.assert_close(recurrent, parallel, atol=1e-4, rtol=1e-4)
+    expected = parallel[:, 2] if ordering == "frame" else parallel[:, 3, :1]
+    torch.testing.assert_close(prefilled, expected, atol=1e-4, rtol=1e-4)
+    return parallel

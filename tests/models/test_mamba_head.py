@@ -13,7 +13,7 @@ from futurelat.models.heads.mamba_layers import Mamba2Mixer, ssd_chunk_scan
 from futurelat.models.heads.sampling import sample_codes, sampling_options
 from futurelat.registry import HEADS
 
-from head_checks import assert_causal
+from head_checks import assert_causal, assert_steps_match_parallel
 
 # (ordering, patch_size): the frame ordering with and without patches of codes, and the token ordering.
 VARIANTS = [("frame", 1), ("frame", 2), ("token", 1)]
@@ -89,33 +89,11 @@ def test_backend_choice():
 def test_recurrent_steps_match_teacher_forced_logits(ordering, patch_size):
     head = tiny_head(ordering, patch_size).eval()
     codes = random_codes()
-    b, t, n = codes.shape
-    with torch.no_grad():
-        parallel = head.logits(codes)
-        if ordering == "frame":  # row r predicts frame r + 1
-            logits, state = head.prefill(codes[:, :1])
-            steps = [logits]
-            for r in range(1, t - 1):
-                logits, state = head.step(codes[:, r], state)
-                steps.append(logits)
-            recurrent = torch.stack(steps, 1)  # (B, T-1, N, K)
-        else:  # token ordering: from the start token alone, then one code per step
-            flat = codes.flatten(1)
-            logits, state = head.prefill(codes[:, :0])
-            steps = [logits]
-            for i in range(t * n - 1):
-                logits, state = head.step(flat[:, i:i + 1], state)
-                steps.append(logits)
-            recurrent = torch.cat(steps, 1).view(b, t, n, -1)
-        # A prefill over several frames (several scan chunks) continues exactly like the steps.
-        prefilled, _ = head.prefill(codes[:, :3])
-        if ordering == "token":  # a flat prefix ending mid-frame
-            mid, _ = head.prefill(codes.flatten(1)[:, :2 * n + 5])
-            torch.testing.assert_close(mid, parallel[:, 2, 5:6], atol=1e-4, rtol=1e-4)
-    assert parallel.shape == recurrent.shape
-    torch.testing.assert_close(recurrent, parallel, atol=1e-4, rtol=1e-4)
-    expected = parallel[:, 2] if ordering == "frame" else parallel[:, 3, :1]
-    torch.testing.assert_close(prefilled, expected, atol=1e-4, rtol=1e-4)
+    parallel = assert_steps_match_parallel(head, codes, ordering)
+    if ordering == "token":  # a flat prefix ending mid-frame
+        with torch.no_grad():
+            mid, _ = head.prefill(codes.flatten(1)[:, :2 * codes.shape[2] + 5])
+        torch.testing.assert_close(mid, parallel[:, 2, 5:6], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("ordering,patch_size", VARIANTS)
