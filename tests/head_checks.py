@@ -56,3 +56,10 @@ def assert_steps_match_parallel(head, codes: torch.Tensor, ordering: str) -> tor
     expected = parallel[:, 2] if ordering == "frame" else parallel[:, 3, :1]
     torch.testing.assert_close(prefilled, expected, atol=1e-4, rtol=1e-4)
     return parallel
+
+
+def assert_bar_rolled_out(future: torch.Tensor, truth: torch.Tensor) -> None:
+    """Rolled-out codes ``(B, F, N)`` of a moving bar (code 1 on code 0) match the true ones ``(B, F, N)``."""
+    accuracy = (future == truth).float().mean().item()
+    bar_hits = ((future == 1) & (truth == 1)).sum() / (truth == 1).sum()
+    assert accuracy > 0.98 and bar_hits > 0.9, (accuracy, bar_hits)  # the bar itself, not just the background
