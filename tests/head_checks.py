@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+
+from futurelat.models.base import Latents
 
 
 def assert_causal(head, codes: torch.Tensor, ordering: str, changed_frame: int = 3) -> None:
@@ -63,3 +66,19 @@ def assert_bar_rolled_out(future: torch.Tensor, truth: torch.Tensor) -> None:
     accuracy = (future == truth).float().mean().item()
     bar_hits = ((future == 1) & (truth == 1)).sum() / (truth == 1).sum()
     assert accuracy > 0.98 and bar_hits > 0.9, (accuracy, bar_hits)  # the bar itself, not just the background
+
+
+def assert_rejects_bad_codes(head, codes: torch.Tensor) -> None:
+    """``head`` refuses codes of the wrong shape or range, and latents without codes, naming the problem.
+
+    ``codes`` are valid ``(B, T, N)`` codes for ``head`` (``N = 16``, ``K = 16``).
+    """
+    def as_latents(c: torch.Tensor) -> Latents:
+        return Latents(latents=torch.zeros(*c.shape, 0), codes=c)
+
+    with pytest.raises(ValueError, match=r"\(B, T, N=16\)"):
+        head(as_latents(codes[:, :, :8]))
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        head(as_latents(codes + 16))
+    with pytest.raises(ValueError, match="codes is None"):
+        head(Latents(latents=torch.zeros(*codes.shape, 8)))

@@ -13,7 +13,7 @@ from futurelat.models.heads.mamba_layers import Mamba2Mixer, ssd_chunk_scan
 from futurelat.models.heads.sampling import sample_codes, sampling_options
 from futurelat.registry import HEADS
 
-from head_checks import assert_bar_rolled_out, assert_causal, assert_steps_match_parallel
+from head_checks import assert_bar_rolled_out, assert_causal, assert_rejects_bad_codes, assert_steps_match_parallel
 
 # (ordering, patch_size): the frame ordering with and without patches of codes, and the token ordering.
 VARIANTS = [("frame", 1), ("frame", 2), ("token", 1)]
@@ -220,13 +220,7 @@ def test_registry_and_config_errors():
         tiny_head(spatial_kernel=4)
     with pytest.raises(ValueError, match="sampling"):
         tiny_head(sampling={"greedy": True, "beam": 4})
-    head = tiny_head()
-    with pytest.raises(ValueError, match=r"\(B, T, N=16\)"):
-        head(as_latents(random_codes()[:, :, :8]))
-    with pytest.raises(ValueError, match=r"\[0, 16\)"):
-        head(as_latents(random_codes() + 16))
-    with pytest.raises(ValueError, match="codes is None"):
-        head(Latents(latents=torch.zeros(2, 6, 16, 8)))
+    assert_rejects_bad_codes(tiny_head(), random_codes())
 
 
 def test_input_noise_corrupts_inputs_only_in_training():

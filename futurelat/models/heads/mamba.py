@@ -48,7 +48,7 @@ from futurelat.models.base import Head, LatentSpec, Latents, check_codes
 from futurelat.models.heads.attention import MLP
 from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
-from futurelat.models.heads.sampling import sample_codes, sampling_options
+from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
 from futurelat.registry import HEADS
 
 ORDERINGS = ("frame", "token")
@@ -269,19 +269,14 @@ class MambaHead(Head):
 
         A patch's embedding is the sum of one learned vector per (position in patch, code).
         """
-        p, (h, w) = self.patch_size, self.grid
-        lead = codes.shape[:-1]
-        codes = codes.reshape(*lead, h // p, p, w // p, p).transpose(-3, -2).reshape(*lead, -1, p * p)
-        codes = codes + self.num_codes * torch.arange(p * p, device=codes.device)  # (..., M, p*p)
-        return self.code_embed(codes).sum(-2) + self._pos()
+        p = self.patch_size
+        patches = patchify(codes[..., None], self.grid, p)  # (..., M, p*p)
+        patches = patches + self.num_codes * torch.arange(p * p, device=codes.device)
+        return self.code_embed(patches).sum(-2) + self._pos()
 
     def _frame_logits(self, x: Tensor) -> Tensor:
         """Frame-ordering outputs: ``(..., M, d)`` → logits ``(..., N, K)`` in raster order."""
-        p, (h, w) = self.patch_size, self.grid
-        logits = self._logits(x)  # (..., M, p*p*K)
-        lead = logits.shape[:-2]
-        logits = logits.view(*lead, h // p, w // p, p, p, self.num_codes).transpose(-4, -3)
-        return logits.reshape(*lead, h * w, self.num_codes)
+        return unpatchify(self._logits(x), self.grid, self.patch_size)  # (..., M, p*p*K) → (..., N, K)
 
     def _embed_latents(self, latents: Tensor) -> Tensor:
         """Regression inputs: standardized latents ``(..., N, D)`` → ``(..., M, d)``."""
@@ -350,11 +345,7 @@ class MambaHead(Head):
             noisy = torch.rand(codes.shape, device=codes.device) < self.input_noise
             inputs = torch.where(noisy, torch.randint_like(codes, self.num_codes), codes)
         logits = self.logits(inputs)
-        targets = codes[:, codes.shape[1] - logits.shape[1]:]
-        loss = F.cross_entropy(logits.reshape(-1, self.num_codes).float(), targets.reshape(-1))
-        with torch.no_grad():
-            accuracy = (logits.argmax(-1) == targets).float().mean()
-        return {"loss": loss, "accuracy": accuracy, "bits_per_token": loss.detach() / math.log(2)}
+        return code_cross_entropy(logits, codes[:, codes.shape[1] - logits.shape[1]:])
 
     def _check_latents(self, latents: Tensor, name: str, min_frames: int) -> Tensor:
         n, d = self.tokens_per_frame, self.spec.latent_dim

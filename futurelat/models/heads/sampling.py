@@ -1,4 +1,5 @@
-"""Logits → codes: greedy decoding or ancestral sampling with temperature and top-k.
+"""Code priors' logits: their training loss, and codes drawn from them (greedy decoding or
+ancestral sampling with temperature and top-k).
 
 Shape notation: ``...`` any leading axes (e.g. ``(B,)`` for one token or ``(B, N)`` for a whole
 frame of codes), ``K`` codebook size.
@@ -11,14 +12,28 @@ Top-k sampling: Fan, Lewis & Dauphin 2018, "Hierarchical Neural Story Generation
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 #: Keys of a head's ``sampling`` dict (configs/head/*.yaml ``sampling:``) and their defaults.
 SAMPLING_DEFAULTS: dict[str, Any] = {"greedy": True, "temperature": 1.0, "top_k": None}
+
+
+def code_cross_entropy(logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    """Next-code loss of a prior: logits ``(..., K)`` against int64 targets ``(...)`` in ``[0, K)``.
+
+    Returns ``loss`` (mean cross-entropy in nats per code, computed in float32), ``accuracy``
+    (argmax = target, fraction in [0, 1]) and ``bits_per_token`` (loss / ln 2), all scalars.
+    """
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+    with torch.no_grad():
+        accuracy = (logits.argmax(-1) == targets).float().mean()
+    return {"loss": loss, "accuracy": accuracy, "bits_per_token": loss.detach() / math.log(2)}
 
 
 def sampling_options(sampling: Mapping[str, Any] | None) -> dict[str, Any]:

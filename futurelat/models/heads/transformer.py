@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from futurelat.models.base import Head, LatentSpec, Latents, check_codes
 from futurelat.models.heads.attention import POSITIONS, Block, KVCache, grid_coords, sincos_3d
 from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
-from futurelat.models.heads.sampling import sample_codes, sampling_options
+from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
 from futurelat.registry import HEADS
 
 OBJECTIVES = ("regression", "autoregressive")
@@ -328,11 +328,7 @@ class TransformerHead(Head):
     def _ar_loss(self, z: Latents) -> dict[str, Tensor]:
         codes = self._check_codes(z.codes, "z", 2 if self.ordering == "frame" else 1)
         logits = self.logits(codes)
-        targets = codes[:, codes.shape[1] - logits.shape[1]:]
-        loss = F.cross_entropy(logits.reshape(-1, self.num_codes).float(), targets.reshape(-1))
-        with torch.no_grad():
-            accuracy = (logits.argmax(-1) == targets).float().mean()
-        return {"loss": loss, "accuracy": accuracy, "bits_per_token": loss.detach() / math.log(2)}
+        return code_cross_entropy(logits, codes[:, codes.shape[1] - logits.shape[1]:])
 
     # -- autoregressive: KV-cache inference ---------------------------------------------------
 
