@@ -26,8 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from futurelat.datasets import build_dataset
+from futurelat.datasets.latent_cache import check_cache_for_model, is_latent_cache
 from futurelat.evaluation.evaluator import evaluate_frames
+from futurelat.evaluation.latent_evaluator import PICTURE_FILE as LATENT_PICTURE
+from futurelat.evaluation.latent_evaluator import FramesBaseline, evaluate_latents, summarize_latents
 from futurelat.models.latent_video_model import LatentVideoModel, build_model
+from futurelat.registry import BACKBONES
 from futurelat.training.checkpoint import load_module_weights
 from futurelat.training.distributed import DistInfo, init_distributed
 from futurelat.training.trainer import Trainer
@@ -58,7 +62,13 @@ def _check_stages(cfg: DictConfig) -> list[str]:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown} in `stages`; valid: {list(STAGES)}")
-    if "tokenizer" not in stages and not cfg.backbone.checkpoint and ("predictor" in stages or "evaluate" in stages):
+    cached = is_latent_cache(cfg.dataset)
+    if cached and "tokenizer" in stages:  # the cache was written by a fixed backbone: nothing to train
+        log.info("dataset '%s' is a latent cache: skipping the tokenizer stage", cfg.dataset.name)
+        stages.remove("tokenizer")
+    needs_weights = "evaluate" in stages or ("predictor" in stages and not cached)
+    if ("tokenizer" not in stages and BACKBONES.get(cfg.backbone.name).trainable and not cfg.backbone.checkpoint
+            and needs_weights):
         raise ValueError("stages without `tokenizer` need a trained backbone: set backbone.checkpoint=PATH "
                          "(e.g. <run_dir>/checkpoints/tokenizer_final.pt)")
     if "predictor" not in stages and not cfg.head.checkpoint and "evaluate" in stages:
@@ -82,6 +92,8 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
         save_config(cfg, run_dir / "config.yaml")
     _seed_everything(int(cfg.seed))
     model: LatentVideoModel = build_model(cfg)  # fails here, before training, if the pair does not fit
+    if is_latent_cache(cfg.dataset):  # and here if the cache was written by another backbone
+        check_cache_for_model(cfg.dataset, cfg.backbone.name, model.spec)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = build_logger(cfg, run_dir, dist.is_main, name=run_dir.name)
     train_set = None
@@ -110,15 +122,9 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
         metrics = None
         if "evaluate" in stages and dist.is_main:
             torch.manual_seed(int(cfg.seed))  # sampled rollouts: the same for a full run and an eval-only run
-            metrics = evaluate_frames(
-                model, build_dataset(cfg.dataset, "test"),
-                context_frames=int(cfg.dataset.context_frames), future_frames=int(cfg.dataset.future_frames),
-                batch_size=int(cfg.eval.batch_size), device=dist.device, out_dir=run_dir,
-                num_visualize=int(cfg.eval.num_visualize), max_sequences=cfg.eval.max_sequences,
-                progress=bool(cfg.trainer.progress), num_samples=int(cfg.eval.num_samples),
-            )
+            metrics, pictures = evaluate(cfg, model, run_dir, dist.device)
             logger.log_summary(metrics)
-            for name in ("predictions.gif", "predictions.png"):
+            for name in pictures:
                 if (run_dir / name).exists():
                     logger.log_media(f"eval/{name.replace('.', '_')}", run_dir / name)
             _print_summary(metrics, run_dir)
@@ -129,10 +135,45 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
         logger.finish()
 
 
+def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
+             device: torch.device | str) -> tuple[dict[str, float], tuple[str, ...]]:
+    """Score ``model`` on the test split; returns the metrics and the picture files written.
+
+    A backbone with a pixel decoder is scored on frames (:func:`evaluate_frames`; for a latent
+    cache, on the frames of its ``dataset.source``). One without (V-JEPA 2) is scored in latent
+    space (:func:`evaluate_latents`), beside copy-last-latent and, when the backbone has its own
+    pretrained predictor (``has_predictor``) and ``eval.backbone_predictor`` is true, that predictor
+    as a zero-shot baseline (``test/<backbone>_predictor/*``), on the raw test clips it needs.
+    """
+    common = dict(batch_size=int(cfg.eval.batch_size), device=device, out_dir=run_dir,
+                  num_visualize=int(cfg.eval.num_visualize), max_sequences=cfg.eval.max_sequences,
+                  progress=bool(cfg.trainer.progress), num_samples=int(cfg.eval.num_samples))
+    if model.backbone.has_decoder:
+        metrics = evaluate_frames(
+            model, build_dataset(cfg.dataset.get("source", cfg.dataset), "test"),  # frames, also for a cache
+            context_frames=int(cfg.dataset.context_frames), future_frames=int(cfg.dataset.future_frames), **common)
+        return metrics, ("predictions.gif", "predictions.png")
+    step = model.spec.temporal_downsample
+    test_config, baselines = cfg.dataset, {}
+    if getattr(model.backbone, "has_predictor", False) and cfg.eval.get("backbone_predictor", True):
+        # The pretrained predictor reads context frames: score everything on the raw test clips.
+        test_config = cfg.dataset.get("source", cfg.dataset)
+        baselines[f"{cfg.backbone.name}_predictor"] = FramesBaseline(model.backbone.predict_future)
+    metrics = evaluate_latents(
+        model, build_dataset(test_config, "test"), context_latents=int(cfg.dataset.context_frames) // step,
+        future_latents=int(cfg.dataset.future_frames) // step, extra_baselines=baselines, **common)
+    return metrics, (LATENT_PICTURE,)
+
+
 def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if "test/cosine" in metrics:  # latent-space evaluation
+        console = Console()
+        console.print(summarize_latents(metrics))
+        console.print(f"outputs: {run_dir}")
+        return
     table = Table(title=f"test set ({int(metrics.get('test/num_sequences', 0))} sequences)")
     for col in ("", "MSE ↓", "MAE ↓", "SSIM ↑", "PSNR ↑"):
         table.add_column(col)

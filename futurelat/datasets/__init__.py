@@ -17,8 +17,23 @@ def _moving_mnist(cfg: DictConfig, split: str) -> Dataset:
     return build_moving_mnist(cfg, split)
 
 
+def _kinetics_400(cfg: DictConfig, split: str) -> Dataset:
+    from futurelat.datasets.kinetics import build_kinetics
+
+    return build_kinetics(cfg, split)
+
+
+def _latent_cache(cfg: DictConfig, split: str) -> Dataset:
+    from futurelat.datasets.latent_cache import build_latent_cache
+
+    return build_latent_cache(cfg, split)
+
+
 DATASETS: dict[str, Callable[[DictConfig, str], Dataset]] = {
     "moving_mnist": _moving_mnist,
+    "kinetics_400": _kinetics_400,
+    "kinetics_400_cached": _latent_cache,  # latents written by `python -m futurelat.cache`
+    "latent_cache": _latent_cache,         # the same reader, for a cache of any source
 }
 
 

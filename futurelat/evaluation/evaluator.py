@@ -21,23 +21,20 @@ latent-space predictor can reach.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from futurelat.evaluation.common import best_of_k, check_frame_batch, evaluation_mode, evaluation_progress, write_metrics
 from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_metrics
 from futurelat.evaluation.visualize import save_prediction_gif, save_prediction_grid
 from futurelat.models.base import check_frames
 
 BASELINES: tuple[str, ...] = ("copy_last", "zeros")
-#: Tolerance on the [0, 1] range check of dataset frames.
-_RANGE_TOL = 1e-4
 
 
 class FramePredictor(Protocol):
@@ -69,18 +66,6 @@ def _collate_frames(items: list[Mapping[str, Any]]) -> Tensor:
     if len(shapes) != 1:
         raise ValueError(f"dataset 'frames' have different shapes within a batch: {sorted(shapes)}")
     return torch.stack(frames)
-
-
-def _check_batch(frames: Tensor, start: int, total_frames: int) -> None:
-    """Validate a batch of dataset frames; errors name the dataset index and key."""
-    where = f"dataset[{start}:{start + frames.shape[0]}]['frames']"
-    check_frames(frames, where)
-    if frames.shape[1] != total_frames:
-        raise ValueError(f"{where} has T={frames.shape[1]} frames (shape {tuple(frames.shape[1:])}); "
-                         f"expected context_frames + future_frames = {total_frames}")
-    lo, hi = float(frames.min()), float(frames.max())
-    if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-        raise ValueError(f"{where} has values in [{lo:.4g}, {hi:.4g}]; frames must be in [0, 1]")
 
 
 def _check_output(out: Tensor, expected: tuple[int, ...], what: str) -> None:
@@ -179,11 +164,6 @@ def evaluate_frames(
 
     device = torch.device(device)
     tc, tf = context_frames, future_frames
-    is_module = isinstance(model, torch.nn.Module)
-    was_training = bool(getattr(model, "training", False))
-    if is_module:
-        model.to(device)
-        model.eval()
 
     accumulators = {"test/": MetricAccumulator()}
     if num_samples > 1:
@@ -197,54 +177,48 @@ def evaluate_frames(
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
                         collate_fn=_collate_frames)
-    bar = Progress(TextColumn("[bold]evaluate[/] {task.description}"), BarColumn(),
-                   MofNCompleteColumn(), TimeRemainingColumn(), disable=not progress)
     start = 0
-    try:
-        with bar, torch.no_grad():
-            task = bar.add_task("rollouts", total=total)
-            for frames in loader:
-                _check_batch(frames, start, tc + tf)
-                frames = frames.to(device)
-                b = frames.shape[0]
-                context, target = frames[:, :tc], frames[:, tc:]
+    with evaluation_mode(model, device), evaluation_progress(progress) as bar, torch.no_grad():
+        task = bar.add_task("rollouts", total=total)
+        for frames in loader:
+            check_frame_batch(frames, start, tc + tf)
+            frames = frames.to(device)
+            b = frames.shape[0]
+            context, target = frames[:, :tc], frames[:, tc:]
 
-                samples = []
-                for _ in range(num_samples):
-                    samples.append(model.rollout(context.clone(), tf))
-                    _check_output(samples[-1], (b, tf, *frames.shape[2:]), "model.rollout(context, num_future)")
-                    samples[-1] = frame_metrics(samples[-1], target), samples[-1]
-                    accumulators["test/"].update(samples[-1][0])
-                if num_samples > 1:
-                    accumulators["test/best_of_k/"].update(_best_of_k([m for m, _ in samples]))
-                prediction = samples[0][1]
-                accumulators["test/copy_last/"].update(
-                    frame_metrics(copy_last_baseline(context, tf), target))
-                accumulators["test/zeros/"].update(frame_metrics(zeros_baseline(context, tf), target))
+            samples = []
+            for _ in range(num_samples):
+                samples.append(model.rollout(context.clone(), tf))
+                _check_output(samples[-1], (b, tf, *frames.shape[2:]), "model.rollout(context, num_future)")
+                samples[-1] = frame_metrics(samples[-1], target), samples[-1]
+                accumulators["test/"].update(samples[-1][0])
+            if num_samples > 1:
+                accumulators["test/best_of_k/"].update(best_of_k([m for m, _ in samples], "mse"))
+            prediction = samples[0][1]
+            accumulators["test/copy_last/"].update(
+                frame_metrics(copy_last_baseline(context, tf), target))
+            accumulators["test/zeros/"].update(frame_metrics(zeros_baseline(context, tf), target))
 
-                if reconstruct is not None:
-                    recon = reconstruct(frames.clone())
-                    if recon is None:
-                        if tokenizer_acc is not None:
-                            raise ValueError("model.reconstruct returned None after returning frames "
-                                             f"for earlier batches (batch starting at {start})")
-                        reconstruct = None  # no tokenizer: skip tokenizer/*
-                    else:
-                        _check_output(recon, tuple(frames.shape), "model.reconstruct(frames)")
-                        tokenizer_acc = tokenizer_acc or MetricAccumulator()
-                        tokenizer_acc.update(frame_metrics(recon, frames))
+            if reconstruct is not None:
+                recon = reconstruct(frames.clone())
+                if recon is None:
+                    if tokenizer_acc is not None:
+                        raise ValueError("model.reconstruct returned None after returning frames "
+                                         f"for earlier batches (batch starting at {start})")
+                    reconstruct = None  # no tokenizer: skip tokenizer/*
+                else:
+                    _check_output(recon, tuple(frames.shape), "model.reconstruct(frames)")
+                    tokenizer_acc = tokenizer_acc or MetricAccumulator()
+                    tokenizer_acc.update(frame_metrics(recon, frames))
 
-                if num_shown < num_visualize:
-                    k = min(b, num_visualize - num_shown)
-                    shown["context"].append(context[:k].float().cpu())
-                    shown["target"].append(target[:k].float().cpu())
-                    shown["prediction"].append(prediction[:k].float().cpu())
-                    num_shown += k
-                start += b
-                bar.update(task, advance=b)
-    finally:
-        if is_module:
-            model.train(was_training)
+            if num_shown < num_visualize:
+                k = min(b, num_visualize - num_shown)
+                shown["context"].append(context[:k].float().cpu())
+                shown["target"].append(target[:k].float().cpu())
+                shown["prediction"].append(prediction[:k].float().cpu())
+                num_shown += k
+            start += b
+            bar.update(task, advance=b)
 
     metrics: dict[str, float] = {}
     for prefix, acc in accumulators.items():
@@ -259,22 +233,12 @@ def evaluate_frames(
     metrics = dict(sorted(metrics.items()))
 
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(
-            json.dumps(metrics, indent=2, sort_keys=True, allow_nan=True) + "\n")
+        out_dir = write_metrics(metrics, out_dir).parent
         if num_shown:
             vis = {k: torch.cat(v) for k, v in shown.items()}
             save_prediction_gif(vis["context"], vis["target"], vis["prediction"], out_dir / "predictions.gif")
             save_prediction_grid(vis["context"], vis["target"], vis["prediction"], out_dir / "predictions.png")
     return metrics
-
-
-def _best_of_k(per_sample: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Per-frame metrics of each sequence's lowest-MSE sample: ``k`` dicts of ``(B, T)`` → one dict."""
-    best = torch.stack([m["mse"].mean(1) for m in per_sample]).argmin(0)  # (B,) sample index
-    rows = torch.arange(best.shape[0], device=best.device)
-    return {name: torch.stack([m[name] for m in per_sample])[best, rows] for name in per_sample[0]}
 
 
 def summarize(metrics: Mapping[str, float]) -> str:

@@ -47,8 +47,26 @@ class LatentVideoModel(nn.Module):
             self.backbone.train(was_training)
 
     def head_inputs(self, batch: Mapping[str, Tensor]) -> dict[str, Any]:
-        """Stage-2 ``prepare``: a batch ``{"frames": (B, T, C, H, W)}`` → ``{"z": Latents}``."""
-        return {"z": self.encode(batch["frames"])}
+        """Stage-2 ``prepare``: a batch ``{"frames": (B, T, C, H, W)}`` → ``{"z": Latents}``.
+
+        A batch of a latent cache (:mod:`futurelat.datasets.latent_cache`), ``{"latents": (B, T', N, D)}``
+        with ``"codes": (B, T', N)`` for a discrete backbone, is used as it is (no encoding).
+
+        Raises:
+            ValueError: cached latents/codes whose shape, dtype or presence does not fit ``self.spec``.
+        """
+        if "latents" not in batch:
+            return {"z": self.encode(batch["frames"])}
+        latents, codes = batch["latents"], batch.get("codes")
+        n, d = self.spec.tokens_per_frame, self.spec.latent_dim
+        if latents.ndim != 4 or tuple(latents.shape[2:]) != (n, d) or not latents.is_floating_point():
+            raise ValueError(f"cached batch['latents'] must be float (B, T', N={n}, D={d}) for the backbone's spec; "
+                             f"got {latents.dtype} {tuple(latents.shape)}: the cache was written by another backbone")
+        if self.spec.discrete and (codes is None or codes.shape != latents.shape[:3] or codes.dtype != torch.int64):
+            got = None if codes is None else f"{codes.dtype} {tuple(codes.shape)}"
+            raise ValueError(f"cached batch['codes'] must be int64 {tuple(latents.shape[:3])} (B, T', N) for a "
+                             f"discrete backbone (codebook_size={self.spec.codebook_size}); got {got}")
+        return {"z": Latents(latents, codes if self.spec.discrete else None)}
 
     @torch.no_grad()
     def rollout(self, context: Tensor, num_future: int) -> Tensor:
@@ -110,7 +128,8 @@ def build_backbone(cfg: DictConfig) -> Backbone:
 def build_model(cfg: DictConfig) -> LatentVideoModel:
     """Compose ``cfg.backbone`` and ``cfg.head`` into a :class:`LatentVideoModel`.
 
-    Checks, before any training, that the pair fits: the backbone accepts the dataset's
+    A head's ``context_frames: null`` becomes ``dataset.context_frames`` divided by the backbone's
+    temporal downsampling (heads count latent frames). Checks, before any training, that the pair fits: the backbone accepts the dataset's
     frame size, the clip length divides by its temporal downsampling, and a head that
     predicts codes gets a discrete backbone.
 
@@ -135,5 +154,8 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
                          f"backbone '{cfg.backbone.name}' is continuous (codebook_size=None); "
                          f"discrete backbones: {', '.join(discrete)}; or choose a head objective that "
                          "predicts latents (e.g. head.params.objective=regression)")
+    if "context_frames" in inspect.signature(head_cls.__init__).parameters and head_params.get("context_frames") is None:
+        # null in the head's yaml: the dataset's context frames, counted in latent frames.
+        head_params["context_frames"] = int(cfg.dataset.context_frames) // spec.temporal_downsample
     head = head_cls(spec, num_frames // spec.temporal_downsample, **head_params)
     return LatentVideoModel(backbone, head, spec)
