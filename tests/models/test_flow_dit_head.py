@@ -125,7 +125,8 @@ def test_sampler_options_and_integrate_validation():
     assert sampler_options(None).solver == "heun"
     assert sampler_options({"solver": "euler", "steps": 3, "guidance_scale": 2}).guidance_scale == 2.0
     for bad, key in [({"solver": "rk4"}, "solver"), ({"steps": 0}, "steps"), ({"steps": 2.5}, "steps"),
-                     ({"guidance_scale": -1.0}, "guidance_scale"), ({"cfg": 2.0}, "cfg")]:
+                     ({"guidance_scale": -1.0}, "guidance_scale"), ({"cfg": 2.0}, "cfg"),
+                     ({"noise_scale": -0.5}, "noise_scale")]:
         with pytest.raises(ValueError, match=key):
             sampler_options(bad)
     with pytest.raises(ValueError, match="solver"):
@@ -264,6 +265,46 @@ def test_overfits_moving_latents_better_than_copying_the_last_frame(conditioning
         assert (pred - truth).square().mean() < 0.05 * copy_last, solver
 
 
+def test_residual_target_overfits_moving_latents_and_starts_at_the_last_frame():
+    clips = moving_blob()
+    head = tiny_head(context_dropout=0.0, target="residual")
+    context, truth = clips[:, :CONTEXT], clips[:, CONTEXT:]
+    head.train()
+    head(Latents(clips))  # fits both standardizers on this batch
+    # Untrained (zero velocity), noise_scale 0 integrates to x_1 = 0: the residual's mean change.
+    head.sampling = {"solver": "euler", "steps": 2, "noise_scale": 0.0}
+    start = head.rollout(Latents(context), FUTURE).latents
+    expected = head.standardizer.inverse(head.standardizer(context[:, -1:])
+                                         + head.residual_standardizer.inverse(torch.zeros_like(truth)))
+    torch.testing.assert_close(start, expected.expand_as(start), atol=1e-5, rtol=0)
+    opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(250):
+        loss = head(Latents(clips.repeat(8, 1, 1, 1)))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    copy_last = (clips[:, CONTEXT - 1:CONTEXT] - truth).square().mean()
+    head.sampling = {"solver": "heun", "steps": 10}
+    pred = head.rollout(Latents(context), FUTURE, generator=torch.Generator().manual_seed(0)).latents
+    assert (pred - truth).square().mean() < 0.05 * copy_last
+    assert "residual_standardizer.std" in head.state_dict()
+    assert "residual_standardizer.std" not in tiny_head().state_dict()
+
+
+def test_noise_scale_zero_samples_deterministically_and_scales_the_start():
+    head = tiny_head(sampling={"solver": "euler", "steps": 1, "noise_scale": 0.0})
+    context = random_latents(frames=CONTEXT)
+    a = head.rollout(context, FUTURE, generator=torch.Generator().manual_seed(0)).latents
+    b = head.rollout(context, FUTURE, generator=torch.Generator().manual_seed(1)).latents
+    assert torch.equal(a, b)
+    # A fresh head predicts velocity 0, so a sample is its (scaled) starting noise, un-standardized.
+    head.sampling = {"solver": "euler", "steps": 1, "noise_scale": 0.5}
+    half = head.rollout(context, FUTURE, generator=torch.Generator().manual_seed(0)).latents
+    head.sampling["noise_scale"] = 1.0
+    full = head.rollout(context, FUTURE, generator=torch.Generator().manual_seed(0)).latents
+    torch.testing.assert_close(half, 0.5 * full)
+
+
 def test_guidance_scale_batches_conditional_and_unconditional_passes():
     head = tiny_head(context_dropout=0.1, sampling={"solver": "heun", "steps": 3, "guidance_scale": 1.0})
     randomize(head)
@@ -303,6 +344,7 @@ def test_config_and_shape_errors():
                         (dict(num_heads=3), "num_heads"), (dict(d_model=4, num_heads=1), "d_model"),
                         (dict(context_dropout=1.0), "context_dropout"),
                         (dict(context_dropout=0.0, sampling={"guidance_scale": 2.0}), "context_dropout"),
+                        (dict(target="delta"), "target"),
                         (dict(dropout=-0.1), "dropout"), (dict(num_layers=0), "num_layers"),
                         (dict(mlp_ratio=0.0), "mlp_ratio")]:
         with pytest.raises(ValueError, match=f"head\\.(params|sampling)\\.{key}"):

@@ -157,6 +157,19 @@ def test_regression_shapes_and_metrics(codebook_size):
     assert head.training  # rollout restores the mode it found
 
 
+def test_residual_regression_starts_at_copy_last_and_learns_to_move():
+    head = tiny_head("regression", SPEC, target="residual")
+    z = Latents(torch.randn(2, 6, 16, 8))
+    head.train()
+    head(z)  # fits the standardizer
+    future = head.rollout(z[:3], 3).latents
+    torch.testing.assert_close(future, z.latents[:, 2:3].expand(-1, 3, -1, -1), atol=1e-5, rtol=0)
+    absolute = tiny_head("regression", SPEC)
+    absolute.train()
+    absolute(z)
+    assert not torch.allclose(absolute.rollout(z[:3], 3).latents, future, atol=1e-3)
+
+
 def test_regression_standardizes_with_buffers_estimated_from_the_first_batch():
     head = tiny_head("regression")
     torch.manual_seed(1)
@@ -312,7 +325,7 @@ def test_registry_needs_codes_and_objective_errors():
 @pytest.mark.parametrize("key,value", [
     ("objective", "diffusion"), ("ordering", "pixel"), ("position", "learned"), ("loss", "huber"),
     ("context_frames", 0), ("context_frames", 6), ("num_heads", 5), ("d_model", 0), ("num_layers", 0),
-    ("mlp_ratio", 0), ("dropout", 1.0), ("patch_size", 3), ("query_chunk", 0),
+    ("mlp_ratio", 0), ("dropout", 1.0), ("patch_size", 3), ("query_chunk", 0), ("target", "delta"),
 ])
 def test_bad_config_keys_are_named(key, value):
     with pytest.raises(ValueError, match=rf"head\.params\.{key}"):

@@ -47,7 +47,7 @@ ConditionalVelocityFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 SOLVERS = ("euler", "heun")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 #: Keys of a flow head's ``sampling`` dict (configs/head/*.yaml ``sampling:``) and their defaults.
-SAMPLING_DEFAULTS: dict[str, Any] = {"solver": "heun", "steps": 10, "guidance_scale": 1.0}
+SAMPLING_DEFAULTS: dict[str, Any] = {"solver": "heun", "steps": 10, "guidance_scale": 1.0, "noise_scale": 1.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,11 +107,16 @@ class SamplerOptions:
         solver: ``"euler"`` or ``"heun"``.
         steps: ODE steps >= 1 (velocity evaluations: ``steps`` for euler, ``2 * steps`` for heun).
         guidance_scale: classifier-free guidance weight ``w >= 0``; 1 = no guidance.
+        noise_scale: ``tau >= 0``, the starting noise is ``x_0 ~ N(0, tau^2 I)``. 1 samples the
+            learned distribution; ``tau < 1`` trades diversity for accuracy (the temperature of
+            Glow, Kingma & Dhariwal 2018); 0 integrates from the noise mean, a deterministic
+            prediction.
     """
 
     solver: str
     steps: int
     guidance_scale: float
+    noise_scale: float = 1.0
 
 
 def sampler_options(sampling: Mapping[str, Any] | None) -> SamplerOptions:
@@ -129,6 +134,9 @@ def sampler_options(sampling: Mapping[str, Any] | None) -> SamplerOptions:
             raise ValueError(f"unknown sampling key(s) {unknown} (head.sampling); valid: {sorted(SAMPLING_DEFAULTS)}")
         options.update(sampling)
     solver, steps, scale = options["solver"], options["steps"], options["guidance_scale"]
+    noise_scale = float(options["noise_scale"])
+    if not math.isfinite(noise_scale) or noise_scale < 0:
+        raise ValueError(f"head.sampling.noise_scale must be a finite number >= 0; got {noise_scale}")
     if solver not in SOLVERS:
         raise ValueError(f"head.sampling.solver must be one of {SOLVERS}; got {solver!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -136,7 +144,7 @@ def sampler_options(sampling: Mapping[str, Any] | None) -> SamplerOptions:
     scale = float(scale)
     if not math.isfinite(scale) or scale < 0:
         raise ValueError(f"head.sampling.guidance_scale must be a finite number >= 0; got {scale}")
-    return SamplerOptions(solver=solver, steps=steps, guidance_scale=scale)
+    return SamplerOptions(solver=solver, steps=steps, guidance_scale=scale, noise_scale=noise_scale)
 
 
 def guided_velocity(velocity: ConditionalVelocityFn, guidance_scale: float) -> VelocityFn:

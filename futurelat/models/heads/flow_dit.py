@@ -35,7 +35,9 @@ Latent standardization: a VQ backbone's latents (its codebook vectors) have an a
 while the noise is ``N(0, I)``. The first batch :meth:`~FlowDiTHead.forward` sees in training mode
 sets a per-channel mean and std (:class:`~futurelat.models.heads.latent_io.LatentStandardizer`,
 buffers ``standardizer.*`` in the ``state_dict``). Context and targets are standardized with
-them, samples are un-standardized.
+them, samples are un-standardized. With ``target="residual"`` the flow generates the change of
+each future frame from the last context frame instead (standardized with its own statistics),
+and the samples are added back to that frame.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from futurelat.models.base import Head, LatentSpec, Latents
 from futurelat.models.heads.attention import MLP
 from futurelat.models.heads.flow import (TIME_SAMPLINGS, SamplerOptions, guided_velocity, integrate, linear_path,
                                          sample_times, sampler_options)
-from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
+from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.registry import HEADS
 
 CONDITIONINGS = ("in_context", "cross_attention")
@@ -231,10 +233,17 @@ class FlowDiTHead(Head):
         context_dropout: training probability in [0, 1) of replacing a sample's context with the
             null token (needed > 0 for classifier-free guidance).
         time_sampling: training time distribution, ``"uniform"`` or ``"logit_normal"``.
-        sampling: ``{"solver": "euler" | "heun", "steps": int >= 1, "guidance_scale": float >= 0}``
-            for :meth:`rollout`, kept in ``self.sampling`` (defaults: heun, 10, 1.0 = no guidance;
-            see :func:`~futurelat.models.heads.flow.sampler_options`).
+        sampling: ``{"solver": "euler" | "heun", "steps": int >= 1, "guidance_scale": float >= 0,
+            "noise_scale": float >= 0}`` for :meth:`rollout`, kept in ``self.sampling`` (defaults:
+            heun, 10, 1.0 = no guidance, 1.0 = the learned distribution; see
+            :func:`~futurelat.models.heads.flow.sampler_options`).
         dropout: attention-probability and MLP-hidden dropout in [0, 1) (training only).
+        target: what the flow generates: ``"absolute"``, the standardized future latents, or
+            ``"residual"``, their change from the last context frame (standardized again with its
+            own per-channel statistics, fitted on the first training batch like the latents'). On
+            video whose latents mostly persist from frame to frame (static background, V-JEPA 2
+            features) the residual is near zero almost everywhere and the flow only has to model
+            what moves.
 
     Raises:
         ValueError: a bad setting; the message names ``head.params.<key>`` (or ``head.sampling.<key>``).
@@ -245,9 +254,11 @@ class FlowDiTHead(Head):
     def __init__(self, spec: LatentSpec, num_frames: int, *, context_frames: int = 10, d_model: int = 128,
                  num_layers: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0, patch_size: int = 2,
                  conditioning: str = "in_context", context_dropout: float = 0.1, time_sampling: str = "uniform",
-                 sampling: Mapping[str, Any] | None = None, dropout: float = 0.0):
+                 sampling: Mapping[str, Any] | None = None, dropout: float = 0.0, target: str = "absolute"):
         super().__init__()
         options = sampler_options(sampling)
+        if target not in TARGETS:
+            raise ValueError(f"head.params.target must be one of {', '.join(TARGETS)}; got {target!r}")
         _check_config(spec, num_frames, context_frames, d_model, num_layers, num_heads, mlp_ratio, patch_size,
                       conditioning, context_dropout, time_sampling, dropout, options)
         self.spec, self.num_frames, self.context_frames = spec, num_frames, context_frames
@@ -267,6 +278,9 @@ class FlowDiTHead(Head):
         self.blocks = nn.ModuleList(DiTBlock(d_model, num_heads, mlp_ratio, dropout, cross) for _ in range(num_layers))
         self.final = FinalLayer(d_model, token_dim)
         self.standardizer = LatentStandardizer(spec.latent_dim)
+        self.target = target
+        if target == "residual":
+            self.residual_standardizer = LatentStandardizer(spec.latent_dim)
         self._init_weights(num_layers)
 
     def _init_weights(self, num_layers: int) -> None:
@@ -372,7 +386,7 @@ class FlowDiTHead(Head):
         latents = self._check_latents(z.latents, "z.latents", self.num_frames, exact=True)
         self.standardizer.fit_once(latents)
         x = self.standardizer(latents)
-        context, x1 = x[:, :self.context_frames], x[:, self.context_frames:]
+        context, x1 = x[:, :self.context_frames], self._to_target(x[:, :self.context_frames], x[:, self.context_frames:])
         bsz = x.shape[0]
         path = linear_path(torch.randn_like(x1), x1, sample_times(bsz, self.time_sampling, device=x.device))
         uncond = torch.rand(bsz, device=x.device) < (self.context_dropout if self.training else 0.0)
@@ -383,19 +397,34 @@ class FlowDiTHead(Head):
             x1_mse = (remaining * (v.float() - path.velocity.float())).square().mean()
         return {"loss": loss, "x1_mse": x1_mse}
 
+    def _to_target(self, context: Tensor, future: Tensor) -> Tensor:
+        """Standardized future ``(B, Tf, N, D)`` → what the flow generates (see ``target``)."""
+        if self.target == "absolute":
+            return future
+        delta = future - context[:, -1:]
+        self.residual_standardizer.fit_once(delta)
+        return self.residual_standardizer(delta)
+
+    def _from_target(self, context: Tensor, x1: Tensor) -> Tensor:
+        """Inverse of :meth:`_to_target`: generated ``(B, Tf, N, D)`` → standardized future latents."""
+        if self.target == "absolute":
+            return x1
+        return context[:, -1:] + self.residual_standardizer.inverse(x1)
+
     # -- sampling -----------------------------------------------------------------------------
 
     def _sample_block(self, context: Tensor, options: SamplerOptions, generator: torch.Generator | None) -> Tensor:
-        """Standardized context ``(B, Tc, N, D)`` → ``Tf`` integrated future frames ``(B, Tf, N, D)``."""
+        """Standardized context ``(B, Tc, N, D)`` → ``Tf`` integrated future frames ``(B, Tf, N, D)`` (standardized)."""
         bsz = context.shape[0]
-        noise = torch.randn((bsz, self.future_frames, *context.shape[2:]), generator=generator,
-                            device=context.device, dtype=context.dtype)
+        noise = options.noise_scale * torch.randn((bsz, self.future_frames, *context.shape[2:]), generator=generator,
+                                                  device=context.device, dtype=context.dtype)
 
         def velocity(x: Tensor, t: Tensor, uncond: Tensor) -> Tensor:  # x may be the doubled CFG batch
             return self.velocity(x, t, context.repeat(x.shape[0] // bsz, 1, 1, 1), uncond)
 
-        return integrate(guided_velocity(velocity, options.guidance_scale), noise,
-                         solver=options.solver, steps=options.steps)
+        x1 = integrate(guided_velocity(velocity, options.guidance_scale), noise,
+                       solver=options.solver, steps=options.steps)
+        return self._from_target(context, x1)
 
     @torch.no_grad()
     def rollout(self, context: Latents, num_future: int, *, generator: torch.Generator | None = None) -> Latents:

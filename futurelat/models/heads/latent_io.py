@@ -11,6 +11,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 
+#: What a continuous head predicts (``head.params.target``): the future latents themselves, or their
+#: change from the last context frame (most of a frame's latents persist into the next one).
+TARGETS = ("absolute", "residual")
+
+
 class LatentStandardizer(nn.Module):
     """Per-channel standardization of latents ``(..., D)``, fitted once on the first training batch.
 

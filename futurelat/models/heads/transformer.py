@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents, check_codes
 from futurelat.models.heads.attention import POSITIONS, Block, KVCache, grid_coords, sincos_3d
-from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
+from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
 from futurelat.registry import HEADS
 
@@ -67,10 +67,11 @@ def _check_range(key: str, value: Any, ok: bool, rule: str) -> None:
 
 def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: str, context_frames: int,
                   d_model: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float, patch: int,
-                  position: str, loss: str, query_chunk: int) -> None:
+                  position: str, loss: str, query_chunk: int, target: str) -> None:
     """Raise ``ValueError`` naming ``head.params.<key>`` and its valid values for a bad config."""
     for key, value, valid in (("objective", objective, OBJECTIVES), ("ordering", ordering, ORDERINGS),
-                              ("position", position, POSITIONS), ("loss", loss, tuple(LOSSES))):
+                              ("position", position, POSITIONS), ("loss", loss, tuple(LOSSES)),
+                              ("target", target, TARGETS)):
         _check_choice(key, value, valid)
     if objective == "autoregressive" and spec.codebook_size is None:
         raise ValueError("head.params.objective=autoregressive predicts codes, but the backbone has no codes "
@@ -123,6 +124,9 @@ class TransformerHead(Head):
             ``mse`` is the default because ``l1`` can stall at the per-token median, i.e. predicting
             background everywhere on sparse scenes (a moving bar, Moving MNIST digits).
         query_chunk: queries per attention call when a mask/ALiBi bias is needed (bounds memory).
+        target: regression only: ``"absolute"`` (the future latents) or ``"residual"`` (their change
+            from the last context frame, added back to it: a fresh head, whose output layer is
+            zero, starts as the copy-last-frame baseline).
         sampling: ``{"greedy", "temperature", "top_k"}`` for autoregressive rollouts, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`).
 
@@ -139,11 +143,11 @@ class TransformerHead(Head):
                  context_frames: int = 10, d_model: int = 128, num_layers: int = 4, num_heads: int = 4,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, patch_size: int = 2, position: str = "rope",
                  loss: str = "mse", query_chunk: int = 1024,
-                 sampling: Mapping[str, Any] | None = None):
+                 sampling: Mapping[str, Any] | None = None, target: str = "absolute"):
         super().__init__()
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
         _check_config(spec, num_frames, objective, ordering, context_frames, d_model, num_layers, num_heads,
-                      mlp_ratio, dropout, patch, position, loss, query_chunk)
+                      mlp_ratio, dropout, patch, position, loss, query_chunk, target)
         sampling_options(sampling)  # fail early on bad keys
         self.sampling: dict[str, Any] = dict(sampling) if sampling is not None else {}
         self.needs_codes = objective == "autoregressive"
@@ -152,7 +156,7 @@ class TransformerHead(Head):
         self.grid, self.tokens_per_frame, self.patch_size = tuple(spec.grid), spec.tokens_per_frame, patch
         self.model_grid = (spec.grid[0] // patch, spec.grid[1] // patch)
         self.frame_tokens = self.model_grid[0] * self.model_grid[1]  # M
-        self.position, self.loss = position, loss
+        self.position, self.loss, self.target = position, loss, target
 
         if self.needs_codes:
             self.num_codes = spec.codebook_size
@@ -252,14 +256,15 @@ class TransformerHead(Head):
 
         One forward pass: ``Tc' * M`` context tokens then ``Tf * M`` query tokens at frames
         ``Tc' .. Tc' + Tf - 1``, bidirectional attention; ``Tc'`` may differ from ``context_frames``.
+        With ``target="residual"`` the outputs are added to the last context frame.
         """
         bsz, frames = context.shape[:2]
         m, p = self.frame_tokens, self.patch_size
         tokens = self.to_tokens(patchify(context, self.grid, p))  # (B, Tc', M, d)
         queries = self.future_query.expand(bsz, self.future_frames, m, -1)  # (B, Tf, M, d)
         x = self._trunk(torch.cat([tokens, queries], dim=1).flatten(1, 2))  # (B, (Tc' + Tf) * M, d)
-        out = self.to_out(x[:, frames * m:]).view(bsz, self.future_frames, m, -1)  # (B, Tf, M, p*p*D)
-        return unpatchify(out, self.grid, p)
+        out = unpatchify(self.to_out(x[:, frames * m:]).view(bsz, self.future_frames, m, -1), self.grid, p)
+        return out + context[:, -1:] if self.target == "residual" else out  # (B, Tf, N, D)
 
     def _regression_loss(self, z: Latents) -> dict[str, Tensor]:
         latents = self._check_latents(z.latents, "z", self.num_frames)
