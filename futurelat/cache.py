@@ -72,7 +72,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,7 +272,8 @@ class _Guarded(Dataset):
         return len(self.source)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        video = str(index)
+        videos = getattr(self.source, "videos", None)  # e.g. Kinetics' relative paths: name the file even if it fails
+        video = str(videos[index]) if isinstance(videos, Sequence) and 0 <= index < len(videos) else str(index)
         try:
             item = self.source[index]
             video = str(item.get("video", index))
@@ -476,6 +477,8 @@ def run_cache(cfg: DictConfig, dist: DistInfo | None = None) -> dict[str, SplitS
     summaries = {}
     for split in settings.splits:
         source = build_dataset(cfg.dataset.source, split)
+        if hasattr(source, "replace_unreadable"):  # e.g. Kinetics: a bad video is a failure here, not a stand-in clip
+            source.replace_unreadable = False
         num_items = len(source) if settings.max_items is None else min(len(source), settings.max_items)
         split_info = _merge_info(root, info, split, len(source))  # every rank checks: all fail alike
         if dist.is_main:

@@ -354,14 +354,24 @@ class Kinetics(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
+    #: True: an unreadable video's item is replaced by the next readable one (training, evaluation).
+    #: False: it raises :class:`VideoDecodeError` (the latent cache lists it as failed instead).
+    replace_unreadable: bool = True
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """Item ``index``, or the next readable one (see the module docstring)."""
+        """Item ``index``, or the next readable one (see the module docstring and ``replace_unreadable``)."""
         n = len(self.videos)
         i = int(index)
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"index {index} out of range for Kinetics of length {n}")
+        if not self.replace_unreadable:
+            try:
+                return self._load(i)
+            except (VideoDecodeError, FileNotFoundError, _TooShort) as err:
+                self._mark_bad(i, err)
+                raise
         for k in range(n):
             j = (i + k) % n
             if j in self._bad:
