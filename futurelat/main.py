@@ -27,6 +27,7 @@ from torch import Tensor
 
 from futurelat.datasets import build_dataset
 from futurelat.datasets.latent_cache import check_cache_for_model, is_latent_cache
+from futurelat.evaluation.common import write_metrics
 from futurelat.evaluation.evaluator import evaluate_frames
 from futurelat.evaluation.latent_evaluator import PICTURE_FILE as LATENT_PICTURE
 from futurelat.evaluation.latent_evaluator import FramesBaseline, evaluate_latents, summarize_latents
@@ -117,6 +118,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
             train_set = train_set or build_dataset(cfg.dataset, "train")
             Trainer(model.head, train_set, cfg.trainer, cfg.trainer.predictor, run_dir, name="predictor",
                     prepare=model.head_inputs, logger=logger, config_to_save=resolved, dist=dist).fit()
+        _report_skipped(train_set, "train")
 
         # ---- evaluation (rank 0)
         metrics = None
@@ -149,20 +151,45 @@ def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
                   num_visualize=int(cfg.eval.num_visualize), max_sequences=cfg.eval.max_sequences,
                   progress=bool(cfg.trainer.progress), num_samples=int(cfg.eval.num_samples))
     if model.backbone.has_decoder:
+        test_set = build_dataset(cfg.dataset.get("source", cfg.dataset), "test")  # frames, also for a cache
         metrics = evaluate_frames(
-            model, build_dataset(cfg.dataset.get("source", cfg.dataset), "test"),  # frames, also for a cache
-            context_frames=int(cfg.dataset.context_frames), future_frames=int(cfg.dataset.future_frames), **common)
-        return metrics, ("predictions.gif", "predictions.png")
+            model, test_set, context_frames=int(cfg.dataset.context_frames),
+            future_frames=int(cfg.dataset.future_frames), **common)
+        return _with_skipped(metrics, test_set, run_dir), ("predictions.gif", "predictions.png")
     step = model.spec.temporal_downsample
     test_config, baselines = cfg.dataset, {}
     if getattr(model.backbone, "has_predictor", False) and cfg.eval.get("backbone_predictor", True):
         # The pretrained predictor reads context frames: score everything on the raw test clips.
         test_config = cfg.dataset.get("source", cfg.dataset)
         baselines[f"{cfg.backbone.name}_predictor"] = FramesBaseline(model.backbone.predict_future)
+    test_set = build_dataset(test_config, "test")
     metrics = evaluate_latents(
-        model, build_dataset(test_config, "test"), context_latents=int(cfg.dataset.context_frames) // step,
+        model, test_set, context_latents=int(cfg.dataset.context_frames) // step,
         future_latents=int(cfg.dataset.future_frames) // step, extra_baselines=baselines, **common)
-    return metrics, (LATENT_PICTURE,)
+    return _with_skipped(metrics, test_set, run_dir), (LATENT_PICTURE,)
+
+
+def _report_skipped(dataset: Any, split: str) -> int:
+    """Log how many videos a dataset skipped (missing or unreadable; e.g. Kinetics); returns the count.
+
+    Unreadable videos met inside DataLoader workers are counted there, not here: with
+    ``trainer.num_workers > 0`` the training figure holds the missing files and the main
+    process's unreadable ones (each worker warns once per file it skips).
+    """
+    skipped = int(getattr(dataset, "num_skipped", 0) or 0)
+    if skipped:
+        log.warning("%s split: %d video(s) skipped (%d missing, %d unreadable); see the warnings above", split,
+                    skipped, len(getattr(dataset, "missing", ())), len(getattr(dataset, "unreadable", ())))
+    return skipped
+
+
+def _with_skipped(metrics: dict[str, float], test_set: Any, run_dir: Path) -> dict[str, float]:
+    """Add ``test/skipped_videos`` (datasets that skip bad videos) to the metrics and metrics.json."""
+    if not hasattr(test_set, "num_skipped"):
+        return metrics
+    metrics = dict(sorted({**metrics, "test/skipped_videos": float(_report_skipped(test_set, "test"))}.items()))
+    write_metrics(metrics, run_dir)
+    return metrics
 
 
 def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:

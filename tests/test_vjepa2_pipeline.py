@@ -49,7 +49,7 @@ def test_videos_to_cache_to_trained_flow_head_to_latent_metrics(tmp_path, monkey
     for scorer in ("test", "test/copy_last", "test/vjepa2_predictor"):
         for metric in ("l1", "mse", "cosine"):
             assert torch.isfinite(torch.tensor(metrics[f"{scorer}/{metric}"]))
-    assert metrics["test/num_sequences"] == 3
+    assert metrics["test/num_sequences"] == 3 and metrics["test/skipped_videos"] == 0  # the corrupt clip is in train
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/l1"] == metrics["test/l1"]
     assert (tmp_path / "run" / "latent_predictions.png").stat().st_size > 0
     assert not (tmp_path / "run" / "checkpoints" / "tokenizer_final.pt").exists()  # no stage 1 for a cache
