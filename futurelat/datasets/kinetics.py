@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from futurelat.datasets.config import with_defaults
 from futurelat.datasets.video_io import BACKENDS, VideoDecodeError, open_video
 
 __all__ = [
@@ -438,15 +439,7 @@ def _csv_path(c: Mapping[str, Any], split: str) -> str:
 
 def _validated(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults filled in, unknown keys and bad values rejected (errors name ``dataset.<key>``)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    unknown = sorted(set(cfg) - set(CONFIG_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown dataset key(s) {', '.join('dataset.' + k for k in unknown)}; "
-                         f"valid keys: {', '.join(CONFIG_DEFAULTS)}")
-    c = {**CONFIG_DEFAULTS, **dict(cfg)}
+    c = with_defaults(cfg, CONFIG_DEFAULTS)
 
     def need(key: str, ok: bool, what: str) -> None:
         if not ok:

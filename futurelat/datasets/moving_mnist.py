@@ -36,6 +36,8 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
+from futurelat.datasets.config import with_defaults
+
 __all__ = [
     "MovingMNIST",
     "bouncing_trajectories",
@@ -426,18 +428,7 @@ def build_moving_mnist(cfg: Mapping[str, Any], split: str) -> MovingMNIST:
 
 def _validated(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults filled in, unknown keys and bad values rejected (errors name ``dataset.<key>``)."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    unknown = sorted(set(cfg) - set(CONFIG_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown dataset key(s) {', '.join('dataset.' + k for k in unknown)}; "
-                         f"valid keys: {', '.join(CONFIG_DEFAULTS)}")
-    c = {**CONFIG_DEFAULTS, **dict(cfg)}
+    c = with_defaults(cfg, CONFIG_DEFAULTS)
 
     def need(key: str, ok: bool, what: str) -> None:
         if not ok:

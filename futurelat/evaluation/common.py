@@ -33,6 +33,22 @@ def check_frame_batch(frames: Tensor, start: int, total_frames: int) -> None:
         raise ValueError(f"{where} has values in [{lo:.4g}, {hi:.4g}]; frames must be in [0, 1]")
 
 
+def check_eval_arguments(counts: Mapping[str, Any], num_visualize: Any, max_sequences: Any) -> None:
+    """``counts`` (name → value, e.g. ``{"batch_size": 100}``) must be positive ints,
+    ``num_visualize`` an int >= 0, ``max_sequences`` ``None`` or a positive int.
+
+    Raises:
+        ValueError: naming the first bad argument and its value.
+    """
+    for name, value in counts.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
+    if not isinstance(num_visualize, int) or num_visualize < 0:
+        raise ValueError(f"num_visualize must be an int >= 0; got {num_visualize!r}")
+    if max_sequences is not None and (not isinstance(max_sequences, int) or max_sequences < 1):
+        raise ValueError(f"max_sequences must be None or a positive int; got {max_sequences!r}")
+
+
 def evaluation_progress(enabled: bool) -> Progress:
     """The rich progress bar of the evaluators (``evaluate <description>  ━━━  12/100  0:00:03``)."""
     return Progress(TextColumn("[bold]evaluate[/] {task.description}"), BarColumn(),

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from futurelat.evaluation.common import best_of_k, check_frame_batch, evaluation_mode, evaluation_progress, write_metrics
+from futurelat.evaluation.common import (best_of_k, check_eval_arguments, check_frame_batch, evaluation_mode,
+                                         evaluation_progress, write_metrics)
 from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_metrics
 from futurelat.evaluation.visualize import save_prediction_gif, save_prediction_grid
 from futurelat.models.base import check_frames
@@ -141,14 +142,8 @@ def evaluate_frames(
     """
     if not callable(getattr(model, "rollout", None)):
         raise TypeError(f"model ({type(model).__name__}) has no rollout(context, num_future) method")
-    for name, value in (("context_frames", context_frames), ("future_frames", future_frames),
-                        ("batch_size", batch_size), ("num_samples", num_samples)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
-    if not isinstance(num_visualize, int) or num_visualize < 0:
-        raise ValueError(f"num_visualize must be an int >= 0; got {num_visualize!r}")
-    if max_sequences is not None and (not isinstance(max_sequences, int) or max_sequences < 1):
-        raise ValueError(f"max_sequences must be None or a positive int; got {max_sequences!r}")
+    check_eval_arguments({"context_frames": context_frames, "future_frames": future_frames,
+                          "batch_size": batch_size, "num_samples": num_samples}, num_visualize, max_sequences)
 
     if extra_metrics:
         clash = sorted(set(extra_metrics) & _metric_keys(future_frames))

@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from futurelat.evaluation.common import best_of_k, check_frame_batch, evaluation_mode, evaluation_progress, write_metrics
+from futurelat.evaluation.common import (best_of_k, check_eval_arguments, check_frame_batch, evaluation_mode,
+                                         evaluation_progress, write_metrics)
 from futurelat.evaluation.latent_metrics import LATENT_METRIC_NAMES, check_latents, latent_metrics
 from futurelat.evaluation.latent_visualize import save_latent_grid
 from futurelat.evaluation.metrics import MetricAccumulator
@@ -214,14 +215,8 @@ def _check_arguments(model: Any, context_latents: int, future_latents: int, batc
         raise TypeError(f"model ({type(model).__name__}) has no head.rollout(context, num_future) method")
     if not isinstance(getattr(model, "spec", None), LatentSpec):
         raise TypeError(f"model ({type(model).__name__}) has no spec: LatentSpec (N, D, grid, temporal_downsample)")
-    for name, value in (("context_latents", context_latents), ("future_latents", future_latents),
-                        ("batch_size", batch_size), ("num_samples", num_samples)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
-    if not isinstance(num_visualize, int) or num_visualize < 0:
-        raise ValueError(f"num_visualize must be an int >= 0; got {num_visualize!r}")
-    if max_sequences is not None and (not isinstance(max_sequences, int) or max_sequences < 1):
-        raise ValueError(f"max_sequences must be None or a positive int; got {max_sequences!r}")
+    check_eval_arguments({"context_latents": context_latents, "future_latents": future_latents,
+                          "batch_size": batch_size, "num_samples": num_samples}, num_visualize, max_sequences)
     for name, fn in (extra_baselines or {}).items():
         if not isinstance(name, str) or not name or "/" in name or name in _RESERVED_NAMES:
             raise ValueError(f"extra_baselines name {name!r} must be a non-empty string without '/' and not one "
