@@ -73,6 +73,19 @@ def evaluation_mode(model: Any, device: torch.device) -> Iterator[None]:
         model.train(was_training)
 
 
+def collect_metrics(accumulators: Mapping[str, Any], *, num_sequences: int, num_samples: int,
+                    extra: Mapping[str, float] | None = None) -> dict[str, float]:
+    """One flat, key-sorted dict: every ``MetricAccumulator``'s ``compute(prefix)`` (``accumulators``
+    maps prefix → accumulator), ``test/num_sequences``, ``test/num_samples`` and ``extra``."""
+    metrics: dict[str, float] = {}
+    for prefix, acc in accumulators.items():
+        metrics.update(acc.compute(prefix))
+    metrics["test/num_sequences"] = float(num_sequences)
+    metrics["test/num_samples"] = float(num_samples)
+    metrics.update(extra or {})
+    return dict(sorted(metrics.items()))
+
+
 def write_metrics(metrics: Mapping[str, float], out_dir: str | Path) -> Path:
     """Write ``out_dir/metrics.json`` (indent 2, sorted keys; folder created); returns its path."""
     out_dir = Path(out_dir)

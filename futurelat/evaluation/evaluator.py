@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from futurelat.evaluation.common import (best_of_k, check_eval_arguments, check_frame_batch, evaluation_mode,
-                                         evaluation_progress, write_metrics)
+from futurelat.evaluation.common import (best_of_k, check_eval_arguments, check_frame_batch, collect_metrics,
+                                         evaluation_mode, evaluation_progress, write_metrics)
 from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_metrics
 from futurelat.evaluation.visualize import save_prediction_gif, save_prediction_grid
 from futurelat.models.base import check_frames
@@ -215,17 +215,12 @@ def evaluate_frames(
             start += b
             bar.update(task, advance=b)
 
-    metrics: dict[str, float] = {}
-    for prefix, acc in accumulators.items():
-        metrics.update(acc.compute(prefix))
+    tokenizer: dict[str, float] = {}
     if tokenizer_acc is not None:
         tok = tokenizer_acc.compute("tokenizer/", per_step=False)
-        metrics.update({k: v for k, v in tok.items() if k.split("/")[-1] in ("mse", "ssim", "psnr")})
-    metrics["test/num_sequences"] = float(start)
-    metrics["test/num_samples"] = float(num_samples)
-    if extra_metrics:
-        metrics.update(extra_metrics)
-    metrics = dict(sorted(metrics.items()))
+        tokenizer = {k: v for k, v in tok.items() if k.split("/")[-1] in ("mse", "ssim", "psnr")}
+    metrics = collect_metrics(accumulators, num_sequences=start, num_samples=num_samples,
+                              extra={**tokenizer, **(extra_metrics or {})})
 
     if out_dir is not None:
         out_dir = write_metrics(metrics, out_dir).parent

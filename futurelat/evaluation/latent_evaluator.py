@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from futurelat.evaluation.common import (best_of_k, check_eval_arguments, check_frame_batch, evaluation_mode,
-                                         evaluation_progress, write_metrics)
+from futurelat.evaluation.common import (best_of_k, check_eval_arguments, check_frame_batch, collect_metrics,
+                                         evaluation_mode, evaluation_progress, write_metrics)
 from futurelat.evaluation.latent_metrics import LATENT_METRIC_NAMES, check_latents, latent_metrics
 from futurelat.evaluation.latent_visualize import save_latent_grid
 from futurelat.evaluation.metrics import MetricAccumulator
@@ -365,13 +365,7 @@ def evaluate_latents(
             start += b
             bar.update(task, advance=b)
 
-    metrics: dict[str, float] = {}
-    for prefix, acc in accumulators.items():
-        metrics.update(acc.compute(prefix))
-    metrics["test/num_sequences"] = float(start)
-    metrics["test/num_samples"] = float(num_samples)
-    metrics.update(extra_metrics or {})
-    metrics = dict(sorted(metrics.items()))
+    metrics = collect_metrics(accumulators, num_sequences=start, num_samples=num_samples, extra=extra_metrics)
 
     if out_dir is not None:
         write_metrics(metrics, out_dir)
