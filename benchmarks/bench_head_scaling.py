@@ -6,8 +6,15 @@ the mamba head's chunked SSD scan (or ``mamba_ssm``'s kernel on CUDA when instal
 transformer head's causal ``scaled_dot_product_attention`` (flash / memory-efficient kernels).
 Each (head, length) runs in a fresh subprocess so that its peak memory is its own: the peak
 resident set size above the process's baseline on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+The figure is the median of ``--steps`` steps after ``--warmup`` untimed ones.
 
-    python benchmarks/bench_head_scaling.py                       # 1k, 4k, 16k tokens; ~10 min on 2 CPU cores
+On CPU, ``--malloc reuse`` (the default) makes glibc keep freed memory for the next step
+(:mod:`futurelat.utils.cpu_memory`, ``trainer.cpu_malloc=reuse`` in training); with
+``--malloc system`` every tensor above 32 MiB is page-faulted in afresh each step, which
+dominates long sequences and hides how the heads themselves scale.
+
+    python benchmarks/bench_head_scaling.py                       # 1k, 4k, 16k tokens; ~15 min on 2 CPU cores
+    python benchmarks/bench_head_scaling.py --malloc system       # glibc's default allocator behaviour
     python benchmarks/bench_head_scaling.py --device cuda --lengths 1024 4096 16384 65536
 
 Target (issue 3): the mamba head's time per token grows at most 1.5x from 1k to 16k tokens and it
@@ -26,6 +33,7 @@ import torch
 
 from futurelat.models.base import LatentSpec, Latents
 from futurelat.registry import HEADS
+from futurelat.utils.cpu_memory import CPU_MALLOC_MODES, configure_cpu_malloc
 
 from timing import time_train_steps
 
@@ -41,7 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-layers", type=int, default=4)
     p.add_argument("--grid", type=int, default=16, help="codes per frame side; lengths must divide by grid**2")
     p.add_argument("--codebook-size", type=int, default=512)
-    p.add_argument("--steps", type=int, default=2, help="timed steps (after 1 warm-up step)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps; the median is reported")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (the allocator's heap grows)")
+    p.add_argument("--malloc", choices=CPU_MALLOC_MODES, default="reuse",
+                   help="CPU allocator: reuse freed memory (trainer.cpu_malloc=reuse) or glibc's default")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: "head:length" in this process
     return p.parse_args(argv)
 
@@ -63,6 +74,8 @@ def run_one(args: argparse.Namespace, head_name: str, length: int) -> dict:
     n = args.grid ** 2
     if length % n:
         raise SystemExit(f"--lengths must be multiples of grid**2 = {n}; got {length}")
+    if device.type == "cpu":
+        configure_cpu_malloc(args.malloc)
     torch.manual_seed(0)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     head = build(args, head_name, length // n).to(device).train()
@@ -70,7 +83,7 @@ def run_one(args: argparse.Namespace, head_name: str, length: int) -> dict:
     z = Latents(latents=torch.empty(*codes.shape, 0, device=device), codes=codes)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step = time_train_steps(head, z, args.steps, device)
+    step = time_train_steps(head, z, args.steps, device, warmup=args.warmup)
     if device.type == "cuda":
         peak_mib = torch.cuda.max_memory_allocated(device) / 2 ** 20
     else:
@@ -92,7 +105,8 @@ def main() -> None:
     passthrough = [a for a in sys.argv[1:]]
     rows = []
     print(f"device={args.device} threads={args.threads or torch.get_num_threads()} batch={args.batch} "
-          f"d_model={args.d_model} layers={args.num_layers}; one fwd+bwd+AdamW step, token ordering", flush=True)
+          f"d_model={args.d_model} layers={args.num_layers} malloc={args.malloc}; median of {args.steps} "
+          f"fwd+bwd+AdamW steps after {args.warmup} warm-up, token ordering", flush=True)
     for head in args.heads:
         for length in args.lengths:
             out = subprocess.run([sys.executable, __file__, *passthrough, "--one", f"{head}:{length}"],

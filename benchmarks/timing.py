@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -15,12 +16,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_train_steps(head: torch.nn.Module, z: Latents, steps: int, device: torch.device, lr: float = 1e-4) -> float:
-    """Mean seconds of one ``head(z)`` forward + backward + AdamW step over ``steps`` steps, after one warm-up."""
+def time_train_steps(head: torch.nn.Module, z: Latents, steps: int, device: torch.device, lr: float = 1e-4,
+                     warmup: int = 1) -> float:
+    """Median seconds of one ``head(z)`` forward + backward + AdamW step over ``steps`` steps, after ``warmup`` untimed ones."""
     head.train()
     opt = torch.optim.AdamW(head.parameters(), lr=lr)
     times = []
-    for i in range(steps + 1):
+    for i in range(warmup + steps):
         sync(device)
         start = time.perf_counter()
         loss = head(z)["loss"]
@@ -28,6 +30,6 @@ def time_train_steps(head: torch.nn.Module, z: Latents, steps: int, device: torc
         loss.backward()
         opt.step()
         sync(device)
-        if i:  # step 0 is warm-up
+        if i >= warmup:
             times.append(time.perf_counter() - start)
-    return sum(times) / len(times)
+    return statistics.median(times)

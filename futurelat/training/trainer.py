@@ -26,6 +26,9 @@ key                        default    meaning
 ``grad_accum_steps``       1          micro-batches per optimizer step
 ``progress``               true       rich progress bar on rank 0
 ``find_unused_parameters`` false      passed to ``DistributedDataParallel``
+``cpu_malloc``             system     ``system`` | ``reuse``: on CPU, keep freed memory for
+                                      the next step instead of page-faulting it in again
+                                      (:mod:`futurelat.utils.cpu_memory`)
 =========================  =========  =====================================================
 
 Stage schedule (``stage_cfg``, all required): ``max_steps`` (optimizer steps), ``batch_size``
@@ -63,6 +66,7 @@ from futurelat.training.distributed import (DistInfo, all_gather_objects, all_re
                                             barrier, init_distributed, resolve_device)
 from futurelat.training.optim import build_optimizer, build_scheduler
 from futurelat.training.sampler import StepBatchSampler
+from futurelat.utils.cpu_memory import CPU_MALLOC_MODES, configure_cpu_malloc
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,7 @@ class TrainerSettings:
     grad_accum_steps: int = 1
     progress: bool = True
     find_unused_parameters: bool = False
+    cpu_malloc: str = "system"
 
     @classmethod
     def from_cfg(cls, cfg: Mapping | DictConfig | None) -> "TrainerSettings":
@@ -111,6 +116,8 @@ class TrainerSettings:
             raise ValueError(f"trainer.num_workers must be >= 0; got {s.num_workers}")
         if s.seed < 0:
             raise ValueError(f"trainer.seed must be >= 0; got {s.seed}")
+        if s.cpu_malloc not in CPU_MALLOC_MODES:
+            raise ValueError(f"trainer.cpu_malloc must be one of {CPU_MALLOC_MODES}; got {s.cpu_malloc!r}")
         return s
 
 
@@ -196,6 +203,8 @@ class Trainer:
             raise ValueError(f"stage '{name}': trainer.precision=fp16 needs CUDA (it uses "
                              f"torch.amp.GradScaler); device is {self.device}. Use bf16 or fp32.")
         self._amp_dtype = _PRECISIONS[precision]
+        if self.device.type == "cpu":
+            configure_cpu_malloc(self.settings.cpu_malloc)
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
         try:

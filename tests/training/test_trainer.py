@@ -206,6 +206,8 @@ def test_missing_stage_key_and_bad_setting(tmp_path):
         make(tmp_path, stage=stage)
     with pytest.raises(ValueError, match="trainer.precision"):
         make(tmp_path, cfg=trainer_cfg(precision="fp8"))
+    with pytest.raises(ValueError, match="trainer.cpu_malloc"):
+        make(tmp_path, cfg=trainer_cfg(cpu_malloc="jemalloc"))
 
 
 class NoLoss(ToyRegressor):
@@ -256,3 +258,11 @@ def test_num_workers_and_progress_bar(tmp_path):
     b = make(tmp_path / "b", stage=stage_cfg(max_steps=3)).fit()
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
+
+
+def test_cpu_malloc_setting_reaches_the_allocator(tmp_path, monkeypatch):
+    import futurelat.training.trainer as trainer_module
+    calls = []
+    monkeypatch.setattr(trainer_module, "configure_cpu_malloc", calls.append)
+    make(tmp_path, cfg=trainer_cfg(cpu_malloc="reuse", device="cpu"))
+    assert calls == ["reuse"]
