@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from futurelat.models.base import LatentSpec, Latents
-from futurelat.models.heads.attention import (POSITIONS, KVCache, SelfAttention, alibi_slopes, apply_rope,
+from futurelat.models.heads.attention import (POSITIONS, FactorizedBlock, KVCache, SelfAttention, alibi_slopes, apply_rope,
                                               axis_angles, sincos_3d)
 from futurelat.models.heads.transformer import LOSSES, TransformerHead
 from futurelat.registry import HEADS
@@ -207,14 +207,16 @@ def test_each_regression_loss(loss):
     assert losses[-1] < losses[0]
 
 
-def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon():
+@pytest.mark.parametrize("attention", ["full", "factorized"])
+def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention):
     spec = LatentSpec(latent_dim=4, grid=(2, 8), codebook_size=2)
     codes = torch.zeros(8, 12, 2, 8, dtype=torch.int64)  # clip i: a bar at column (i + t) % 8 in frame t
     for i in range(8):
         codes[i, torch.arange(12), :, (i + torch.arange(12)) % 8] = 1
     codes = codes.flatten(2)
     latents = bar_latents(codes)  # (8, 12, 16, 4)
-    head = tiny_head("regression", spec, num_frames=8, context_frames=4, patch_size=2, d_model=32, num_heads=4)
+    head = tiny_head("regression", spec, num_frames=8, context_frames=4, patch_size=2, d_model=32, num_heads=4,
+                     attention=attention)
     losses = train(head, Latents(latents[:, :8]), 100, lr=1e-2)
     assert losses[-1] < 0.01 * losses[0]
     future = head.rollout(Latents(latents[:, :4]), 8).latents  # two blocks of the trained 4 frames
@@ -326,10 +328,31 @@ def test_registry_needs_codes_and_objective_errors():
     ("objective", "diffusion"), ("ordering", "pixel"), ("position", "learned"), ("loss", "huber"),
     ("context_frames", 0), ("context_frames", 6), ("num_heads", 5), ("d_model", 0), ("num_layers", 0),
     ("mlp_ratio", 0), ("dropout", 1.0), ("patch_size", 3), ("query_chunk", 0), ("target", "delta"),
+    ("attention", "axial"),
 ])
 def test_bad_config_keys_are_named(key, value):
     with pytest.raises(ValueError, match=rf"head\.params\.{key}"):
         tiny_head(**{key: value})
+
+
+def test_factorized_attention_is_for_the_regression_only():
+    with pytest.raises(ValueError, match=r"head\.params\.attention=factorized.*autoregressive"):
+        tiny_head("autoregressive", attention="factorized")
+    with pytest.raises(ValueError, match=r"head\.params\.attention=factorized.*alibi"):
+        tiny_head("regression", attention="factorized", position="alibi")
+
+
+def test_factorized_block_mixes_space_within_frames_and_time_within_cells():
+    torch.manual_seed(0)
+    block = FactorizedBlock(16, 2, 2.0, 0.0, grid=(2, 2), position="rope")
+    x = torch.randn(1, 3 * 4, 16)  # 3 frames of 2 x 2 tokens
+    moved = x.clone()
+    moved[0, 5] = torch.randn(16)  # frame 1, cell 1
+    spatial = lambda t: block.spatial(block.norm1(t).view(3, 4, 16)).view(1, 12, 16)
+    changed = (spatial(moved) - spatial(x)).abs().sum(-1)[0] > 1e-6
+    assert changed.tolist() == [False] * 4 + [True] * 4 + [False] * 4  # frame 1 only
+    changed = (block(moved) - block(x)).abs().sum(-1)[0] > 1e-6
+    assert changed.all()  # space then time reaches every token in one block
 
 
 def test_position_widths_and_sampling_keys_are_checked():

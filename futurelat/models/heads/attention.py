@@ -283,3 +283,43 @@ class Block(nn.Module):
         """``x`` ``(B, L, d)``; with ``cache`` the tokens continue the cached sequence (see :class:`SelfAttention`)."""
         x = x + self.drop(self.attn(self.norm1(x), cache))
         return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class FactorizedBlock(nn.Module):
+    """Space-time factorized block over ``T`` frames of ``M = h * w`` tokens: ``(B, T * M, d)`` → same.
+
+    ``x + spatial(LN(x))`` (each frame's ``M`` tokens attend to each other), ``x + temporal(LN(x))``
+    (each grid cell's ``T`` tokens attend to each other), then ``x + mlp(LN(x))``: the
+    "factorised self-attention" of ViViT (Arnab et al. 2021, arXiv:2103.15691, model 3) and
+    TimeSformer's divided space-time attention (Bertasius et al. 2021, arXiv:2102.05095). Attention
+    costs ``T * M * (M + T)`` scores instead of ``(T * M)**2``. No mask: a bidirectional block for
+    the regression objective. With ``position="rope"`` the spatial attention rotates by (row,
+    column) and the temporal one by frame.
+
+    Args:
+        dim, num_heads, mlp_ratio, dropout: as :class:`Block`.
+        grid: ``(h, w)`` tokens per frame. position: ``"rope"`` or ``"sincos"`` (added by the caller).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, *, grid: tuple[int, int],
+                 position: str):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.frame_tokens = grid[0] * grid[1]
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.spatial = SelfAttention(dim, num_heads, position=position, mask="none", grid=grid, dropout=dropout)
+        # one "frame" of one token per step: rope coordinates (t, 0, 0)
+        self.temporal = SelfAttention(dim, num_heads, position=position, mask="none", grid=(1, 1), dropout=dropout)
+        self.mlp = MLP(dim, mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``(B, T * M, d)``, frame-major (raster order within a frame) → ``(B, T * M, d)``."""
+        bsz, length, dim = x.shape
+        m = self.frame_tokens
+        frames = length // m
+        x = x + self.drop(self.spatial(self.norm1(x).reshape(bsz * frames, m, dim))).reshape(bsz, length, dim)
+        cells = self.norm2(x).view(bsz, frames, m, dim).transpose(1, 2).reshape(bsz * m, frames, dim)
+        y = self.temporal(cells).view(bsz, m, frames, dim).transpose(1, 2).reshape(bsz, length, dim)
+        x = x + self.drop(y)
+        return x + self.drop(self.mlp(self.norm3(x)))

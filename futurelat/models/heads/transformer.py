@@ -40,12 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents, check_codes
-from futurelat.models.heads.attention import POSITIONS, Block, KVCache, grid_coords, sincos_3d
+from futurelat.models.heads.attention import POSITIONS, Block, FactorizedBlock, KVCache, grid_coords, sincos_3d
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
 from futurelat.registry import HEADS
 
 OBJECTIVES = ("regression", "autoregressive")
+ATTENTIONS = ("full", "factorized")
 ORDERINGS = ("frame", "token")
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss, "smooth_l1": F.smooth_l1_loss}
 
@@ -67,12 +68,16 @@ def _check_range(key: str, value: Any, ok: bool, rule: str) -> None:
 
 def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: str, context_frames: int,
                   d_model: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float, patch: int,
-                  position: str, loss: str, query_chunk: int, target: str) -> None:
+                  position: str, loss: str, query_chunk: int, target: str, attention: str) -> None:
     """Raise ``ValueError`` naming ``head.params.<key>`` and its valid values for a bad config."""
     for key, value, valid in (("objective", objective, OBJECTIVES), ("ordering", ordering, ORDERINGS),
                               ("position", position, POSITIONS), ("loss", loss, tuple(LOSSES)),
-                              ("target", target, TARGETS)):
+                              ("target", target, TARGETS), ("attention", attention, ATTENTIONS)):
         _check_choice(key, value, valid)
+    if attention == "factorized" and (objective != "regression" or position == "alibi"):
+        raise ValueError("head.params.attention=factorized is for the regression objective with rope or sincos "
+                         f"positions (no causal mask, no KV cache); got objective={objective!r}, "
+                         f"position={position!r}")
     if objective == "autoregressive" and spec.codebook_size is None:
         raise ValueError("head.params.objective=autoregressive predicts codes, but the backbone has no codes "
                          f"(spec.codebook_size is None for {spec}); use objective: regression for a continuous "
@@ -127,6 +132,10 @@ class TransformerHead(Head):
         target: regression only: ``"absolute"`` (the future latents) or ``"residual"`` (their change
             from the last context frame, added back to it: a fresh head, whose output layer is
             zero, starts as the copy-last-frame baseline).
+        attention: regression only: ``"full"`` (every token attends to every token, ``(T M)**2``
+            scores per layer) or ``"factorized"`` (space then time attention,
+            :class:`~futurelat.models.heads.attention.FactorizedBlock`, ``T M (M + T)`` scores): the
+            cheaper one affords smaller patches on a CPU.
         sampling: ``{"greedy", "temperature", "top_k"}`` for autoregressive rollouts, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`).
 
@@ -143,11 +152,11 @@ class TransformerHead(Head):
                  context_frames: int = 10, d_model: int = 128, num_layers: int = 4, num_heads: int = 4,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, patch_size: int = 2, position: str = "rope",
                  loss: str = "mse", query_chunk: int = 1024,
-                 sampling: Mapping[str, Any] | None = None, target: str = "absolute"):
+                 sampling: Mapping[str, Any] | None = None, target: str = "absolute", attention: str = "full"):
         super().__init__()
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
         _check_config(spec, num_frames, objective, ordering, context_frames, d_model, num_layers, num_heads,
-                      mlp_ratio, dropout, patch, position, loss, query_chunk, target)
+                      mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention)
         sampling_options(sampling)  # fail early on bad keys
         self.sampling: dict[str, Any] = dict(sampling) if sampling is not None else {}
         self.needs_codes = objective == "autoregressive"
@@ -170,9 +179,15 @@ class TransformerHead(Head):
             self.future_query = nn.Parameter(torch.zeros(d_model))
             self.to_out = nn.Linear(d_model, patch * patch * spec.latent_dim)
             self.standardizer = LatentStandardizer(spec.latent_dim)
-        self.blocks = nn.ModuleList(
-            Block(d_model, num_heads, mlp_ratio, dropout, position=position, mask=mask, grid=self.model_grid,
-                  query_chunk=query_chunk) for _ in range(num_layers))
+        self.attention = attention
+        if attention == "factorized":
+            self.blocks = nn.ModuleList(
+                FactorizedBlock(d_model, num_heads, mlp_ratio, dropout, grid=self.model_grid, position=position)
+                for _ in range(num_layers))
+        else:
+            self.blocks = nn.ModuleList(
+                Block(d_model, num_heads, mlp_ratio, dropout, position=position, mask=mask, grid=self.model_grid,
+                      query_chunk=query_chunk) for _ in range(num_layers))
         self.norm_out = nn.LayerNorm(d_model)
         self._init_weights(num_layers)
 
@@ -238,7 +253,7 @@ class TransformerHead(Head):
         """
         x = self._with_positions(x, caches[0].length if caches else 0)
         for i, block in enumerate(self.blocks):
-            x = block(x, caches[i] if caches else None)
+            x = block(x) if self.attention == "factorized" else block(x, caches[i] if caches else None)
         return self.norm_out(x)
 
     # -- regression ---------------------------------------------------------------------------
