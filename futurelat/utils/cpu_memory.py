@@ -13,8 +13,8 @@ recommends.
 
 PyTorch asks for 64-byte-aligned blocks, which a freed block of the same size cannot always
 serve, so the heap grows for the first steps until it holds blocks that fit (time a training
-step after two or three warm-up steps). The price is resident memory: the process keeps its peak (and some fragmentation; 13.7 GiB
-instead of 6.9 GiB for that 16k-token step) until it exits. Select it with
+step after two or three warm-up steps). The price is resident memory: the process keeps its peak and some fragmentation until it exits
+(12.4 GiB instead of 6.6 GiB above the baseline for that 16k-token step). Select it with
 ``trainer.cpu_malloc=reuse``; the default ``system`` leaves glibc's settings alone.
 """
 

@@ -353,6 +353,8 @@ def test_factorized_block_mixes_space_within_frames_and_time_within_cells():
     assert changed.tolist() == [False] * 4 + [True] * 4 + [False] * 4  # frame 1 only
     changed = (block(moved) - block(x)).abs().sum(-1)[0] > 1e-6
     assert changed.all()  # space then time reaches every token in one block
+    with pytest.raises(ValueError, match="no KV cache"):
+        block(x, KVCache())
 
 
 def test_position_widths_and_sampling_keys_are_checked():

@@ -304,7 +304,6 @@ class FactorizedBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, *, grid: tuple[int, int],
                  position: str):
         super().__init__()
-        self.grid = tuple(grid)
         self.frame_tokens = grid[0] * grid[1]
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.spatial = SelfAttention(dim, num_heads, position=position, mask="none", grid=grid, dropout=dropout)
@@ -313,8 +312,14 @@ class FactorizedBlock(nn.Module):
         self.mlp = MLP(dim, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` ``(B, T * M, d)``, frame-major (raster order within a frame) → ``(B, T * M, d)``."""
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        """``x`` ``(B, T * M, d)``, frame-major (raster order within a frame) → ``(B, T * M, d)``.
+
+        Raises:
+            ValueError: a ``cache`` is given (a bidirectional block cannot extend a sequence).
+        """
+        if cache is not None:
+            raise ValueError("FactorizedBlock has no KV cache: it serves the regression objective only")
         bsz, length, dim = x.shape
         m = self.frame_tokens
         frames = length // m

@@ -253,7 +253,7 @@ class TransformerHead(Head):
         """
         x = self._with_positions(x, caches[0].length if caches else 0)
         for i, block in enumerate(self.blocks):
-            x = block(x) if self.attention == "factorized" else block(x, caches[i] if caches else None)
+            x = block(x, caches[i] if caches else None)
         return self.norm_out(x)
 
     # -- regression ---------------------------------------------------------------------------
