@@ -22,3 +22,9 @@ def with_defaults(cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[s
         raise ValueError(f"unknown dataset key(s) {', '.join('dataset.' + k for k in unknown)}; "
                          f"valid keys: {', '.join(defaults)}")
     return {**defaults, **dict(cfg)}
+
+
+def require(cfg: Mapping[str, Any], key: str, ok: bool, what: str) -> None:
+    """Raise ``ValueError("dataset.<key> must be <what>; got <value>")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"dataset.{key} must be {what}; got {cfg[key]!r}")

@@ -36,6 +36,7 @@ returned (differs from the requested one after a replacement).
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import warnings
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from futurelat.datasets.config import with_defaults
+from futurelat.datasets.config import require, with_defaults
 from futurelat.datasets.video_io import BACKENDS, VideoDecodeError, open_video
 
 __all__ = [
@@ -441,9 +442,7 @@ def _validated(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults filled in, unknown keys and bad values rejected (errors name ``dataset.<key>``)."""
     c = with_defaults(cfg, CONFIG_DEFAULTS)
 
-    def need(key: str, ok: bool, what: str) -> None:
-        if not ok:
-            raise ValueError(f"dataset.{key} must be {what}; got {c[key]!r}")
+    need = functools.partial(require, c)
 
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)

@@ -36,7 +36,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
-from futurelat.datasets.config import with_defaults
+from futurelat.datasets.config import require, with_defaults
 
 __all__ = [
     "MovingMNIST",
@@ -430,9 +430,7 @@ def _validated(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults filled in, unknown keys and bad values rejected (errors name ``dataset.<key>``)."""
     c = with_defaults(cfg, CONFIG_DEFAULTS)
 
-    def need(key: str, ok: bool, what: str) -> None:
-        if not ok:
-            raise ValueError(f"dataset.{key} must be {what}; got {c[key]!r}")
+    need = functools.partial(require, c)
 
     def is_int(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)

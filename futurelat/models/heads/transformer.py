@@ -179,7 +179,6 @@ class TransformerHead(Head):
             self.future_query = nn.Parameter(torch.zeros(d_model))
             self.to_out = nn.Linear(d_model, patch * patch * spec.latent_dim)
             self.standardizer = LatentStandardizer(spec.latent_dim)
-        self.attention = attention
         if attention == "factorized":
             self.blocks = nn.ModuleList(
                 FactorizedBlock(d_model, num_heads, mlp_ratio, dropout, grid=self.model_grid, position=position)
