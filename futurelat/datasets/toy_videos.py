@@ -1,7 +1,7 @@
 """A toy Kinetics-style dataset of predictable motion, for CPU demos and tests.
 
     python -m futurelat.datasets.toy_videos OUT_DIR --num-train 300 --num-test 60 \\
-        --frames 32 --size 64 --fps 8 --seed 0 [--corrupt K] [--missing K]
+        --frames 32 --size 64 --fps 8 --seed 0 [--speed 1.5 3] [--corrupt K] [--missing K]
 
 writes::
 
@@ -42,6 +42,8 @@ __all__ = ["CLASSES", "make_toy_kinetics", "render_clip", "main"]
 
 #: Class labels (Kinetics-style: lower case, spaces).
 CLASSES = ("bouncing ball", "rotating bar", "sliding square")
+#: Default object speed range, px/frame at 64 px.
+DEFAULT_SPEED = (1.5, 3.0)
 #: Split name -> (CSV file, video folder, ``split`` column value, seed stream).
 SPLIT_FILES = {"train": ("train.csv", "train", "train", 0), "test": ("validate.csv", "val", "val", 1)}
 _ID_CHARS = string.ascii_letters + string.digits + "-_"
@@ -70,41 +72,51 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(c0 + (c1 - c0) * t[..., None] + texture, 0, 1)
 
 
+def _check_speed(speed: Sequence[float]) -> None:
+    if len(speed) != 2 or not 0 <= speed[0] <= speed[1]:
+        raise ValueError(f"speed must be a (low, high) range in px/frame with 0 <= low <= high; got {tuple(speed)}")
+
+
 def _coverage(signed_distance: np.ndarray) -> np.ndarray:
     """Soft-edged coverage in [0, 1] from a signed distance in pixels (negative inside)."""
     return np.clip(0.5 - signed_distance, 0.0, 1.0)
 
 
-def render_clip(label: str, rng: np.random.Generator, frames: int = 32, size: int = 64) -> np.ndarray:
+def render_clip(label: str, rng: np.random.Generator, frames: int = 32, size: int = 64,
+                speed: tuple[float, float] = DEFAULT_SPEED) -> np.ndarray:
     """One clip of class ``label`` drawn from ``rng``.
 
-    Speeds scale with ``size`` (1.5-3 px/frame at 64 px); objects span 12-30% of the frame.
+    Speeds scale with ``size`` (``speed`` px/frame at 64 px); objects span 12-30% of the frame.
+    The rotating bar's angular speed, 0.12-0.25 rad/frame at the default ``speed``, scales with
+    ``speed[1] / 3``.
 
     Args:
         label: one of :data:`CLASSES`.
         rng: the clip's random generator (all draws come from it).
         frames: ``T`` (>= 1).
         size: frame side ``S`` in pixels (even, >= 16).
+        speed: ``(low, high)`` object speed range in px/frame at 64 px, ``0 <= low <= high``.
 
     Returns:
         ``(T, S, S, 3)`` uint8 RGB frames.
 
     Raises:
-        ValueError: unknown ``label`` or bad sizes.
+        ValueError: unknown ``label``, bad sizes or a bad ``speed`` range.
     """
     if label not in CLASSES:
         raise ValueError(f"unknown toy class {label!r}; valid classes: {', '.join(CLASSES)}")
     if frames < 1 or size < 16 or size % 2:
         raise ValueError(f"frames must be >= 1 and size an even int >= 16; got frames={frames}, size={size}")
+    _check_speed(speed)
     scale = size / 64.0
     background = _background(rng, size)
     hue = rng.uniform(0, 1)
     color = np.clip(np.abs(((hue * 6 + np.array([0.0, 4.0, 2.0])) % 6) - 3) - 1, 0, 1) * 0.75 + 0.25  # saturated
     t = np.arange(frames, dtype=np.float64)  # (T,)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5  # (S, S) pixel centres
-    speed = rng.uniform(1.5, 3.0) * scale
+    v = rng.uniform(*speed) * scale  # px/frame
     theta = rng.uniform(0, 2 * math.pi)
-    vy, vx = speed * math.sin(theta), speed * math.cos(theta)
+    vy, vx = v * math.sin(theta), v * math.cos(theta)
 
     # Trajectories (T,), then one frame at a time (memory O(S^2) for long, large clips).
     if label == "rotating bar":
@@ -113,7 +125,7 @@ def render_clip(label: str, rng: np.random.Generator, frames: int = 32, size: in
         # The centre drifts at 30% of the speed (and bounces); the bar spins.
         cy = _fold(rng.uniform(margin, size - margin) + 0.3 * vy * t, margin, size - margin)
         cx = _fold(rng.uniform(margin, size - margin) + 0.3 * vx * t, margin, size - margin)
-        omega = rng.uniform(0.12, 0.25) * rng.choice([-1.0, 1.0])  # rad/frame
+        omega = rng.uniform(0.12, 0.25) * speed[1] / 3.0 * rng.choice([-1.0, 1.0])  # rad/frame
         phi = rng.uniform(0, math.pi) + omega * t
 
         def signed_distance(k: int) -> np.ndarray:
@@ -154,23 +166,26 @@ def _youtube_ids(rng: np.random.Generator, count: int, taken: set[str]) -> list[
 
 def make_toy_kinetics(out_dir: str | os.PathLike, *, num_train: int = 300, num_test: int = 60, frames: int = 32,
                       size: int = 64, fps: float = 8.0, seed: int = 0, corrupt: int = 0,
-                      missing: int = 0) -> dict[str, int]:
+                      missing: int = 0, speed: tuple[float, float] = DEFAULT_SPEED) -> dict[str, int]:
     """Write the toy dataset described in the module docstring into ``out_dir``.
 
-    Classes take turns (clip ``i`` has class ``CLASSES[i % 3]``). Existing files are overwritten.
+    Classes take turns (clip ``i`` has class ``CLASSES[i % 3]``); ``speed`` is passed to
+    :func:`render_clip`. Existing files are overwritten.
 
     Returns:
         counts: ``{"train": ..., "test": ..., "corrupt": ..., "missing": ...}`` (rows per CSV
         include the corrupt and missing ones for train).
 
     Raises:
-        ValueError: negative counts, ``frames < 1``, odd ``size`` or ``size < 16``, ``fps <= 0``.
+        ValueError: negative counts, ``frames < 1``, odd ``size`` or ``size < 16``, ``fps <= 0``,
+            a bad ``speed`` range.
     """
     if min(num_train, num_test, corrupt, missing) < 0 or num_train + num_test < 1:
         raise ValueError(f"counts must be >= 0 with at least one clip; got num_train={num_train}, "
                          f"num_test={num_test}, corrupt={corrupt}, missing={missing}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0; got {fps}")
+    _check_speed(speed)
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
     duration = max(1, math.ceil(frames / fps))  # seconds, for time_end
@@ -190,7 +205,7 @@ def make_toy_kinetics(out_dir: str | os.PathLike, *, num_train: int = 300, num_t
             name = f"{yid}_{start:06d}_{start + duration:06d}.mp4"
             path = os.path.join(out_dir, folder, label.replace(" ", "_"), name)
             if i < count:
-                write_video(path, render_clip(label, rng, frames, size), fps)
+                write_video(path, render_clip(label, rng, frames, size, speed), fps)
             elif i < count + counts["corrupt"]:
                 _write_corrupt(path, rng, i - count, frames, size, fps)
             # else: a row without a file (missing)
@@ -228,12 +243,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     parser.add_argument("--size", type=int, default=64, help="frame side in pixels, even (default 64)")
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate (default 8)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed", type=float, nargs=2, default=DEFAULT_SPEED, metavar=("LOW", "HIGH"),
+                        help="object speed range in px/frame at 64 px (default %(default)s)")
     parser.add_argument("--corrupt", type=int, default=0, help="unreadable mp4s added to the train split")
     parser.add_argument("--missing", type=int, default=0, help="train CSV rows without a file")
     args = parser.parse_args(argv)
     counts = make_toy_kinetics(args.out_dir, num_train=args.num_train, num_test=args.num_test, frames=args.frames,
                                size=args.size, fps=args.fps, seed=args.seed, corrupt=args.corrupt,
-                               missing=args.missing)
+                               missing=args.missing, speed=tuple(args.speed))
     print(f"wrote {counts['train']} train + {counts['test']} test clips ({args.frames} frames, "
           f"{args.size}x{args.size}, "
           f"{args.fps:g} fps; {counts['corrupt']} corrupt, {counts['missing']} missing) to {args.out_dir}\n"

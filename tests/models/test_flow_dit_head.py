@@ -159,9 +159,10 @@ def test_trained_toy_flow_maps_noise_to_a_shifted_gaussian():
 # ------------------------------------------------------------------------------- the head
 
 
+@pytest.mark.parametrize("position", ["sincos", "rope"])
 @pytest.mark.parametrize("conditioning", CONDITIONINGS)
-def test_shapes_and_outputs(conditioning):
-    head = tiny_head(conditioning)
+def test_shapes_and_outputs(conditioning, position):
+    head = tiny_head(conditioning, position=position)
     assert HEADS.get("flow_dit") is FlowDiTHead and not FlowDiTHead.needs_codes
     out = head(random_latents())
     assert set(out) == {"loss", "x1_mse"} and out["loss"].ndim == 0 and out["loss"].requires_grad
@@ -244,10 +245,11 @@ def test_context_dropout_replaces_the_context_by_the_null_token():
     assert torch.equal(loss, head(z)["loss"])
 
 
-@pytest.mark.parametrize("conditioning", CONDITIONINGS)
-def test_overfits_moving_latents_better_than_copying_the_last_frame(conditioning):
+@pytest.mark.parametrize("conditioning,position", [("in_context", "sincos"), ("cross_attention", "sincos"),
+                                                   ("in_context", "rope"), ("cross_attention", "rope")])
+def test_overfits_moving_latents_better_than_copying_the_last_frame(conditioning, position):
     clips = moving_blob()
-    head = tiny_head(conditioning, context_dropout=0.0)
+    head = tiny_head(conditioning, context_dropout=0.0, position=position)
     opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=0.0)
     z, losses = Latents(clips.repeat(8, 1, 1, 1)), []
     for _ in range(250):
@@ -257,6 +259,53 @@ def test_overfits_moving_latents_better_than_copying_the_last_frame(conditioning
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-20:]) / 20 < 0.2 * sum(losses[:20]) / 20
+    truth = clips[:, CONTEXT:]
+    copy_last = (clips[:, CONTEXT - 1:CONTEXT] - truth).square().mean()
+    for solver in ("euler", "heun"):
+        head.sampling = {"solver": solver, "steps": 10}
+        pred = head.rollout(Latents(clips[:, :CONTEXT]), FUTURE, generator=torch.Generator().manual_seed(0)).latents
+        assert (pred - truth).square().mean() < 0.05 * copy_last, solver
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_rope_positions_make_the_velocity_depend_on_where_tokens_are(conditioning):
+    """No position is added to the tokens with rope: only the rotations tell the tokens apart."""
+    head = tiny_head(conditioning, position="rope")
+    randomize(head)
+    z = random_latents(batch=1)
+    context, future = z.latents[:, :CONTEXT], z.latents[:, CONTEXT:]
+    t, uncond = torch.full((1,), 0.5), torch.zeros(1, dtype=torch.bool)
+    swap = [1, 0, *range(2, SPEC.tokens_per_frame)]  # exchange the first two tokens of every future frame
+    v = head.velocity(future, t, context, uncond)
+    v_swapped = head.velocity(future[:, :, swap], t, context, uncond)
+    assert not torch.allclose(v_swapped, v[:, :, swap], atol=1e-4)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_data_prediction_starts_at_the_last_frame_and_heun_never_calls_t_one(solver):
+    head = tiny_head(target="residual", prediction="data", sampling={"solver": solver, "steps": 3})
+    head(random_latents())  # fits the standardizers
+    head.residual_standardizer.mean.zero_()  # so a zero data estimate means "no change"
+    z = random_latents(seed=5)
+    pred = head.rollout(Latents(z.latents[:, :CONTEXT]), FUTURE, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(pred.latents, z.latents[:, CONTEXT - 1:CONTEXT].expand_as(pred.latents))
+    calls = []
+    x = integrate(lambda x, t: calls.append(t[0].item()) or torch.ones_like(x), torch.zeros(2, 3),
+                              solver="heun", steps=4, euler_last=True)
+    torch.testing.assert_close(x, torch.ones(2, 3))  # a constant field is still integrated exactly
+    assert max(calls) == 0.75 and len(calls) == 7
+
+
+def test_data_prediction_overfits_moving_latents_better_than_copying_the_last_frame():
+    clips = moving_blob()
+    head = tiny_head(context_dropout=0.0, prediction="data")
+    opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=0.0)
+    z = Latents(clips.repeat(8, 1, 1, 1))
+    for _ in range(250):
+        loss = head(z)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     truth = clips[:, CONTEXT:]
     copy_last = (clips[:, CONTEXT - 1:CONTEXT] - truth).square().mean()
     for solver in ("euler", "heun"):
@@ -344,7 +393,9 @@ def test_config_and_shape_errors():
                         (dict(num_heads=3), "num_heads"), (dict(d_model=4, num_heads=1), "d_model"),
                         (dict(context_dropout=1.0), "context_dropout"),
                         (dict(context_dropout=0.0, sampling={"guidance_scale": 2.0}), "context_dropout"),
-                        (dict(target="delta"), "target"),
+                        (dict(target="delta"), "target"), (dict(position="alibi"), "position"),
+                        (dict(prediction="epsilon"), "prediction"),
+                        (dict(position="rope", d_model=32, num_heads=8), "position"),
                         (dict(dropout=-0.1), "dropout"), (dict(num_layers=0), "num_layers"),
                         (dict(mlp_ratio=0.0), "mlp_ratio")]:
         with pytest.raises(ValueError, match=f"head\\.(params|sampling)\\.{key}"):

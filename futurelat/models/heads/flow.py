@@ -167,15 +167,19 @@ def guided_velocity(velocity: ConditionalVelocityFn, guidance_scale: float) -> V
     return guided
 
 
-def integrate(velocity: VelocityFn, x0: Tensor, *, solver: str = "heun", steps: int = 10) -> Tensor:
+def integrate(velocity: VelocityFn, x0: Tensor, *, solver: str = "heun", steps: int = 10,
+              euler_last: bool = False) -> Tensor:
     """Integrate ``dx/dt = velocity(x, t)`` from ``t = 0`` to ``t = 1`` on a uniform grid.
 
     Args:
         velocity: ``(x (B, ...), t (B,)) → (B, ...)``; ``t`` is filled with the current time.
         x0: ``(B, ...)`` the state at ``t = 0`` (noise, for sampling).
         solver: ``"euler"`` (first order, ``steps`` calls) or ``"heun"`` (second order, ``2 * steps``
-            calls; the trapezoid corrector on every step, the last one included).
+            calls; the trapezoid corrector on every step, the last one included unless ``euler_last``).
         steps: number of steps ``>= 1``.
+        euler_last: with ``"heun"``, end with a plain Euler step, never calling ``velocity`` at
+            ``t = 1`` (as EDM's sampler skips the correction at sigma = 0, Karras et al. 2022, Alg. 1);
+            for a velocity derived from a data prediction, ``(x̂ - x) / (1 - t)``, which is undefined there.
 
     Returns:
         ``(B, ...)`` the state at ``t = 1``, same dtype as ``x0``.
@@ -191,7 +195,7 @@ def integrate(velocity: VelocityFn, x0: Tensor, *, solver: str = "heun", steps: 
     for i in range(steps):
         t0, t1 = i / steps, (i + 1) / steps
         v0 = velocity(x, x.new_full((x.shape[0],), t0))
-        if solver == "euler":
+        if solver == "euler" or (euler_last and i == steps - 1):
             x = x + h * v0
         else:
             v1 = velocity(x + h * v0, x.new_full((x.shape[0],), t1))

@@ -15,8 +15,12 @@ The network is a DiT (Peebles & Xie 2023, "Scalable Diffusion Models with Transf
 arXiv:2212.09748) over space-time patches:
 
 - the noisy future ``(B, Tf, N, D)`` is cut into ``p x p`` patches → ``Tf * M`` tokens of
-  ``p * p * D`` → linear → ``d``, plus fixed factorized sin-cos embeddings of each token's
-  (frame, row, column) coordinates (computed, so no table caps the length);
+  ``p * p * D`` → linear → ``d``. Each token's (frame, row, column) coordinates enter either as
+  fixed factorized sin-cos embeddings added to it (``position="sincos"``, as in DiT) or as
+  factorized 3-D rotary embeddings of every attention's queries and keys (``"rope"``, Su et al.
+  2021, as in video DiTs such as CogVideoX; scores then depend on relative offsets, which makes
+  "look at the same place in the last frame" easy to learn). Both are computed, so no table
+  caps the length;
 - the flow time enters every block by adaLN-Zero: ``sin-cos(1000 t) → MLP → c``, and each block
   regresses a shift, scale and gate per residual branch from ``c`` with a zero-initialised linear,
   so every block starts as the identity; the final layer (adaLN shift/scale + linear to
@@ -26,6 +30,10 @@ arXiv:2212.09748) over space-time patches:
   ``(Tc + Tf) * M`` tokens, context tokens marked by a learned type embedding, output read from the
   future tokens) or is cross-attended by every block (``"cross_attention"``: self-attention over
   the ``Tf * M`` future tokens, then attention to the ``Tc * M`` context tokens).
+
+The network's output is the velocity (``prediction="velocity"``) or, with ``prediction="data"``,
+the data estimate ``x̂_1`` from which the velocity of the straight path through ``x_t`` follows
+(x-prediction, Li & He 2025, arXiv:2511.13720; see :class:`FlowDiTHead`).
 
 Classifier-free guidance (Ho & Salimans 2022): in training each sample's context is replaced, with
 probability ``context_dropout``, by a learned null token (at every context position, positions
@@ -52,13 +60,21 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents
-from futurelat.models.heads.attention import MLP
+from futurelat.models.heads.attention import MLP, apply_rope, axis_angles, grid_coords
 from futurelat.models.heads.flow import (TIME_SAMPLINGS, SamplerOptions, guided_velocity, integrate, linear_path,
                                          sample_times, sampler_options)
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.registry import HEADS
 
 CONDITIONINGS = ("in_context", "cross_attention")
+#: Where token positions enter: ``sincos`` added to the input tokens, or ``rope`` rotating queries and keys.
+DIT_POSITIONS = ("sincos", "rope")
+#: What the network outputs: the velocity itself, or the data ``x_1`` (x-prediction, turned into a velocity).
+PREDICTIONS = ("velocity", "data")
+#: x-prediction divides by ``1 - t``; clamped below at this gap (Li & He 2025 clip the same way).
+DATA_PREDICTION_MIN_GAP = 0.05
+#: Rotary ``(cos, sin)`` angles of a token sequence, each ``(L, e/2)``.
+Rotation = tuple[Tensor, Tensor]
 #: Width of the sinusoidal features of the flow time (before the time MLP), as in DiT.
 TIME_FEATURES = 256
 
@@ -130,12 +146,19 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None, rope_q: Rotation | None = None,
+                rope_k: Rotation | None = None) -> Tensor:
+        """``rope_q`` / ``rope_k``: ``(cos, sin)`` ``(L, e/2)`` / ``(S, e/2)`` rotary angles of the
+        queries / keys (:func:`~futurelat.models.heads.attention.apply_rope`), or None."""
         if y is None:
             q, k, v = self.qkv(x).chunk(3, dim=-1)
         else:
             q, (k, v) = self.q(x), self.kv(y).chunk(2, dim=-1)
         q, k, v = (rearrange(a, "b l (n e) -> b n l e", n=self.heads) for a in (q, k, v))
+        if rope_q is not None:
+            q = apply_rope(q, *rope_q)
+        if rope_k is not None:
+            k = apply_rope(k, *rope_k)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(rearrange(out, "b n l e -> b l (n e)"))
 
@@ -159,13 +182,16 @@ class DiTBlock(nn.Module):
         self.mlp = MLP(dim, mlp_ratio, dropout)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, (9 if cross else 6) * dim))
 
-    def forward(self, x: Tensor, c: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, context: Tensor | None = None, rope: Rotation | None = None,
+                context_rope: Rotation | None = None) -> Tensor:
+        """``rope`` / ``context_rope``: rotary angles of ``x`` / ``context`` tokens (position ``"rope"``), or None."""
         mods = self.ada(c).chunk(9 if self.cross_attn is not None else 6, dim=-1)  # each (B, d)
         shift, scale, gate = mods[0:3]
-        x = x + gate[:, None] * self.attn(modulate(self.norm1(x), shift, scale))
+        x = x + gate[:, None] * self.attn(modulate(self.norm1(x), shift, scale), rope_q=rope, rope_k=rope)
         if self.cross_attn is not None:
             shift, scale, gate = mods[6:9]
-            x = x + gate[:, None] * self.cross_attn(modulate(self.norm_cross(x), shift, scale), context)
+            x = x + gate[:, None] * self.cross_attn(modulate(self.norm_cross(x), shift, scale), context,
+                                                    rope_q=rope, rope_k=context_rope)
         shift, scale, gate = mods[3:6]
         return x + gate[:, None] * self.mlp(modulate(self.norm2(x), shift, scale))
 
@@ -192,7 +218,7 @@ class FinalLayer(nn.Module):
 
 def _check_config(spec: LatentSpec, num_frames: int, context_frames: int, d_model: int, num_layers: int,
                   num_heads: int, mlp_ratio: float, patch_size: int, conditioning: str, context_dropout: float,
-                  time_sampling: str, dropout: float, options: SamplerOptions) -> None:
+                  time_sampling: str, dropout: float, position: str, options: SamplerOptions) -> None:
     """Raise ``ValueError`` naming ``head.params.<key>`` for the first bad setting."""
     check_patch_size(patch_size, spec.grid)
     problems = [  # (is it bad, key, value, rule)
@@ -203,6 +229,10 @@ def _check_config(spec: LatentSpec, num_frames: int, context_frames: int, d_mode
         (num_layers < 1, "num_layers", num_layers, "must be >= 1"),
         (d_model < 6, "d_model", d_model, "must be >= 6 (sin-cos positions of 3 axes)"),
         (num_heads < 1 or d_model % num_heads, "num_heads", num_heads, f"must be >= 1 and divide d_model={d_model}"),
+        (position not in DIT_POSITIONS, "position", position, f"must be one of {DIT_POSITIONS}"),
+        (position == "rope" and num_heads >= 1 and (d_model // num_heads < 6 or d_model // num_heads % 2),
+         "position", position, f"needs an even head width d_model / num_heads >= 6 (a rotation pair per axis); "
+         f"got {d_model}/{num_heads}"),
         (not mlp_ratio > 0, "mlp_ratio", mlp_ratio, "must be > 0"),
         (not 0 <= context_dropout < 1, "context_dropout", context_dropout, "must lie in [0, 1)"),
         (not 0 <= dropout < 1, "dropout", dropout, "must lie in [0, 1)"),
@@ -238,6 +268,18 @@ class FlowDiTHead(Head):
             heun, 10, 1.0 = no guidance, 1.0 = the learned distribution; see
             :func:`~futurelat.models.heads.flow.sampler_options`).
         dropout: attention-probability and MLP-hidden dropout in [0, 1) (training only).
+        position: ``"sincos"`` (added to the tokens) or ``"rope"`` (3-D rotary; needs an even head
+            width ``d / num_heads >= 6``); see the module docstring.
+        prediction: what the network outputs: ``"velocity"`` (DiT / rectified flow), or ``"data"``,
+            the estimate ``x̂_1`` (x-prediction; Li & He 2025, "Back to Basics: Let Denoising
+            Generative Models Denoise", arXiv:2511.13720), turned into the velocity
+            ``(x̂_1 - x_t) / max(1 - t, 0.05)``, trained with the x-loss ``|x̂_1 - x_1|^2`` (the
+            velocity MSE weighted by ``max(1 - t, 0.05)^2``: unweighted, the few times near 1 dominate
+            with uniform time sampling, and a toy clip was fitted 800x worse). With ``"data"`` the
+            network never has to reproduce the noise in its output, and a fresh head (output 0)
+            samples the standardizer's mean (with ``target="residual"``: the last context frame
+            plus the mean change). Heun sampling
+            then ends with an Euler step (the velocity is undefined at ``t = 1``).
         target: what the flow generates: ``"absolute"``, the standardized future latents, or
             ``"residual"``, their change from the last context frame (standardized again with its
             own per-channel statistics, fitted on the first training batch like the latents'). On
@@ -254,14 +296,18 @@ class FlowDiTHead(Head):
     def __init__(self, spec: LatentSpec, num_frames: int, *, context_frames: int = 10, d_model: int = 128,
                  num_layers: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0, patch_size: int = 2,
                  conditioning: str = "in_context", context_dropout: float = 0.1, time_sampling: str = "uniform",
-                 sampling: Mapping[str, Any] | None = None, dropout: float = 0.0, target: str = "absolute"):
+                 sampling: Mapping[str, Any] | None = None, dropout: float = 0.0, target: str = "absolute",
+                 position: str = "sincos", prediction: str = "velocity"):
         super().__init__()
         options = sampler_options(sampling)
         if target not in TARGETS:
             raise ValueError(f"head.params.target must be one of {', '.join(TARGETS)}; got {target!r}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"head.params.prediction must be one of {', '.join(PREDICTIONS)}; got {prediction!r}")
         _check_config(spec, num_frames, context_frames, d_model, num_layers, num_heads, mlp_ratio, patch_size,
-                      conditioning, context_dropout, time_sampling, dropout, options)
+                      conditioning, context_dropout, time_sampling, dropout, position, options)
         self.spec, self.num_frames, self.context_frames = spec, num_frames, context_frames
+        self.position, self.head_dim, self.prediction = position, d_model // num_heads, prediction
         self.future_frames = num_frames - context_frames
         self.conditioning, self.context_dropout, self.time_sampling = conditioning, context_dropout, time_sampling
         self.sampling: dict[str, Any] = dict(sampling) if sampling is not None else {}
@@ -336,6 +382,12 @@ class FlowDiTHead(Head):
         """Sin-cos embedding ``(frames * M, d)`` of frames ``first .. first + frames - 1``."""
         return spacetime_positions(range(first, first + frames), self.patch_grid, self.null_context.shape[0], device)
 
+    def _rotation(self, first: int, frames: int, device: torch.device) -> Rotation:
+        """Rotary ``(cos, sin)``, each ``(frames * M, e/2)``, of the tokens of frames ``first .. first + frames - 1``."""
+        m = self.patch_grid[0] * self.patch_grid[1]
+        angles = axis_angles(grid_coords(first * m, frames * m, self.patch_grid, device), self.head_dim // 2)
+        return angles.cos(), angles.sin()
+
     # -- the network --------------------------------------------------------------------------
 
     def velocity(self, x_t: Tensor, t: Tensor, context: Tensor, uncond: Tensor) -> Tensor:
@@ -354,18 +406,28 @@ class FlowDiTHead(Head):
         tc, tf, device = context.shape[1], x_t.shape[1], x_t.device
         c = self.time_embed(t)  # (B, d)
         ctx = self.context_in(self.patchify(context))  # (B, Tc' * M, d)
-        ctx = torch.where(uncond[:, None, None], self.null_context, ctx) + self._positions(0, tc, device)
-        x = self.future_in(self.patchify(x_t)) + self._positions(tc, tf, device)  # (B, Tf' * M, d)
+        ctx = torch.where(uncond[:, None, None], self.null_context, ctx)
+        x = self.future_in(self.patchify(x_t))  # (B, Tf' * M, d)
+        rope = ctx_rope = None
+        if self.position == "sincos":
+            ctx, x = ctx + self._positions(0, tc, device), x + self._positions(tc, tf, device)
+        else:
+            ctx_rope, rope = self._rotation(0, tc, device), self._rotation(tc, tf, device)
         if self.conditioning == "in_context":  # one sequence (context, future)
             seq = torch.cat([ctx + self.context_type, x], dim=1)
+            seq_rope = None if rope is None else self._rotation(0, tc + tf, device)
             for block in self.blocks:
-                seq = block(seq, c)
+                seq = block(seq, c, rope=seq_rope)
             x = seq[:, ctx.shape[1]:]
         else:
             ctx = self.context_norm(ctx)
             for block in self.blocks:
-                x = block(x, c, ctx)
-        return self.unpatchify(self.final(x, c))
+                x = block(x, c, ctx, rope=rope, context_rope=ctx_rope)
+        out = self.unpatchify(self.final(x, c))
+        if self.prediction == "velocity":
+            return out
+        # x-prediction: the network outputs the data estimate; velocity of the linear path through it.
+        return (out - x_t) / (1 - t).clamp_min(DATA_PREDICTION_MIN_GAP).view(-1, 1, 1, 1)
 
     # -- training -----------------------------------------------------------------------------
 
@@ -377,7 +439,8 @@ class FlowDiTHead(Head):
 
         Returns:
             ``loss``: MSE between predicted and target velocity ``x_1 - x_0`` (standardized units,
-            mean over all elements; ~2 for a zero prediction). ``x1_mse``: MSE of the one-step data
+            mean over all elements; ~2 for a zero prediction); with ``prediction="data"`` the x-loss,
+            MSE between ``x̂_1`` and ``x_1`` (~1 for a zero prediction). ``x1_mse``: MSE of the one-step data
             estimate ``x_t + (1 - t) v`` against ``x_1`` (a diagnostic in [0, inf), not optimized).
 
         Raises:
@@ -391,7 +454,11 @@ class FlowDiTHead(Head):
         path = linear_path(torch.randn_like(x1), x1, sample_times(bsz, self.time_sampling, device=x.device))
         uncond = torch.rand(bsz, device=x.device) < (self.context_dropout if self.training else 0.0)
         v = self.velocity(path.x_t, path.t, context, uncond)
-        loss = F.mse_loss(v.float(), path.velocity.float())
+        if self.prediction == "data":  # x-loss: the data estimate against x_1
+            gap = (1 - path.t).clamp_min(DATA_PREDICTION_MIN_GAP).view(-1, 1, 1, 1)
+            loss = F.mse_loss((gap * v).float(), (gap * path.velocity).float())
+        else:
+            loss = F.mse_loss(v.float(), path.velocity.float())
         with torch.no_grad():
             remaining = (1 - path.t).view(-1, 1, 1, 1)
             x1_mse = (remaining * (v.float() - path.velocity.float())).square().mean()
@@ -422,8 +489,8 @@ class FlowDiTHead(Head):
         def velocity(x: Tensor, t: Tensor, uncond: Tensor) -> Tensor:  # x may be the doubled CFG batch
             return self.velocity(x, t, context.repeat(x.shape[0] // bsz, 1, 1, 1), uncond)
 
-        x1 = integrate(guided_velocity(velocity, options.guidance_scale), noise,
-                       solver=options.solver, steps=options.steps)
+        x1 = integrate(guided_velocity(velocity, options.guidance_scale), noise, solver=options.solver,
+                       steps=options.steps, euler_last=self.prediction == "data")
         return self._from_target(context, x1)
 
     @torch.no_grad()
