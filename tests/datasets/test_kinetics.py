@@ -360,3 +360,18 @@ def test_toy_motion_is_predictable(label):
     linear = np.linalg.norm(centre[2:] - (2 * centre[1:-1] - centre[:-2]), axis=-1).mean()
     copy_last = np.linalg.norm(centre[2:] - centre[1:-1], axis=-1).mean()
     assert copy_last > 1.0 and linear < 0.5 * copy_last, (linear, copy_last)
+
+
+@pytest.mark.parametrize("label", CLASSES)
+def test_toy_speed_range_scales_the_motion(label):
+    """``speed`` sets how far the object moves per frame: (0, 0) freezes it, a faster range moves it more."""
+    def mean_step(speed):
+        video = render_clip(label, np.random.default_rng(4), frames=8, size=64, speed=speed).astype(np.float64)
+        return np.abs(np.diff(video, axis=0)).mean()
+
+    assert mean_step((0.0, 0.0)) == 0
+    assert 0 < mean_step((0.5, 1.0)) < mean_step((1.5, 3.0))
+    with pytest.raises(ValueError, match=r"speed must be a \(low, high\) range.*\(2\.0, 1\.0\)"):
+        render_clip(label, np.random.default_rng(0), speed=(2.0, 1.0))
+    with pytest.raises(ValueError, match="speed"):
+        toy_main(["unused_dir", "--speed", "-1", "1"])
