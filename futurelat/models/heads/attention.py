@@ -75,6 +75,14 @@ def axis_angles(coords: Tensor, pairs: int) -> Tensor:
     return torch.cat(parts, dim=-1)
 
 
+def rotary(start: int, length: int, grid: tuple[int, int], head_dim: int,
+           device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """Factorized 3-D RoPE ``(cos, sin)``, each ``(length, head_dim / 2)`` float32, of tokens
+    ``start .. start + length - 1`` in raster order over frames of ``grid`` (for :func:`apply_rope`)."""
+    angles = axis_angles(grid_coords(start, length, grid, device), head_dim // 2)
+    return angles.cos(), angles.sin()
+
+
 def sincos_3d(coords: Tensor, dim: int) -> Tensor:
     """Fixed factorized sin-cos embedding ``(L, dim)`` float32 in ``[-1, 1]`` of ``coords`` ``(L, 3)``.
 
@@ -190,8 +198,7 @@ class SelfAttention(nn.Module):
         start = cache.length if cache is not None else 0
         q, k, v = self.qkv(x).view(bsz, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if self.position == "rope":
-            angles = axis_angles(grid_coords(start, length, self.grid, x.device), self.head_dim // 2)
-            cos, sin = angles.cos(), angles.sin()
+            cos, sin = rotary(start, length, self.grid, self.head_dim, x.device)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.append(k, v)

@@ -60,7 +60,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents
-from futurelat.models.heads.attention import MLP, apply_rope, axis_angles, grid_coords
+from futurelat.models.heads.attention import MLP, apply_rope, rotary
 from futurelat.models.heads.flow import (TIME_SAMPLINGS, SamplerOptions, guided_velocity, integrate, linear_path,
                                          sample_times, sampler_options)
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
@@ -385,8 +385,7 @@ class FlowDiTHead(Head):
     def _rotation(self, first: int, frames: int, device: torch.device) -> Rotation:
         """Rotary ``(cos, sin)``, each ``(frames * M, e/2)``, of the tokens of frames ``first .. first + frames - 1``."""
         m = self.patch_grid[0] * self.patch_grid[1]
-        angles = axis_angles(grid_coords(first * m, frames * m, self.patch_grid, device), self.head_dim // 2)
-        return angles.cos(), angles.sin()
+        return rotary(first * m, frames * m, self.patch_grid, self.head_dim, device)
 
     # -- the network --------------------------------------------------------------------------
 
@@ -408,21 +407,20 @@ class FlowDiTHead(Head):
         ctx = self.context_in(self.patchify(context))  # (B, Tc' * M, d)
         ctx = torch.where(uncond[:, None, None], self.null_context, ctx)
         x = self.future_in(self.patchify(x_t))  # (B, Tf' * M, d)
-        rope = ctx_rope = None
         if self.position == "sincos":
             ctx, x = ctx + self._positions(0, tc, device), x + self._positions(tc, tf, device)
-        else:
-            ctx_rope, rope = self._rotation(0, tc, device), self._rotation(tc, tf, device)
+        rope = self.position == "rope"
         if self.conditioning == "in_context":  # one sequence (context, future)
             seq = torch.cat([ctx + self.context_type, x], dim=1)
-            seq_rope = None if rope is None else self._rotation(0, tc + tf, device)
+            seq_rope = self._rotation(0, tc + tf, device) if rope else None
             for block in self.blocks:
                 seq = block(seq, c, rope=seq_rope)
             x = seq[:, ctx.shape[1]:]
         else:
             ctx = self.context_norm(ctx)
+            ctx_rope, x_rope = (self._rotation(0, tc, device), self._rotation(tc, tf, device)) if rope else (None, None)
             for block in self.blocks:
-                x = block(x, c, ctx, rope=rope, context_rope=ctx_rope)
+                x = block(x, c, ctx, rope=x_rope, context_rope=ctx_rope)
         out = self.unpatchify(self.final(x, c))
         if self.prediction == "velocity":
             return out
