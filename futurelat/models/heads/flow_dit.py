@@ -278,8 +278,8 @@ class FlowDiTHead(Head):
             with uniform time sampling, and a toy clip was fitted 800x worse). With ``"data"`` the
             network never has to reproduce the noise in its output, and a fresh head (output 0)
             samples the standardizer's mean (with ``target="residual"``: the last context frame
-            plus the mean change). Heun sampling
-            then ends with an Euler step (the velocity is undefined at ``t = 1``).
+            plus the mean change). Heun sampling then ends with an Euler step (the velocity is
+            undefined at ``t = 1``).
         target: what the flow generates: ``"absolute"``, the standardized future latents, or
             ``"residual"``, their change from the last context frame (standardized again with its
             own per-channel statistics, fitted on the first training batch like the latents'). On
