@@ -207,8 +207,8 @@ def test_each_regression_loss(loss):
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("attention", ["full", "factorized"])
-def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention):
+@pytest.mark.parametrize("attention,spatial_kernel", [("full", 0), ("factorized", 0), ("full", 3)])
+def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention, spatial_kernel):
     spec = LatentSpec(latent_dim=4, grid=(2, 8), codebook_size=2)
     codes = torch.zeros(8, 12, 2, 8, dtype=torch.int64)  # clip i: a bar at column (i + t) % 8 in frame t
     for i in range(8):
@@ -216,7 +216,7 @@ def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention
     codes = codes.flatten(2)
     latents = bar_latents(codes)  # (8, 12, 16, 4)
     head = tiny_head("regression", spec, num_frames=8, context_frames=4, patch_size=2, d_model=32, num_heads=4,
-                     attention=attention)
+                     attention=attention, spatial_kernel=spatial_kernel)
     losses = train(head, Latents(latents[:, :8]), 100, lr=1e-2)
     assert losses[-1] < 0.01 * losses[0]
     future = head.rollout(Latents(latents[:, :4]), 8).latents  # two blocks of the trained 4 frames
@@ -328,7 +328,7 @@ def test_registry_needs_codes_and_objective_errors():
     ("objective", "diffusion"), ("ordering", "pixel"), ("position", "learned"), ("loss", "huber"),
     ("context_frames", 0), ("context_frames", 6), ("num_heads", 5), ("d_model", 0), ("num_layers", 0),
     ("mlp_ratio", 0), ("dropout", 1.0), ("patch_size", 3), ("query_chunk", 0), ("target", "delta"),
-    ("attention", "axial"),
+    ("attention", "axial"), ("spatial_kernel", 2), ("spatial_kernel", -1),
 ])
 def test_bad_config_keys_are_named(key, value):
     with pytest.raises(ValueError, match=rf"head\.params\.{key}"):
@@ -340,6 +340,26 @@ def test_factorized_attention_is_for_the_regression_only():
         tiny_head("autoregressive", attention="factorized")
     with pytest.raises(ValueError, match=r"head\.params\.attention=factorized.*alibi"):
         tiny_head("regression", attention="factorized", position="alibi")
+
+
+def test_spatial_kernel_is_for_the_regression_only():
+    with pytest.raises(ValueError, match=r"head\.params\.spatial_kernel.*autoregressive"):
+        tiny_head("autoregressive", spatial_kernel=3)
+
+
+def test_spatial_mixer_reaches_the_kernel_neighbourhood_within_a_frame():
+    head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3)
+    assert len(head.spatial_mixers) == 2 and head.spatial_mixers[0].groups == head.spatial_mixers[0].in_channels
+    conv = head.spatial_mixers[0]
+    assert conv.weight.abs().sum() == 0  # zero at init: the head starts as the plain transformer
+    torch.nn.init.normal_(conv.weight)
+    x = torch.randn(1, 2 * 25, 24)  # 2 frames of 5 x 5 tokens
+    moved = x.clone()
+    moved[0, 25 + 12] += 1.0  # frame 1, centre cell (2, 2)
+    changed = ((head._mix_frames(moved, conv) - head._mix_frames(x, conv)).abs().sum(-1)[0] > 1e-6).view(2, 5, 5)
+    expected = torch.zeros(2, 5, 5, dtype=torch.bool)
+    expected[1, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in the same frame, nothing else
+    assert torch.equal(changed, expected)
 
 
 def test_factorized_block_mixes_space_within_frames_and_time_within_cells():

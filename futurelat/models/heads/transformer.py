@@ -68,7 +68,8 @@ def _check_range(key: str, value: Any, ok: bool, rule: str) -> None:
 
 def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: str, context_frames: int,
                   d_model: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float, patch: int,
-                  position: str, loss: str, query_chunk: int, target: str, attention: str) -> None:
+                  position: str, loss: str, query_chunk: int, target: str, attention: str,
+                  spatial_kernel: int) -> None:
     """Raise ``ValueError`` naming ``head.params.<key>`` and its valid values for a bad config."""
     for key, value, valid in (("objective", objective, OBJECTIVES), ("ordering", ordering, ORDERINGS),
                               ("position", position, POSITIONS), ("loss", loss, tuple(LOSSES)),
@@ -78,6 +79,11 @@ def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: s
         raise ValueError("head.params.attention=factorized is for the regression objective with rope or sincos "
                          f"positions (no causal mask, no KV cache); got objective={objective!r}, "
                          f"position={position!r}")
+    _check_range("spatial_kernel", spatial_kernel, spatial_kernel == 0 or (spatial_kernel > 0 and spatial_kernel % 2),
+                 "0 (off) or a positive odd number")
+    if spatial_kernel and objective != "regression":
+        raise ValueError("head.params.spatial_kernel is for the regression objective (a conv over a whole frame "
+                         f"would let a code see codes after it under a causal mask); got objective={objective!r}")
     if objective == "autoregressive" and spec.codebook_size is None:
         raise ValueError("head.params.objective=autoregressive predicts codes, but the backbone has no codes "
                          f"(spec.codebook_size is None for {spec}); use objective: regression for a continuous "
@@ -136,6 +142,11 @@ class TransformerHead(Head):
             scores per layer) or ``"factorized"`` (space then time attention,
             :class:`~futurelat.models.heads.attention.FactorizedBlock`, ``T M (M + T)`` scores): the
             cheaper one affords smaller patches on a CPU.
+        spatial_kernel: regression only: ``0`` (off, the default) or an odd ``k``: before every
+            block, ``x + DWConv_k(x)`` over each frame's ``(h/p, w/p)`` token grid (a depthwise
+            ``k x k`` conv, zero at init): the conditional positional encoding (PEG) of CPVT (Chu et
+            al. 2021, arXiv:2102.10882), a local, translation-equivariant mixing that attention
+            alone learns slowly.
         sampling: ``{"greedy", "temperature", "top_k"}`` for autoregressive rollouts, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`).
 
@@ -152,11 +163,12 @@ class TransformerHead(Head):
                  context_frames: int = 10, d_model: int = 128, num_layers: int = 4, num_heads: int = 4,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, patch_size: int = 2, position: str = "rope",
                  loss: str = "mse", query_chunk: int = 1024,
-                 sampling: Mapping[str, Any] | None = None, target: str = "absolute", attention: str = "full"):
+                 sampling: Mapping[str, Any] | None = None, target: str = "absolute", attention: str = "full",
+                 spatial_kernel: int = 0):
         super().__init__()
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
         _check_config(spec, num_frames, objective, ordering, context_frames, d_model, num_layers, num_heads,
-                      mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention)
+                      mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention, spatial_kernel)
         sampling_options(sampling)  # fail early on bad keys
         self.sampling: dict[str, Any] = dict(sampling) if sampling is not None else {}
         self.needs_codes = objective == "autoregressive"
@@ -187,6 +199,9 @@ class TransformerHead(Head):
             self.blocks = nn.ModuleList(
                 Block(d_model, num_heads, mlp_ratio, dropout, position=position, mask=mask, grid=self.model_grid,
                       query_chunk=query_chunk) for _ in range(num_layers))
+        self.spatial_mixers = nn.ModuleList(
+            nn.Conv2d(d_model, d_model, spatial_kernel, padding=spatial_kernel // 2, groups=d_model)
+            for _ in range(num_layers if spatial_kernel else 0))
         self.norm_out = nn.LayerNorm(d_model)
         self._init_weights(num_layers)
 
@@ -215,6 +230,9 @@ class TransformerHead(Head):
             nn.init.normal_(self.future_query)
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
+        for conv in self.spatial_mixers:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
 
     # -- input checks -------------------------------------------------------------------------
 
@@ -252,8 +270,17 @@ class TransformerHead(Head):
         """
         x = self._with_positions(x, caches[0].length if caches else 0)
         for i, block in enumerate(self.blocks):
+            if self.spatial_mixers:
+                x = x + self._mix_frames(x, self.spatial_mixers[i])
             x = block(x, caches[i] if caches else None)
         return self.norm_out(x)
+
+    def _mix_frames(self, x: Tensor, conv: nn.Conv2d) -> Tensor:
+        """Depthwise conv over each frame's token grid: ``(B, T * M, d)`` (frame-major) → same."""
+        bsz, length, dim = x.shape
+        (gh, gw), frames = self.model_grid, length // self.frame_tokens
+        grid = x.reshape(bsz * frames, gh, gw, dim).permute(0, 3, 1, 2)  # (B T, d, h/p, w/p)
+        return conv(grid).permute(0, 2, 3, 1).reshape(bsz, length, dim)
 
     # -- regression ---------------------------------------------------------------------------
 
