@@ -9,7 +9,7 @@ import torch
 
 from futurelat.models.base import LatentSpec, Latents
 from futurelat.models.heads.attention import (POSITIONS, FactorizedBlock, KVCache, SelfAttention, alibi_slopes, apply_rope,
-                                              axis_angles, sincos_3d)
+                                              axis_angles, conv_over_grid, sincos_3d)
 from futurelat.models.heads.transformer import LOSSES, TransformerHead
 from futurelat.registry import HEADS
 
@@ -353,10 +353,11 @@ def test_spatial_mixer_reaches_the_kernel_neighbourhood_within_a_frame():
     conv = head.spatial_mixers[0]
     assert conv.weight.abs().sum() == 0  # zero at init: the head starts as the plain transformer
     torch.nn.init.normal_(conv.weight)
-    x = torch.randn(1, 2 * 25, 24)  # 2 frames of 5 x 5 tokens
+    x = torch.randn(1, 2, 25, 24)  # 2 frames of 5 x 5 tokens
     moved = x.clone()
-    moved[0, 25 + 12] += 1.0  # frame 1, centre cell (2, 2)
-    changed = ((head._mix_frames(moved, conv) - head._mix_frames(x, conv)).abs().sum(-1)[0] > 1e-6).view(2, 5, 5)
+    moved[0, 1, 12] += 1.0  # frame 1, centre cell (2, 2)
+    mix = lambda t: conv_over_grid(conv, t, head.model_grid)
+    changed = ((mix(moved) - mix(x)).abs().sum(-1)[0] > 1e-6).view(2, 5, 5)
     expected = torch.zeros(2, 5, 5, dtype=torch.bool)
     expected[1, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in the same frame, nothing else
     assert torch.equal(changed, expected)

@@ -272,6 +272,16 @@ class MLP(nn.Module):
         return self.fc2(self.drop(F.gelu(self.fc1(x))))
 
 
+def conv_over_grid(conv: nn.Conv2d, x: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``conv`` over each frame's ``(h, w)`` token grid: ``x`` ``(..., N = h * w, d)`` → ``(..., N, d)``.
+
+    The leading dimensions (batch, frames) fold into the conv's batch; tokens are in raster order.
+    """
+    lead, (n, d), (h, w) = x.shape[:-2], x.shape[-2:], grid
+    y = conv(x.reshape(-1, h, w, d).permute(0, 3, 1, 2))  # (prod(lead), d, h, w), a channels-last view
+    return y.permute(0, 2, 3, 1).reshape(*lead, n, y.shape[1])
+
+
 class Block(nn.Module):
     """Pre-norm transformer block ``x + attn(LN(x))``, then ``x + mlp(LN(x))``: ``(B, L, d)`` → ``(B, L, d)``.
 

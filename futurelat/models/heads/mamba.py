@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents, check_codes
-from futurelat.models.heads.attention import MLP
+from futurelat.models.heads.attention import MLP, conv_over_grid
 from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
@@ -81,10 +81,7 @@ class FrameBlock(nn.Module):
 
     def _space(self, x: Tensor) -> Tensor:
         """``(..., N, d)`` → the MLP branch ``mlp(norm(dwconv(x)))`` ``(..., N, d)``."""
-        lead, (n, d), (h, w) = x.shape[:-2], x.shape[-2:], self.grid
-        y = x.reshape(-1, h, w, d).permute(0, 3, 1, 2)  # (B*T, d, h, w), a channels-last view
-        y = self.spatial(y).permute(0, 2, 3, 1).reshape(*lead, n, d)
-        return self.drop(self.mlp(self.norm2(y)))
+        return self.drop(self.mlp(self.norm2(conv_over_grid(self.spatial, x, self.grid))))
 
     def forward(self, x: Tensor, state: MixerState | None = None) -> tuple[Tensor, MixerState]:
         bsz, frames, n, d = x.shape

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents, check_codes
-from futurelat.models.heads.attention import POSITIONS, Block, FactorizedBlock, KVCache, grid_coords, sincos_3d
+from futurelat.models.heads.attention import (POSITIONS, Block, FactorizedBlock, KVCache, conv_over_grid, grid_coords,
+                                              sincos_3d)
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
 from futurelat.registry import HEADS
@@ -270,17 +271,11 @@ class TransformerHead(Head):
         """
         x = self._with_positions(x, caches[0].length if caches else 0)
         for i, block in enumerate(self.blocks):
-            if self.spatial_mixers:
-                x = x + self._mix_frames(x, self.spatial_mixers[i])
+            if self.spatial_mixers:  # (B, T * M, d) as (B, T, M, d): each frame's grid
+                frames = x.unflatten(1, (-1, self.frame_tokens))
+                x = x + conv_over_grid(self.spatial_mixers[i], frames, self.model_grid).flatten(1, 2)
             x = block(x, caches[i] if caches else None)
         return self.norm_out(x)
-
-    def _mix_frames(self, x: Tensor, conv: nn.Conv2d) -> Tensor:
-        """Depthwise conv over each frame's token grid: ``(B, T * M, d)`` (frame-major) → same."""
-        bsz, length, dim = x.shape
-        (gh, gw), frames = self.model_grid, length // self.frame_tokens
-        grid = x.reshape(bsz * frames, gh, gw, dim).permute(0, 3, 1, 2)  # (B T, d, h/p, w/p)
-        return conv(grid).permute(0, 2, 3, 1).reshape(bsz, length, dim)
 
     # -- regression ---------------------------------------------------------------------------
 
