@@ -107,6 +107,18 @@ class Backbone(nn.Module, ABC):
         ``z.latents`` to the nearest codebook entries first.
         """
 
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """Differentiable decode: continuous latents ``(B, T, N, D)`` → frames ``(B, T, C, H, W)``.
+
+        Not clamped (roughly [0, 1]); gradients reach ``latents`` (a head's decoded pixel loss,
+        :mod:`futurelat.models.heads.pixel_loss`). A discrete backbone snaps to its codebook with
+        the straight-through estimator.
+
+        Raises:
+            NotImplementedError: the backbone has no pixel decoder.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no differentiable pixel decoder")
+
     @abstractmethod
     def forward(self, frames: Tensor) -> dict[str, Tensor]:
         """Stage-1 training losses for frames ``(B, T, C, H, W)``; key ``"loss"`` is optimized."""

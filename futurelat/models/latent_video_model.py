@@ -131,7 +131,8 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
     A head's ``context_frames: null`` becomes ``dataset.context_frames`` divided by the backbone's
     temporal downsampling (heads count latent frames). Checks, before any training, that the pair fits: the backbone accepts the dataset's
     frame size, the clip length divides by its temporal downsampling, and a head that
-    predicts codes gets a discrete backbone.
+    predicts codes gets a discrete backbone. A head with a decoded pixel loss
+    (``head.params.pixel_loss_weight > 0``) gets the backbone's ``decode_latents``.
 
     Raises:
         KeyError: unknown backbone/head name (lists the valid ones).
@@ -158,4 +159,10 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
         # null in the head's yaml: the dataset's context frames, counted in latent frames.
         head_params["context_frames"] = int(cfg.dataset.context_frames) // spec.temporal_downsample
     head = head_cls(spec, num_frames // spec.temporal_downsample, **head_params)
+    pixel_loss = getattr(head, "pixel_loss", None)
+    if pixel_loss is not None and pixel_loss.active:
+        if not backbone.has_decoder:
+            raise ValueError(f"head.params.pixel_loss_weight={pixel_loss.weight} decodes predictions to pixels, but "
+                             f"backbone '{cfg.backbone.name}' has no pixel decoder; set it to 0")
+        pixel_loss.decode = backbone.decode_latents
     return LatentVideoModel(backbone, head, spec)

@@ -252,6 +252,25 @@ class VQVAE(Backbone):
         frames = self.decoder(latents)
         return rearrange(frames, "(b t) c h w -> b t c h w", b=b)
 
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """Continuous latents ``(B, T, N, D)`` → frames ``(B, T, C, H, W)`` (not clamped), differentiable.
+
+        The forward pass decodes the nearest codebook vectors, exactly like :meth:`decode`; the
+        backward pass copies the gradient straight through the snap to ``latents`` (the
+        straight-through estimator of van den Oord et al. 2017, arXiv:1711.00937).
+
+        Raises:
+            ValueError: ``N`` is not a square grid.
+        """
+        b, t, n, _ = latents.shape
+        side = int(round(n ** 0.5))
+        if side * side != n:
+            raise ValueError(f"vqvae decodes square token grids; got N={n} tokens per frame")
+        snapped = F.embedding(self.nearest_codes(latents), self.codebook).to(latents.dtype)
+        latents = latents + (snapped - latents).detach()
+        frames = self.decoder(rearrange(latents, "b t (h w) d -> (b t) d h w", h=side))
+        return rearrange(frames, "(b t) c h w -> b t c h w", b=b)
+
     # ---------------------------------------------------------------- training
 
     def forward(self, frames: Tensor) -> dict[str, Tensor]:

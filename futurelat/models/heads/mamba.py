@@ -48,6 +48,7 @@ from futurelat.models.base import Head, LatentSpec, Latents, check_codes
 from futurelat.models.heads.attention import MLP, conv_over_grid
 from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
+from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
 from futurelat.registry import HEADS
 
@@ -152,6 +153,8 @@ class MambaHead(Head):
             GameNGen, Valevski et al. 2024). Regression: the standard deviation of Gaussian noise
             added to the standardized input latents, for the same reason. 0 = plain teacher forcing.
         backend: ``"auto" | "mamba_ssm" | "torch"``; resolved name in ``self.backend``.
+        pixel_loss_weight, pixel_loss_frames: regression only: the decoded pixel loss
+            (:mod:`~futurelat.models.heads.pixel_loss`), off at ``0``; as for the transformer head.
         sampling: ``{"greedy", "temperature", "top_k"}`` for :meth:`rollout`, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`).
 
@@ -171,11 +174,14 @@ class MambaHead(Head):
                  num_layers: int = 4, d_state: int = 32, expand: int = 2, head_dim: int = 32,
                  conv_kernel: int = 4, spatial_kernel: int = 3, patch_size: int = 2, mlp_ratio: float = 2.0,
                  tie_embeddings: bool = True, chunk_size: int = 64, dropout: float = 0.0, input_noise: float = 0.0, backend: str = "auto",
-                 sampling: Mapping[str, Any] | None = None):
+                 sampling: Mapping[str, Any] | None = None, pixel_loss_weight: float = 0.0,
+                 pixel_loss_frames: int = 2):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"head.params.objective must be one of {OBJECTIVES}; got {objective!r}")
         regression = objective == "regression"
+        check_pixel_loss(pixel_loss_weight, pixel_loss_frames, regression)
+        self.pixel_loss = DecodedPixelLoss(pixel_loss_weight, pixel_loss_frames)
         if not regression and spec.codebook_size is None:
             raise ValueError("the mamba head's autoregressive objective predicts codes and needs a discrete backbone: "
                              f"spec.codebook_size is None for {spec}; use a backbone with a codebook (e.g. vqvae) "
@@ -365,7 +371,11 @@ class MambaHead(Head):
         with torch.no_grad():
             stats = {"l1": F.l1_loss(pred, target), "mse": F.mse_loss(pred, target),
                      "cosine": F.cosine_similarity(pred, target, dim=-1).mean()}
-        return {"loss": LOSSES[self.loss_name](pred, target), **stats}
+        loss = LOSSES[self.loss_name](pred, target)
+        if self.pixel_loss.active:
+            pixel_mse = self.pixel_loss(self.standardizer.inverse(pred), latents[:, 1:])
+            loss, stats["pixel_mse"] = loss + self.pixel_loss.weight * pixel_mse, pixel_mse.detach()
+        return {"loss": loss, **stats}
 
     # -- recurrent inference ------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from futurelat.models.base import Head, LatentSpec, Latents, check_codes
 from futurelat.models.heads.attention import (POSITIONS, Block, FactorizedBlock, KVCache, conv_over_grid, grid_coords,
                                               sincos_3d)
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
+from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
 from futurelat.registry import HEADS
 
@@ -148,6 +149,11 @@ class TransformerHead(Head):
             ``k x k`` conv, zero at init): the conditional positional encoding (PEG) of CPVT (Chu et
             al. 2021, arXiv:2102.10882), a local, translation-equivariant mixing that attention
             alone learns slowly.
+        pixel_loss_weight: regression only: ``0`` (off, the default) or the weight of the decoded
+            pixel loss added to the latent loss (:mod:`~futurelat.models.heads.pixel_loss`):
+            ``pixel_loss_frames`` predicted frames per clip go through the frozen decoder and are
+            compared with the decoded truth by per-pixel MSE. Needs a backbone with a decoder.
+        pixel_loss_frames: future frames per clip decoded for that loss (cost grows with it).
         sampling: ``{"greedy", "temperature", "top_k"}`` for autoregressive rollouts, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`).
 
@@ -165,8 +171,9 @@ class TransformerHead(Head):
                  mlp_ratio: float = 4.0, dropout: float = 0.0, patch_size: int = 2, position: str = "rope",
                  loss: str = "mse", query_chunk: int = 1024,
                  sampling: Mapping[str, Any] | None = None, target: str = "absolute", attention: str = "full",
-                 spatial_kernel: int = 0):
+                 spatial_kernel: int = 0, pixel_loss_weight: float = 0.0, pixel_loss_frames: int = 2):
         super().__init__()
+        check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression")
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
         _check_config(spec, num_frames, objective, ordering, context_frames, d_model, num_layers, num_heads,
                       mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention, spatial_kernel)
@@ -179,6 +186,7 @@ class TransformerHead(Head):
         self.model_grid = (spec.grid[0] // patch, spec.grid[1] // patch)
         self.frame_tokens = self.model_grid[0] * self.model_grid[1]  # M
         self.position, self.loss, self.target = position, loss, target
+        self.pixel_loss = DecodedPixelLoss(pixel_loss_weight, pixel_loss_frames)
 
         if self.needs_codes:
             self.num_codes = spec.codebook_size
@@ -309,10 +317,15 @@ class TransformerHead(Head):
         pred = self.predict(x[:, :self.context_frames]).float()
         target = x[:, self.context_frames:]
         loss = LOSSES[self.loss](pred, target)
+        extra = {}
+        if self.pixel_loss.active:
+            extra["pixel_mse"] = self.pixel_loss(self.unstandardize(pred), latents[:, self.context_frames:])
+            loss = loss + self.pixel_loss.weight * extra["pixel_mse"]
+            extra["pixel_mse"] = extra["pixel_mse"].detach()
         with torch.no_grad():
             cosine = F.cosine_similarity(self.unstandardize(pred), latents[:, self.context_frames:].float(), dim=-1)
             return {"loss": loss, "l1": F.l1_loss(pred, target), "mse": F.mse_loss(pred, target),
-                    "cosine": cosine.mean()}
+                    "cosine": cosine.mean(), **extra}
 
     def _rollout_latents(self, context: Latents, num_future: int) -> Latents:
         latents = self._check_latents(context.latents, "context", None)
@@ -425,7 +438,8 @@ class TransformerHead(Head):
         ``"regression"``: ``z.latents`` ``(B, num_frames, N, D)``; predicts frames ``Tc ..`` from the
         first ``Tc`` and returns ``loss`` (the configured loss on standardized latents), ``l1`` and
         ``mse`` (standardized units, >= 0) and ``cosine`` (mean cosine similarity in [-1, 1] of
-        predicted and true latent vectors, un-standardized). The first batch in training mode sets
+        predicted and true latent vectors, un-standardized); with ``pixel_loss_weight > 0`` also
+        ``pixel_mse`` (per pixel, frames in [0, 1]), whose weighted value is added to ``loss``. The first batch in training mode sets
         the per-channel standardization (:class:`~futurelat.models.heads.latent_io.LatentStandardizer`,
         buffers ``standardizer.*`` in the ``state_dict``).
         ``"autoregressive"``: ``z.codes`` ``(B, T, N)``, teacher-forced next-code cross-entropy;

@@ -1,0 +1,103 @@
+"""The decoded pixel loss of the regression heads (futurelat/models/heads/pixel_loss.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from composing import tiny_config
+from futurelat.models.base import Latents
+from futurelat.models.heads.transformer import TransformerHead
+from futurelat.models.latent_video_model import build_model
+
+
+def _vqvae():
+    torch.manual_seed(0)
+    model = build_model(tiny_config(["+experiment=mmnist_vqvae_transformer"]))
+    with torch.no_grad():  # a codebook with distinct vectors (the tiny model's EMA buffer starts near zero)
+        model.backbone.codebook.copy_(torch.randn_like(model.backbone.codebook))
+    return model.backbone.freeze()
+
+
+def test_vqvae_decode_latents_is_decode_forward_and_straight_through_backward():
+    backbone = _vqvae()
+    grid = backbone.latent_spec((64, 64))
+    latents = torch.randn(2, 3, grid.tokens_per_frame, grid.latent_dim, requires_grad=True)
+    frames = backbone.decode_latents(latents)
+    assert frames.shape == (2, 3, 3, 64, 64)
+    torch.testing.assert_close(frames, backbone.decode(Latents(latents.detach(), None)))
+    weights = torch.randn_like(frames)
+    (frames * weights).sum().backward()
+    # Straight-through: the gradient is the decoder's gradient at the snapped vectors.
+    snapped = F.embedding(backbone.nearest_codes(latents.detach()), backbone.codebook).requires_grad_(True)
+    (backbone.decode_latents(snapped) * weights).sum().backward()
+    assert latents.grad.abs().sum() > 0
+    torch.testing.assert_close(latents.grad, snapped.grad)
+
+
+def test_the_straight_through_gradient_moves_latents_onto_the_target_codes():
+    """Gradient descent on the pixel loss alone, from latents half way to other codes, lowers it."""
+    backbone = _vqvae()
+    k, n, d = backbone.codebook_size, backbone.latent_spec((64, 64)).tokens_per_frame, backbone.latent_dim
+    target = F.embedding(torch.randint(0, k, (1, 1, n), generator=torch.Generator().manual_seed(1)), backbone.codebook)
+    wrong = F.embedding(torch.randint(0, k, (1, 1, n), generator=torch.Generator().manual_seed(2)), backbone.codebook)
+    latents = (0.45 * target + 0.55 * wrong).requires_grad_(True)
+    with torch.no_grad():
+        truth = backbone.decode_latents(target)
+    losses = []
+    opt = torch.optim.Adam([latents], lr=0.05)
+    for _ in range(60):
+        loss = F.mse_loss(backbone.decode_latents(latents), truth)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("experiment", ["mmnist_vqvae_transformer", "mmnist_vqvae_mamba_regression"])
+def test_a_preset_with_the_pixel_loss_adds_it_and_trains_through_the_frozen_decoder(experiment):
+    torch.manual_seed(0)
+    cfg = tiny_config([f"+experiment={experiment}", "head.params.pixel_loss_weight=3",
+                       "head.params.pixel_loss_frames=1"])
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.backbone.codebook.copy_(torch.randn_like(model.backbone.codebook))
+    model.backbone.freeze()
+    head = model.head
+    codes = torch.randint(0, model.spec.codebook_size, (2, 20, model.spec.tokens_per_frame))
+    z = Latents(F.embedding(codes, model.backbone.codebook), codes)
+    out = head(z)
+    loss_name = getattr(head, "loss_name", None) or head.loss  # mamba: loss_name; transformer: loss
+    latent_loss = out[loss_name]
+    torch.testing.assert_close(out["loss"], latent_loss + 3 * out["pixel_mse"])
+    assert out["pixel_mse"] > 0
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.backbone.parameters())  # frozen: the decoder only passes gradients
+    # The pixel term alone reaches the head's weights.
+    head.zero_grad()
+    pred = torch.randn(2, 1, model.spec.tokens_per_frame, model.spec.latent_dim, requires_grad=True)
+    head.pixel_loss(pred, z.latents[:, :1]).backward()
+    assert pred.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("key,value", [("pixel_loss_weight", -1.0), ("pixel_loss_frames", 0)])
+def test_bad_pixel_loss_settings_name_the_key(key, value):
+    with pytest.raises(ValueError, match=rf"head\.params\.{key}"):
+        build_model(tiny_config(["+experiment=mmnist_vqvae_transformer", f"head.params.{key}={value}"]))
+
+
+def test_the_pixel_loss_is_refused_for_codes_and_for_backbones_without_a_decoder():
+    with pytest.raises(ValueError, match=r"pixel_loss_weight is for the regression objective"):
+        build_model(tiny_config(["+experiment=mmnist_vqvae_transformer_ar", "head.params.pixel_loss_weight=1"]))
+    with pytest.raises(ValueError, match=r"pixel_loss_weight=1.0 .* backbone 'vjepa2' has no pixel decoder"):
+        build_model(tiny_config(["backbone=vjepa2_tiny", "head=transformer", "head.params.pixel_loss_weight=1"]))
+
+
+def test_a_head_built_without_the_builder_says_the_decoder_is_missing():
+    model = build_model(tiny_config(["+experiment=mmnist_vqvae_transformer"]))
+    head = TransformerHead(model.spec, 20, pixel_loss_weight=1.0, d_model=32, num_layers=1)
+    latents = torch.randn(1, 20, model.spec.tokens_per_frame, model.spec.latent_dim)
+    with pytest.raises(RuntimeError, match="no decoder is attached"):
+        head(Latents(latents, None))
