@@ -1,10 +1,13 @@
 """Train and evaluate several presets, then print one markdown table of all heads side by side.
 
 Each preset runs as ``python -m futurelat.main +experiment=NAME`` in ``OUT/NAME`` (a subprocess,
-so every run is exactly what a user gets). The presets share the Moving MNIST VQ-VAE tokenizer
-config, so by default the tokenizer is trained once (``OUT/tokenizer``) and each preset trains its
-head on it (``backbone.checkpoint=...``); the table's "time" column adds that shared tokenizer time
-to each preset's own, i.e. what a full ``python -m futurelat.main +experiment=NAME`` takes.
+so every run is exactly what a user gets). Presets that keep the default Moving MNIST VQ-VAE
+tokenizer (the same ``backbone`` and ``trainer.tokenizer`` config) share it: it is trained once
+(``OUT/tokenizer``) and each of them trains its head on it (``backbone.checkpoint=...``); the
+table's "time" column adds that shared tokenizer time to each preset's own, i.e. what a full
+``python -m futurelat.main +experiment=NAME`` takes. A preset with its own tokenizer config (one
+that sets ``backbone.params`` or ``trainer.tokenizer``) trains it inside its run, and its time is
+its run's.
 
     python benchmarks/compare_heads.py                         # the five Moving MNIST presets, ~1.5 h on 2 CPU cores
     python benchmarks/compare_heads.py --presets mmnist_vqvae_flow --out runs/cmp -- eval.max_sequences=200
@@ -47,6 +50,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--table-only", action="store_true", help="do not run anything; tabulate finished runs")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     return p.parse_args()
+
+
+def tokenizer_config(overrides: list[str]) -> dict:
+    """The resolved ``backbone`` (less its checkpoint) and ``trainer.tokenizer`` of a composed config."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    config_dir = Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = compose(config_name="main", overrides=overrides)
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    backbone.pop("checkpoint", None)
+    return {"backbone": backbone, "tokenizer": OmegaConf.to_container(cfg.trainer.tokenizer, resolve=True)}
 
 
 def run_main(overrides: list[str], run_dir: Path) -> float:
@@ -99,32 +115,32 @@ def read_seconds(run_dir: Path) -> float | None:
     return float(path.read_text()) if path.exists() else None
 
 
-def table(presets: list[str], out: Path, tokenizer_seconds: float) -> str:
-    """The markdown table of the finished runs among ``presets``."""
-    rows = ["| preset | head | MSE ↓ | MAE ↓ | SSIM ↑ | PSNR ↑ | MSE vs copy-last | params | time (min) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+def table(presets: list[str], out: Path, tokenizer_seconds: float, own: set[str] = frozenset()) -> str:
+    """The markdown table of the finished runs among ``presets``; those in ``own`` trained their own tokenizer."""
+    rows = ["| preset | head | MSE ↓ | MAE ↓ | SSIM ↑ | PSNR ↑ | MSE vs copy-last | params | time (min) | tokenizer PSNR |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     baselines = None
     for name in presets:
         run_dir = out / name
         metrics_path = run_dir / "metrics.json"
         if not metrics_path.exists():
-            rows.append(f"| {name} | (not run) | | | | | | | |")
+            rows.append(f"| {name} | (not run) | | | | | | | | |")
             continue
         m = json.loads(metrics_path.read_text())
         head = head_label(run_dir / "config.yaml")
-        seconds = (read_seconds(run_dir) or 0.0) + tokenizer_seconds
+        seconds = (read_seconds(run_dir) or 0.0) + (0.0 if name in own else tokenizer_seconds)
         params = head_parameters(run_dir)
         change = 100 * (m["test/mse"] / m["test/copy_last/mse"] - 1)  # negative: lower MSE than copy-last
         rows.append(f"| {name} | {head} | {m['test/mse']:.1f} | {m['test/mae']:.1f} | {m['test/ssim']:.3f} | "
                     f"{m['test/psnr']:.2f} | {change:+.1f} % | {params / 1e6 if params else float('nan'):.2f}M | "
-                    f"{seconds / 60:.1f} |")
+                    f"{seconds / 60:.1f} | {m.get('tokenizer/psnr', float('nan')):.2f} dB{' (own)' if name in own else ''} |")
         baselines = baselines or m
     if baselines:
         for label, key in (("copy last frame", "copy_last"), ("black frames", "zeros")):
             rows.append(f"| *{label}* | baseline | {baselines[f'test/{key}/mse']:.1f} | {baselines[f'test/{key}/mae']:.1f} "
-                        f"| {baselines[f'test/{key}/ssim']:.3f} | {baselines[f'test/{key}/psnr']:.2f} | | | |")
-        rows.append(f"\n{int(baselines['test/num_sequences'])} test sequences; tokenizer PSNR "
-                    f"{baselines.get('tokenizer/psnr', float('nan')):.2f} dB.")
+                        f"| {baselines[f'test/{key}/ssim']:.3f} | {baselines[f'test/{key}/psnr']:.2f} | | | | |")
+        rows.append(f"\n{int(baselines['test/num_sequences'])} test sequences; tokenizer PSNR is the test-set "
+                    "round trip of the tokenizer each preset decodes with ('own': trained in the preset's run).")
     return "\n".join(rows)
 
 
@@ -132,15 +148,18 @@ def main() -> None:
     args = parse_args()
     tokenizer_dir = args.tokenizer_run or args.out / "tokenizer"
     shared = not args.own_tokenizer
+    default = tokenizer_config(args.overrides)
+    own = {name for name in args.presets
+           if not shared or tokenizer_config([f"+experiment={name}", *args.overrides]) != default}
     if not args.table_only:
-        if shared and not (tokenizer_dir / "checkpoints" / "tokenizer_final.pt").exists():
+        if set(args.presets) - own and not (tokenizer_dir / "checkpoints" / "tokenizer_final.pt").exists():
             run_main(["stages=[tokenizer]", *args.overrides], tokenizer_dir)
         for name in args.presets:
             if (args.out / name / "metrics.json").exists():
                 print(f"{name}: finished earlier, not run again", flush=True)
                 continue
             extra = []
-            if shared:
+            if name not in own:
                 extra = ["stages=[predictor,evaluate]",
                          f"backbone.checkpoint={tokenizer_dir / 'checkpoints' / 'tokenizer_final.pt'}"]
             run_main([f"+experiment={name}", *extra, *args.overrides], args.out / name)
@@ -152,7 +171,7 @@ def main() -> None:
             shared_seconds = tokenizer_seconds(tokenizer_dir)
         else:
             shared_seconds = read_seconds(tokenizer_dir) or 0.0
-    print(table(args.presets, args.out, shared_seconds))
+    print(table(args.presets, args.out, shared_seconds, own))
 
 
 if __name__ == "__main__":
