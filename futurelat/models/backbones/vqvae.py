@@ -244,13 +244,7 @@ class VQVAE(Backbone):
         sees inputs it was trained on.
         """
         codes = z.codes if z.codes is not None else self.snap(z.latents)
-        b, t, n = codes.shape
-        side = int(round(n ** 0.5))
-        if side * side != n:
-            raise ValueError(f"vqvae decodes square token grids; got N={n} tokens per frame")
-        latents = rearrange(self.embed_codes(codes), "b t (h w) d -> (b t) d h w", h=side)
-        frames = self.decoder(latents)
-        return rearrange(frames, "(b t) c h w -> b t c h w", b=b)
+        return self._decode_vectors(self.embed_codes(codes))
 
     def decode_latents(self, latents: Tensor) -> Tensor:
         """Continuous latents ``(B, T, N, D)`` → frames ``(B, T, C, H, W)`` (not clamped), differentiable.
@@ -262,13 +256,16 @@ class VQVAE(Backbone):
         Raises:
             ValueError: ``N`` is not a square grid.
         """
-        b, t, n, _ = latents.shape
+        snapped = F.embedding(self.nearest_codes(latents), self.codebook).to(latents.dtype)
+        return self._decode_vectors(latents + (snapped - latents).detach())
+
+    def _decode_vectors(self, vectors: Tensor) -> Tensor:
+        """Vectors ``(B, T, N, D)`` on a square ``N = h * w`` grid → frames ``(B, T, C, H, W)``, not clamped."""
+        b, t, n, _ = vectors.shape
         side = int(round(n ** 0.5))
         if side * side != n:
             raise ValueError(f"vqvae decodes square token grids; got N={n} tokens per frame")
-        snapped = F.embedding(self.nearest_codes(latents), self.codebook).to(latents.dtype)
-        latents = latents + (snapped - latents).detach()
-        frames = self.decoder(rearrange(latents, "b t (h w) d -> (b t) d h w", h=side))
+        frames = self.decoder(rearrange(vectors, "b t (h w) d -> (b t) d h w", h=side))
         return rearrange(frames, "(b t) c h w -> b t c h w", b=b)
 
     # ---------------------------------------------------------------- training
