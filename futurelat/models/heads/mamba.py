@@ -371,10 +371,8 @@ class MambaHead(Head):
         with torch.no_grad():
             stats = {"l1": F.l1_loss(pred, target), "mse": F.mse_loss(pred, target),
                      "cosine": F.cosine_similarity(pred, target, dim=-1).mean()}
-        loss = LOSSES[self.loss_name](pred, target)
-        if self.pixel_loss.active:
-            pixel_mse = self.pixel_loss(self.standardizer.inverse(pred), latents[:, 1:])
-            loss, stats["pixel_mse"] = loss + self.pixel_loss.weight * pixel_mse, pixel_mse.detach()
+        loss = self.pixel_loss.add_to(LOSSES[self.loss_name](pred, target), stats, pred, latents[:, 1:],
+                                      self.standardizer.inverse)
         return {"loss": loss, **stats}
 
     # -- recurrent inference ------------------------------------------------------------------

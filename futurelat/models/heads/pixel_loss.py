@@ -56,12 +56,27 @@ class DecodedPixelLoss:
     def active(self) -> bool:
         return self.weight > 0
 
-    def __call__(self, pred: Tensor, target: Tensor) -> Tensor:
+    def add_to(self, loss: Tensor, stats: dict[str, Tensor], pred: Tensor, target: Tensor,
+               inverse: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """``loss + weight * pixel MSE`` and ``stats["pixel_mse"]`` (detached) when active; else ``loss``.
+
+        Arguments as for :meth:`__call__`; a head calls this once on its regression loss.
+        """
+        if not self.active:
+            return loss
+        pixel_mse = self(pred, target, inverse)
+        stats["pixel_mse"] = pixel_mse.detach()
+        return loss + self.weight * pixel_mse
+
+    def __call__(self, pred: Tensor, target: Tensor, inverse: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """Pixel MSE (scalar, >= 0, per pixel of frames in [0, 1]), unweighted.
 
         Args:
-            pred: predicted latents ``(B, T, N, D)``, un-standardized (the backbone's units).
-            target: true latents ``(B, T, N, D)``.
+            pred: predicted latents ``(B, T, N, D)``, in the backbone's units, or standardized when
+                ``inverse`` is given.
+            target: true latents ``(B, T, N, D)``, in the backbone's units.
+            inverse: maps the chosen frames of ``pred`` to the backbone's units (a head's
+                un-standardization), applied after the choice so the other frames cost nothing.
 
         Raises:
             RuntimeError: no decoder was attached (the head was built outside ``build_model``).
@@ -76,5 +91,6 @@ class DecodedPixelLoss:
         index = order[:, :, None, None].expand(-1, -1, *pred.shape[2:])
         with torch.no_grad():
             truth = self.decode(target.gather(1, index).to(pred.dtype)).clamp(0, 1)
-        frames = self.decode(pred.gather(1, index))
+        chosen = pred.gather(1, index)
+        frames = self.decode(inverse(chosen) if inverse is not None else chosen)
         return F.mse_loss(frames.float(), truth.float())

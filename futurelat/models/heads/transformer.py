@@ -317,11 +317,8 @@ class TransformerHead(Head):
         pred = self.predict(x[:, :self.context_frames]).float()
         target = x[:, self.context_frames:]
         loss = LOSSES[self.loss](pred, target)
-        extra = {}
-        if self.pixel_loss.active:
-            extra["pixel_mse"] = self.pixel_loss(self.unstandardize(pred), latents[:, self.context_frames:])
-            loss = loss + self.pixel_loss.weight * extra["pixel_mse"]
-            extra["pixel_mse"] = extra["pixel_mse"].detach()
+        extra: dict[str, Tensor] = {}
+        loss = self.pixel_loss.add_to(loss, extra, pred, latents[:, self.context_frames:], self.unstandardize)
         with torch.no_grad():
             cosine = F.cosine_similarity(self.unstandardize(pred), latents[:, self.context_frames:].float(), dim=-1)
             return {"loss": loss, "l1": F.l1_loss(pred, target), "mse": F.mse_loss(pred, target),
