@@ -154,7 +154,8 @@ def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
         test_set = build_dataset(cfg.dataset.get("source", cfg.dataset), "test")  # frames, also for a cache
         metrics = evaluate_frames(
             model, test_set, context_frames=int(cfg.dataset.context_frames),
-            future_frames=int(cfg.dataset.future_frames), **common)
+            future_frames=int(cfg.dataset.future_frames),
+            reconstruct_sequences=cfg.eval.get("reconstruct_sequences"), **common)
         return _with_skipped(metrics, test_set, run_dir), ("predictions.gif", "predictions.png")
     step = model.spec.temporal_downsample
     test_config, baselines = cfg.dataset, {}

@@ -80,7 +80,8 @@ def _check_output(out: Tensor, expected: tuple[int, ...], what: str) -> None:
 def _metric_keys(future_frames: int) -> set[str]:
     """Every key :func:`evaluate_frames` can compute for ``future_frames`` steps."""
     width = max(2, len(str(future_frames)))
-    keys = {"test/num_sequences", "test/num_samples", *(f"tokenizer/{m}" for m in METRIC_NAMES)}
+    keys = {"test/num_sequences", "test/num_samples", "tokenizer/num_sequences",
+            *(f"tokenizer/{m}" for m in METRIC_NAMES)}
     for prefix in ("test/", "test/best_of_k/", *(f"test/{b}/" for b in BASELINES)):
         for m in METRIC_NAMES:
             keys.add(prefix + m)
@@ -101,6 +102,7 @@ def evaluate_frames(
     progress: bool = True,
     extra_metrics: Mapping[str, Any] | None = None,
     num_samples: int = 1,
+    reconstruct_sequences: int | None = None,
 ) -> dict[str, float]:
     """Score ``model.rollout`` on future frames, with baselines, per-step curves and pictures.
 
@@ -123,6 +125,9 @@ def evaluate_frames(
         progress: show a rich progress bar.
         extra_metrics: merged into the returned dict and ``metrics.json`` (e.g. step, checkpoint).
         num_samples: ``k`` rollouts per context (for stochastic models); the pictures show the first.
+        reconstruct_sequences: score ``tokenizer/*`` on the first this many sequences only (``None``:
+            all): the ceiling is a sanity figure, and encoding, decoding and scoring all ``T`` frames
+            of every sequence can cost as much as the rollouts.
 
     Returns:
         Flat dict of floats (see :mod:`futurelat.evaluation.metrics` for units):
@@ -131,7 +136,8 @@ def evaluate_frames(
           (mean over the ``k`` samples); ``test/best_of_k/...`` the same keys for the per-sequence
           lowest-MSE sample, only when ``k > 1``; ``test/num_samples`` = ``k``;
         - ``test/copy_last/...`` and ``test/zeros/...``: same keys for the two baselines;
-        - ``tokenizer/{mse,ssim,psnr}``: reconstruction of all ``T`` frames (if available);
+        - ``tokenizer/{mse,ssim,psnr}``: reconstruction of all ``T`` frames (if available), of
+          ``tokenizer/num_sequences`` sequences;
         - ``test/num_sequences``; plus ``extra_metrics``.
 
     Raises:
@@ -144,6 +150,8 @@ def evaluate_frames(
         raise TypeError(f"model ({type(model).__name__}) has no rollout(context, num_future) method")
     check_eval_arguments({"context_frames": context_frames, "future_frames": future_frames,
                           "batch_size": batch_size, "num_samples": num_samples}, num_visualize, max_sequences)
+    if reconstruct_sequences is not None and (not isinstance(reconstruct_sequences, int) or reconstruct_sequences < 1):
+        raise ValueError(f"reconstruct_sequences must be None or a positive int; got {reconstruct_sequences!r}")
 
     if extra_metrics:
         clash = sorted(set(extra_metrics) & _metric_keys(future_frames))
@@ -165,6 +173,7 @@ def evaluate_frames(
         accumulators["test/best_of_k/"] = MetricAccumulator()
     accumulators.update({f"test/{b}/": MetricAccumulator() for b in BASELINES})
     tokenizer_acc: MetricAccumulator | None = None
+    reconstructed = 0
     reconstruct = getattr(model, "reconstruct", None)
     reconstruct = reconstruct if callable(reconstruct) else None
     shown: dict[str, list[Tensor]] = {"context": [], "target": [], "prediction": []}
@@ -194,17 +203,19 @@ def evaluate_frames(
                 frame_metrics(copy_last_baseline(context, tf), target))
             accumulators["test/zeros/"].update(frame_metrics(zeros_baseline(context, tf), target))
 
-            if reconstruct is not None:
-                recon = reconstruct(frames.clone())
+            todo = b if reconstruct_sequences is None else min(b, reconstruct_sequences - reconstructed)
+            if reconstruct is not None and todo > 0:
+                recon = reconstruct(frames[:todo].clone())
                 if recon is None:
                     if tokenizer_acc is not None:
                         raise ValueError("model.reconstruct returned None after returning frames "
                                          f"for earlier batches (batch starting at {start})")
                     reconstruct = None  # no tokenizer: skip tokenizer/*
                 else:
-                    _check_output(recon, tuple(frames.shape), "model.reconstruct(frames)")
+                    _check_output(recon, tuple(frames[:todo].shape), "model.reconstruct(frames)")
                     tokenizer_acc = tokenizer_acc or MetricAccumulator()
-                    tokenizer_acc.update(frame_metrics(recon, frames))
+                    tokenizer_acc.update(frame_metrics(recon, frames[:todo]))
+                    reconstructed += todo
 
             if num_shown < num_visualize:
                 k = min(b, num_visualize - num_shown)
@@ -219,6 +230,7 @@ def evaluate_frames(
     if tokenizer_acc is not None:
         tok = tokenizer_acc.compute("tokenizer/", per_step=False)
         tokenizer = {k: v for k, v in tok.items() if k.split("/")[-1] in ("mse", "ssim", "psnr")}
+        tokenizer["tokenizer/num_sequences"] = float(reconstructed)
     metrics = collect_metrics(accumulators, num_sequences=start, num_samples=num_samples,
                               extra={**tokenizer, **(extra_metrics or {})})
 

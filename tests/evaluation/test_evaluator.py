@@ -182,6 +182,25 @@ def test_tokenizer_metrics(sequences, dataset):
     assert m["tokenizer/psnr"] < 100.0
 
 
+def test_tokenizer_metrics_on_the_first_sequences_only(sequences, dataset):
+    class Counting(ShiftModel):
+        def reconstruct(self, frames):
+            self.reconstructed = getattr(self, "reconstructed", 0) + frames.shape[0]
+            return frames + 0.1 * torch.arange(1, frames.shape[0] + 1.0).view(-1, 1, 1, 1, 1)  # grows within a batch
+
+    everything = _run(Counting(), dataset)
+    model = Counting()
+    m = _run(model, dataset, reconstruct_sequences=5)  # batches of 4: all of the first, one of the second
+    assert model.reconstructed == 5 and m["tokenizer/num_sequences"] == 5 == len(sequences) - 1
+    first = (sequences[:5] + 0.1 * torch.tensor([1.0, 2, 3, 4, 1]).view(-1, 1, 1, 1, 1)).clamp(0, 1)
+    assert m["tokenizer/mse"] == pytest.approx(_per_frame_sq_sum(first - sequences[:5]).mean().item(), rel=1e-5)
+    assert m["tokenizer/mse"] != pytest.approx(everything["tokenizer/mse"], rel=1e-3)
+    assert everything["tokenizer/num_sequences"] == len(sequences)
+    assert m["test/mse"] == everything["test/mse"]  # the rollouts are all scored either way
+    with pytest.raises(ValueError, match="reconstruct_sequences"):
+        _run(model, dataset, reconstruct_sequences=0)
+
+
 def test_module_is_evaluated_in_eval_mode_and_restored(dataset):
     model = ShiftModel()
     model.train()

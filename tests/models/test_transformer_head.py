@@ -9,7 +9,7 @@ import torch
 
 from futurelat.models.base import LatentSpec, Latents
 from futurelat.models.heads.attention import (POSITIONS, FactorizedBlock, KVCache, SelfAttention, alibi_slopes, apply_rope,
-                                              axis_angles, conv_over_grid, sincos_3d)
+                                              axis_angles, conv_over_clip, conv_over_grid, sincos_3d)
 from futurelat.models.heads.transformer import LOSSES, TransformerHead
 from futurelat.registry import HEADS
 
@@ -217,7 +217,7 @@ def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention
     latents = bar_latents(codes)  # (8, 12, 16, 4)
     head = tiny_head("regression", spec, num_frames=8, context_frames=4, patch_size=2, d_model=32, num_heads=4,
                      attention=attention, spatial_kernel=spatial_kernel)
-    losses = train(head, Latents(latents[:, :8]), 100, lr=1e-2)
+    losses = train(head, Latents(latents[:, :8]), 150, lr=1e-2)
     assert losses[-1] < 0.01 * losses[0]
     future = head.rollout(Latents(latents[:, :4]), 8).latents  # two blocks of the trained 4 frames
     assert future.shape == (8, 8, 16, 4)
@@ -328,7 +328,8 @@ def test_registry_needs_codes_and_objective_errors():
     ("objective", "diffusion"), ("ordering", "pixel"), ("position", "learned"), ("loss", "huber"),
     ("context_frames", 0), ("context_frames", 6), ("num_heads", 5), ("d_model", 0), ("num_layers", 0),
     ("mlp_ratio", 0), ("dropout", 1.0), ("patch_size", 3), ("query_chunk", 0), ("target", "delta"),
-    ("attention", "axial"), ("spatial_kernel", 2), ("spatial_kernel", -1),
+    ("attention", "axial"), ("spatial_kernel", 2), ("spatial_kernel", -1), ("temporal_kernel", 2),
+    ("temporal_kernel", 0), ("temporal_kernel", 3),  # 3 with spatial_kernel 0: nothing to extend
 ])
 def test_bad_config_keys_are_named(key, value):
     with pytest.raises(ValueError, match=rf"head\.params\.{key}"):
@@ -361,6 +362,38 @@ def test_spatial_mixer_reaches_the_kernel_neighbourhood_within_a_frame():
     expected = torch.zeros(2, 5, 5, dtype=torch.bool)
     expected[1, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in the same frame, nothing else
     assert torch.equal(changed, expected)
+
+
+def test_temporal_kernel_reaches_the_neighbourhood_in_adjacent_frames():
+    head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3, temporal_kernel=3)
+    conv = head.spatial_mixers[0]
+    assert isinstance(conv, torch.nn.Conv3d) and conv.kernel_size == (3, 3, 3) and conv.groups == conv.in_channels
+    assert conv.weight.abs().sum() == 0
+    torch.nn.init.normal_(conv.weight)
+    x = torch.randn(1, 4, 25, 24)  # 4 frames of 5 x 5 tokens
+    moved = x.clone()
+    moved[0, 1, 12] += 1.0  # frame 1, centre cell (2, 2)
+    mix = lambda t: conv_over_clip(conv, t, head.model_grid)
+    changed = ((mix(moved) - mix(x)).abs().sum(-1)[0] > 1e-6).view(4, 5, 5)
+    expected = torch.zeros(4, 5, 5, dtype=torch.bool)
+    expected[0:3, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in frames 0, 1 and 2; nothing in frame 3
+    assert torch.equal(changed, expected)
+    z = Latents(torch.randn(2, 6, 25, 8))
+    random_output(head)(z)["loss"].backward()  # the trunk runs the 3-D mixers
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_short_cpu_attention_takes_the_math_backend_and_matches_the_reference():
+    from futurelat.models.heads import attention
+    torch.manual_seed(0)
+    layer = SelfAttention(16, 2, position="rope", mask="none", grid=(2, 3))
+    for length in (attention.CPU_MATH_MAX_KEYS, attention.CPU_MATH_MAX_KEYS + 6):  # math, then fused kernel
+        x = torch.randn(1, length, 16)
+        with torch.no_grad(), torch.profiler.profile() as prof:
+            y = layer(x)
+        torch.testing.assert_close(y, reference_attention(layer, x), atol=1e-5, rtol=1e-5)
+        math_ops = [e.name for e in prof.events() if e.name == "aten::_scaled_dot_product_attention_math"]
+        assert bool(math_ops) == (length <= attention.CPU_MATH_MAX_KEYS)
 
 
 def test_factorized_block_mixes_space_within_frames_and_time_within_cells():

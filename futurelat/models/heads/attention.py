@@ -33,11 +33,16 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 POSITIONS = ("alibi", "rope", "sincos")
 MASKS = ("none", "causal", "block")
 #: Base of the geometric frequency ladders of rope and sincos (the Transformer's 10,000).
 FREQUENCY_BASE = 10_000.0
+#: On CPU, unmasked attention over at most this many keys runs SDPA's math backend: for the short
+#: sequences of factorized attention (64 tokens per frame, 20 frames) it beats the fused CPU kernel
+#: (README, "Heads"). Longer sequences keep the fused kernel, which never holds the L x L scores.
+CPU_MATH_MAX_KEYS = 256
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +224,9 @@ class SelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if self.position != "alibi":
             if self._limit(start, num_keys) >= num_keys:  # every query sees every key
+                if q.device.type == "cpu" and num_keys <= CPU_MATH_MAX_KEYS:
+                    with sdpa_kernel(SDPBackend.MATH):
+                        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
             if self.mask == "causal" and num_queries == num_keys:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
@@ -280,6 +288,13 @@ def conv_over_grid(conv: nn.Conv2d, x: Tensor, grid: tuple[int, int]) -> Tensor:
     lead, (n, d), (h, w) = x.shape[:-2], x.shape[-2:], grid
     y = conv(x.reshape(-1, h, w, d).permute(0, 3, 1, 2))  # (prod(lead), d, h, w), a channels-last view
     return y.permute(0, 2, 3, 1).reshape(*lead, n, y.shape[1])
+
+
+def conv_over_clip(conv: nn.Conv3d, x: Tensor, grid: tuple[int, int]) -> Tensor:
+    """``conv`` over a clip's ``(T, h, w)`` token volume: ``x`` ``(B, T, N = h * w, d)`` → ``(B, T, N, d)``."""
+    (b, t, n, d), (h, w) = x.shape, grid
+    y = conv(x.reshape(b, t, h, w, d).permute(0, 4, 1, 2, 3))  # (B, d, T, h, w), a channels-last view
+    return y.permute(0, 2, 3, 4, 1).reshape(b, t, n, y.shape[1])
 
 
 class Block(nn.Module):

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents, check_codes
-from futurelat.models.heads.attention import (POSITIONS, Block, FactorizedBlock, KVCache, conv_over_grid, grid_coords,
-                                              sincos_3d)
+from futurelat.models.heads.attention import (POSITIONS, Block, FactorizedBlock, KVCache, conv_over_clip,
+                                              conv_over_grid, grid_coords, sincos_3d)
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
@@ -71,7 +71,7 @@ def _check_range(key: str, value: Any, ok: bool, rule: str) -> None:
 def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: str, context_frames: int,
                   d_model: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float, patch: int,
                   position: str, loss: str, query_chunk: int, target: str, attention: str,
-                  spatial_kernel: int) -> None:
+                  spatial_kernel: int, temporal_kernel: int) -> None:
     """Raise ``ValueError`` naming ``head.params.<key>`` and its valid values for a bad config."""
     for key, value, valid in (("objective", objective, OBJECTIVES), ("ordering", ordering, ORDERINGS),
                               ("position", position, POSITIONS), ("loss", loss, tuple(LOSSES)),
@@ -83,6 +83,9 @@ def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: s
                          f"position={position!r}")
     _check_range("spatial_kernel", spatial_kernel, spatial_kernel == 0 or (spatial_kernel > 0 and spatial_kernel % 2),
                  "0 (off) or a positive odd number")
+    _check_range("temporal_kernel", temporal_kernel, temporal_kernel > 0 and temporal_kernel % 2 == 1
+                 and (temporal_kernel == 1 or spatial_kernel > 0),
+                 "a positive odd number, and 1 unless spatial_kernel > 0 (it extends that conv over frames)")
     if spatial_kernel and objective != "regression":
         raise ValueError("head.params.spatial_kernel is for the regression objective (a conv over a whole frame "
                          f"would let a code see codes after it under a causal mask); got objective={objective!r}")
@@ -149,6 +152,11 @@ class TransformerHead(Head):
             ``k x k`` conv, zero at init): the conditional positional encoding (PEG) of CPVT (Chu et
             al. 2021, arXiv:2102.10882), a local, translation-equivariant mixing that attention
             alone learns slowly.
+        temporal_kernel: regression with ``spatial_kernel > 0`` only: ``1`` (the default: the conv
+            sees one frame) or an odd ``k_t``: that conv becomes a depthwise ``k_t x k x k`` conv over
+            the clip's ``(frames, rows, columns)`` tokens, so every block starts by mixing each token
+            with its neighbours in the adjacent frames too (local motion, as the time-stacked
+            convolutions of SimVP do: Gao et al. 2022, arXiv:2206.05099).
         pixel_loss_weight: regression only: ``0`` (off, the default) or the weight of the decoded
             pixel loss added to the latent loss (:mod:`~futurelat.models.heads.pixel_loss`):
             ``pixel_loss_frames`` predicted frames per clip go through the frozen decoder and are
@@ -171,12 +179,14 @@ class TransformerHead(Head):
                  mlp_ratio: float = 4.0, dropout: float = 0.0, patch_size: int = 2, position: str = "rope",
                  loss: str = "mse", query_chunk: int = 1024,
                  sampling: Mapping[str, Any] | None = None, target: str = "absolute", attention: str = "full",
-                 spatial_kernel: int = 0, pixel_loss_weight: float = 0.0, pixel_loss_frames: int = 2):
+                 spatial_kernel: int = 0, temporal_kernel: int = 1, pixel_loss_weight: float = 0.0,
+                 pixel_loss_frames: int = 2):
         super().__init__()
         check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression")
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
         _check_config(spec, num_frames, objective, ordering, context_frames, d_model, num_layers, num_heads,
-                      mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention, spatial_kernel)
+                      mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention, spatial_kernel,
+                      temporal_kernel)
         sampling_options(sampling)  # fail early on bad keys
         self.sampling: dict[str, Any] = dict(sampling) if sampling is not None else {}
         self.needs_codes = objective == "autoregressive"
@@ -210,6 +220,9 @@ class TransformerHead(Head):
                       query_chunk=query_chunk) for _ in range(num_layers))
         self.spatial_mixers = nn.ModuleList(
             nn.Conv2d(d_model, d_model, spatial_kernel, padding=spatial_kernel // 2, groups=d_model)
+            if temporal_kernel == 1 else
+            nn.Conv3d(d_model, d_model, (temporal_kernel, spatial_kernel, spatial_kernel),
+                      padding=(temporal_kernel // 2, spatial_kernel // 2, spatial_kernel // 2), groups=d_model)
             for _ in range(num_layers if spatial_kernel else 0))
         self.norm_out = nn.LayerNorm(d_model)
         self._init_weights(num_layers)
@@ -279,9 +292,10 @@ class TransformerHead(Head):
         """
         x = self._with_positions(x, caches[0].length if caches else 0)
         for i, block in enumerate(self.blocks):
-            if self.spatial_mixers:  # (B, T * M, d) as (B, T, M, d): each frame's grid
-                frames = x.unflatten(1, (-1, self.frame_tokens))
-                x = x + conv_over_grid(self.spatial_mixers[i], frames, self.model_grid).flatten(1, 2)
+            if self.spatial_mixers:  # (B, T * M, d) as (B, T, M, d): each frame's grid, or the whole clip
+                frames, mixer = x.unflatten(1, (-1, self.frame_tokens)), self.spatial_mixers[i]
+                mix = conv_over_grid if isinstance(mixer, nn.Conv2d) else conv_over_clip
+                x = x + mix(mixer, frames, self.model_grid).flatten(1, 2)
             x = block(x, caches[i] if caches else None)
         return self.norm_out(x)
 
