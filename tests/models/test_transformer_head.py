@@ -348,36 +348,37 @@ def test_spatial_kernel_is_for_the_regression_only():
         tiny_head("autoregressive", spatial_kernel=3)
 
 
-def test_spatial_mixer_reaches_the_kernel_neighbourhood_within_a_frame():
-    head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3)
-    assert len(head.spatial_mixers) == 2 and head.spatial_mixers[0].groups == head.spatial_mixers[0].in_channels
+def mixer_reach(head: TransformerHead, mix, frames: int) -> torch.Tensor:
+    """Which tokens of ``frames`` frames of 5 x 5 tokens change when the centre cell of frame 1 moves.
+
+    Checks that the head's first mixer starts at zero, gives it random weights, and applies it with
+    ``mix`` (``conv_over_grid`` or ``conv_over_clip``): ``(frames, 5, 5)`` bool.
+    """
     conv = head.spatial_mixers[0]
     assert conv.weight.abs().sum() == 0  # zero at init: the head starts as the plain transformer
     torch.nn.init.normal_(conv.weight)
-    x = torch.randn(1, 2, 25, 24)  # 2 frames of 5 x 5 tokens
+    x = torch.randn(1, frames, 25, 24)
     moved = x.clone()
     moved[0, 1, 12] += 1.0  # frame 1, centre cell (2, 2)
-    mix = lambda t: conv_over_grid(conv, t, head.model_grid)
-    changed = ((mix(moved) - mix(x)).abs().sum(-1)[0] > 1e-6).view(2, 5, 5)
+    return ((mix(conv, moved, head.model_grid) - mix(conv, x, head.model_grid)).abs().sum(-1)[0] > 1e-6).view(
+        frames, 5, 5)
+
+
+def test_spatial_mixer_reaches_the_kernel_neighbourhood_within_a_frame():
+    head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3)
+    assert len(head.spatial_mixers) == 2 and head.spatial_mixers[0].groups == head.spatial_mixers[0].in_channels
     expected = torch.zeros(2, 5, 5, dtype=torch.bool)
     expected[1, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in the same frame, nothing else
-    assert torch.equal(changed, expected)
+    assert torch.equal(mixer_reach(head, conv_over_grid, frames=2), expected)
 
 
 def test_temporal_kernel_reaches_the_neighbourhood_in_adjacent_frames():
     head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3, temporal_kernel=3)
     conv = head.spatial_mixers[0]
     assert isinstance(conv, torch.nn.Conv3d) and conv.kernel_size == (3, 3, 3) and conv.groups == conv.in_channels
-    assert conv.weight.abs().sum() == 0
-    torch.nn.init.normal_(conv.weight)
-    x = torch.randn(1, 4, 25, 24)  # 4 frames of 5 x 5 tokens
-    moved = x.clone()
-    moved[0, 1, 12] += 1.0  # frame 1, centre cell (2, 2)
-    mix = lambda t: conv_over_clip(conv, t, head.model_grid)
-    changed = ((mix(moved) - mix(x)).abs().sum(-1)[0] > 1e-6).view(4, 5, 5)
     expected = torch.zeros(4, 5, 5, dtype=torch.bool)
     expected[0:3, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in frames 0, 1 and 2; nothing in frame 3
-    assert torch.equal(changed, expected)
+    assert torch.equal(mixer_reach(head, conv_over_clip, frames=4), expected)
     z = Latents(torch.randn(2, 6, 25, 8))
     random_output(head)(z)["loss"].backward()  # the trunk runs the 3-D mixers
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0

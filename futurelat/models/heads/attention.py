@@ -28,6 +28,7 @@ bias is needed, and an explicit mask is only ever built for one chunk of queries
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -224,10 +225,9 @@ class SelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if self.position != "alibi":
             if self._limit(start, num_keys) >= num_keys:  # every query sees every key
-                if q.device.type == "cpu" and num_keys <= CPU_MATH_MAX_KEYS:
-                    with sdpa_kernel(SDPBackend.MATH):
-                        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-                return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+                short_on_cpu = q.device.type == "cpu" and num_keys <= CPU_MATH_MAX_KEYS
+                with sdpa_kernel(SDPBackend.MATH) if short_on_cpu else contextlib.nullcontext():
+                    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
             if self.mask == "causal" and num_queries == num_keys:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         chunks = []
