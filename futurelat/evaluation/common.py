@@ -33,9 +33,11 @@ def check_frame_batch(frames: Tensor, start: int, total_frames: int) -> None:
         raise ValueError(f"{where} has values in [{lo:.4g}, {hi:.4g}]; frames must be in [0, 1]")
 
 
-def check_eval_arguments(counts: Mapping[str, Any], num_visualize: Any, max_sequences: Any) -> None:
+def check_eval_arguments(counts: Mapping[str, Any], num_visualize: Any, max_sequences: Any,
+                         optional_counts: Mapping[str, Any] | None = None) -> None:
     """``counts`` (name → value, e.g. ``{"batch_size": 100}``) must be positive ints,
-    ``num_visualize`` an int >= 0, ``max_sequences`` ``None`` or a positive int.
+    ``num_visualize`` an int >= 0, ``max_sequences`` and each of ``optional_counts`` (name → value)
+    ``None`` or a positive int.
 
     Raises:
         ValueError: naming the first bad argument and its value.
@@ -45,8 +47,9 @@ def check_eval_arguments(counts: Mapping[str, Any], num_visualize: Any, max_sequ
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     if not isinstance(num_visualize, int) or num_visualize < 0:
         raise ValueError(f"num_visualize must be an int >= 0; got {num_visualize!r}")
-    if max_sequences is not None and (not isinstance(max_sequences, int) or max_sequences < 1):
-        raise ValueError(f"max_sequences must be None or a positive int; got {max_sequences!r}")
+    for name, value in {"max_sequences": max_sequences, **(optional_counts or {})}.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be None or a positive int; got {value!r}")
 
 
 def evaluation_progress(enabled: bool) -> Progress:

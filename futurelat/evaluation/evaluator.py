@@ -149,9 +149,8 @@ def evaluate_frames(
     if not callable(getattr(model, "rollout", None)):
         raise TypeError(f"model ({type(model).__name__}) has no rollout(context, num_future) method")
     check_eval_arguments({"context_frames": context_frames, "future_frames": future_frames,
-                          "batch_size": batch_size, "num_samples": num_samples}, num_visualize, max_sequences)
-    if reconstruct_sequences is not None and (not isinstance(reconstruct_sequences, int) or reconstruct_sequences < 1):
-        raise ValueError(f"reconstruct_sequences must be None or a positive int; got {reconstruct_sequences!r}")
+                          "batch_size": batch_size, "num_samples": num_samples}, num_visualize, max_sequences,
+                         {"reconstruct_sequences": reconstruct_sequences})
 
     if extra_metrics:
         clash = sorted(set(extra_metrics) & _metric_keys(future_frames))
