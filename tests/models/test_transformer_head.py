@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from futurelat.models.base import LatentSpec, Latents
-from futurelat.models.heads.attention import (POSITIONS, FactorizedBlock, KVCache, SelfAttention, alibi_slopes, apply_rope,
-                                              axis_angles, conv_over_clip, conv_over_grid, sincos_3d)
+from futurelat.models.heads.attention import (POSITIONS, FactorizedBlock, KVCache, SelfAttention, TemporalDepthwiseConv,
+                                              alibi_slopes, apply_rope, axis_angles, conv_over_clip, conv_over_grid,
+                                              sincos_3d)
 from futurelat.models.heads.transformer import LOSSES, TransformerHead
 from futurelat.registry import HEADS
 
@@ -382,6 +383,42 @@ def test_temporal_kernel_reaches_the_neighbourhood_in_adjacent_frames():
     z = Latents(torch.randn(2, 6, 25, 8))
     random_output(head)(z)["loss"].backward()  # the trunk runs the 3-D mixers
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_temporal_depthwise_conv_matches_a_depthwise_conv1d_over_frames():
+    torch.manual_seed(0)
+    conv = TemporalDepthwiseConv(6, 3)
+    assert conv.weight.abs().sum() == 0 and conv.bias.abs().sum() == 0  # a residual branch that starts off
+    torch.nn.init.normal_(conv.weight)
+    torch.nn.init.normal_(conv.bias)
+    reference = torch.nn.Conv1d(6, 6, 3, padding=1, groups=6)
+    with torch.no_grad():
+        reference.weight.copy_(conv.weight.T[:, None, :])  # (d, 1, kernel)
+        reference.bias.copy_(conv.bias)
+    x = torch.randn(2, 5, 4, 6)  # (B, T, N, d)
+    expected = reference(x.permute(0, 2, 3, 1).reshape(8, 6, 5)).view(2, 4, 6, 5).permute(0, 3, 1, 2)
+    torch.testing.assert_close(conv(x), expected)
+    with pytest.raises(ValueError, match="odd"):
+        TemporalDepthwiseConv(6, 2)
+
+
+def test_2plus1d_factorization_reaches_the_same_neighbourhood_over_two_steps():
+    head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3, temporal_kernel=3,
+                     conv_factorization="2+1d")
+    assert all(isinstance(c, torch.nn.Conv2d) for c in head.spatial_mixers) and len(head.temporal_mixers) == 2
+    spatial = mixer_reach(head, conv_over_grid, frames=4)  # the first step: the 3 x 3 cells of frame 1
+    temporal = head.temporal_mixers[0]
+    assert temporal.weight.abs().sum() == 0
+    torch.nn.init.normal_(temporal.weight)
+    reach = (temporal(spatial.view(1, 4, 25, 1).float().expand(-1, -1, -1, 24)).abs().sum(-1) > 1e-6).view(4, 5, 5)
+    expected = torch.zeros(4, 5, 5, dtype=torch.bool)
+    expected[0:3, 1:4, 1:4] = True  # as the joint 3 x 3 x 3 conv: frames 0, 1 and 2; nothing in frame 3
+    assert torch.equal(reach, expected)
+    z = Latents(torch.randn(2, 6, 25, 8))
+    random_output(head)(z)["loss"].backward()  # the trunk runs both halves
+    assert temporal.weight.grad is not None and temporal.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"head\.params\.conv_factorization"):
+        tiny_head(conv_factorization="3d")
 
 
 def test_short_cpu_attention_takes_the_math_backend_and_matches_the_reference():

@@ -297,6 +297,34 @@ def conv_over_clip(conv: nn.Conv3d, x: Tensor, grid: tuple[int, int]) -> Tensor:
     return y.permute(0, 2, 3, 4, 1).reshape(b, t, n, y.shape[1])
 
 
+class TemporalDepthwiseConv(nn.Module):
+    """Depthwise conv over frames: ``(B, T, N, d)`` → ``(B, T, N, d)``, zero-padded at both ends.
+
+    The temporal half of a (2+1)D convolution (R(2+1)D, Tran et al. 2018, arXiv:1711.11248): channel
+    ``c`` of token ``n`` at frame ``t`` becomes ``bias[c] + sum_a weight[a, c] * x[t + a - kernel // 2, n, c]``.
+    Computed as ``kernel`` shifted multiply-adds on the token tensor, which on CPU costs half of an
+    ``nn.Conv1d`` and its two transposes. Weights start at zero (a residual branch that starts off).
+
+    Args:
+        dim: channels ``d``. kernel: frames spanned, odd.
+    """
+
+    def __init__(self, dim: int, kernel: int):
+        super().__init__()
+        if kernel < 1 or kernel % 2 == 0:
+            raise ValueError(f"temporal conv kernel must be a positive odd number; got {kernel}")
+        self.weight = nn.Parameter(torch.zeros(kernel, dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        kernel, frames = self.weight.shape[0], x.shape[1]
+        padded = F.pad(x, (0, 0, 0, 0, kernel // 2, kernel // 2))  # (B, T + kernel - 1, N, d)
+        out = self.bias + padded[:, :frames] * self.weight[0]
+        for a in range(1, kernel):
+            out = out + padded[:, a:a + frames] * self.weight[a]
+        return out
+
+
 class Block(nn.Module):
     """Pre-norm transformer block ``x + attn(LN(x))``, then ``x + mlp(LN(x))``: ``(B, L, d)`` → ``(B, L, d)``.
 
