@@ -333,6 +333,10 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Tensor, fps: float
                 codec: str | None = None, crf: int = 18, gop: int | None = None) -> str:
     """Encode RGB frames into an mp4 (yuv420p) with PyAV; for tests, benchmarks and toy data.
 
+    Deterministic: the RGB → YUV conversion and the encoder each run on one thread, so the same
+    frames give the same bytes whatever the machine's core count or load (x264's decisions
+    depend on its thread count, and swscale's slice threading on the cores it finds).
+
     Args:
         path: output file; parent folders are created.
         frames: ``(T, H, W, 3)`` uint8 array or tensor, ``T >= 1``, ``H`` and ``W`` even
@@ -369,6 +373,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Tensor, fps: float
     with av.open(path, mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_count = 1
         if gop is not None:
             stream.codec_context.gop_size = int(gop)
         if codec == "libx264":
@@ -376,6 +381,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Tensor, fps: float
         else:
             stream.bit_rate = 8 * width * height * int(np.ceil(fps))  # ~1 byte/pixel/frame: near-lossless
         for frame in array:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            container.mux(stream.encode(rgb.reformat(format="yuv420p", threads=1)))
         container.mux(stream.encode())
     return path
