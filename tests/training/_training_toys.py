@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -76,17 +77,19 @@ DDP_BATCH = 4
 DDP_ACCUM = 2
 
 
-def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """One rank of the 2-process gloo test: DDP-train a ToyRegressor, save results."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+def ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
+    """One rank of the 2-process gloo test: DDP-train a ToyRegressor, save results.
+
+    The ranks meet through a file in ``out_dir`` (no TCP port that another test could take)."""
     torch.set_num_threads(1)
     from futurelat.training.distributed import cleanup_distributed, init_distributed
     from futurelat.training.trainer import Trainer
 
     cleanup_distributed()  # a forked child inherits the parent's cached single-process DistInfo
-    info = init_distributed("cpu", timeout_s=60)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{os.path.join(out_dir, 'rendezvous')}",
+                                         rank=rank, world_size=world_size,
+                                         timeout=datetime.timedelta(seconds=60))
+    info = init_distributed("cpu")
     assert info.world_size == world_size and info.rank == rank
     torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
     module = ToyRegressor()
