@@ -15,7 +15,8 @@ from composing import CONFIG_DIR, tiny_config
 HEAD_VARIANTS = {
     "mamba": [[], ["head.params.objective=regression"]],
     "flow_dit": [[]],
-    "transformer": [[], ["head.params.objective=autoregressive"],
+    "transformer": [[], ["head.params.spatial_kernel=3", "head.params.temporal_kernel=3"],
+                    ["head.params.objective=autoregressive"],
                     ["head.params.objective=autoregressive", "head.params.ordering=token"]],
 }
 #: The config of each registered backbone used here (pretrained ones: their tiny random variant).
@@ -48,6 +49,7 @@ def test_pair_builds_trains_a_step_and_rolls_out(backbone, head, extra):
     if model.backbone.trainable:  # stage 1: one step (a VQ codebook is initialised by its first batch)
         model.backbone.train()
         model.backbone(frames[:, :2])["loss"].backward()
+        assert_grad_layout(model.backbone)
     model.backbone.freeze()
 
     params = [p for p in model.head.parameters() if p.requires_grad]
@@ -55,6 +57,7 @@ def test_pair_builds_trains_a_step_and_rolls_out(backbone, head, extra):
     out = model.head(**model.head_inputs({"frames": frames}))
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
+    assert_grad_layout(model.head)
     torch.optim.SGD(params, lr=0.1).step()
     assert any(not torch.equal(a, p) for a, p in zip(before, params)), "the head did not learn"
 
@@ -69,3 +72,11 @@ def test_pair_builds_trains_a_step_and_rolls_out(backbone, head, extra):
     future = model.rollout(context, 3)
     assert future.shape == (2, 3, channels, size, size)
     assert torch.isfinite(future).all() and 0 <= future.min() and future.max() <= 1
+
+
+def assert_grad_layout(module: torch.nn.Module) -> None:
+    """Every gradient has its parameter's strides: DDP's gradient layout contract (a mismatch makes each
+    all-reduce copy the gradient, and every rank warns "Grad strides do not match bucket view strides")."""
+    for name, p in module.named_parameters():
+        if p.grad is not None:
+            assert p.grad.stride() == p.stride(), f"{name}: grad strides {p.grad.stride()} != param {p.stride()}"

@@ -280,10 +280,30 @@ class MLP(nn.Module):
         return self.fc2(self.drop(F.gelu(self.fc1(x))))
 
 
+def channels_last_weight(conv: nn.Conv2d | nn.Conv3d) -> nn.Conv2d | nn.Conv3d:
+    """Store ``conv``'s weight channels-last (in place; returns ``conv``) for :func:`conv_over_grid` /
+    :func:`conv_over_clip`.
+
+    Those feed the conv a channels-last view of the tokens, so autograd makes the weight's gradient
+    channels-last too. A weight stored contiguously then breaks DDP's gradient layout contract
+    (the gradient's strides differ from the parameter's bucket view: a warning, and a copy per
+    all-reduce); stored channels-last, the two match. Values, and so the conv's output, are unchanged.
+    """
+    w = conv.weight.data  # (out, in, *kernel)
+    strides = [1]  # channels innermost, then the kernel dims from the last, then out
+    for size in (w.shape[1], *reversed(w.shape[2:])):
+        strides.append(strides[-1] * size)
+    # explicit strides: torch's memory_format counts a depthwise weight (in = 1) as channels-last already
+    order = [strides[-1], strides[0], *reversed(strides[1:-1])]  # (out, in, *kernel)
+    conv.weight.data = torch.empty_strided(w.shape, order, dtype=w.dtype, device=w.device).copy_(w)
+    return conv
+
+
 def conv_over_grid(conv: nn.Conv2d, x: Tensor, grid: tuple[int, int]) -> Tensor:
     """``conv`` over each frame's ``(h, w)`` token grid: ``x`` ``(..., N = h * w, d)`` → ``(..., N, d)``.
 
     The leading dimensions (batch, frames) fold into the conv's batch; tokens are in raster order.
+    Build ``conv`` with :func:`channels_last_weight` (DDP's gradient layout).
     """
     lead, (n, d), (h, w) = x.shape[:-2], x.shape[-2:], grid
     y = conv(x.reshape(-1, h, w, d).permute(0, 3, 1, 2))  # (prod(lead), d, h, w), a channels-last view
@@ -291,7 +311,10 @@ def conv_over_grid(conv: nn.Conv2d, x: Tensor, grid: tuple[int, int]) -> Tensor:
 
 
 def conv_over_clip(conv: nn.Conv3d, x: Tensor, grid: tuple[int, int]) -> Tensor:
-    """``conv`` over a clip's ``(T, h, w)`` token volume: ``x`` ``(B, T, N = h * w, d)`` → ``(B, T, N, d)``."""
+    """``conv`` over a clip's ``(T, h, w)`` token volume: ``x`` ``(B, T, N = h * w, d)`` → ``(B, T, N, d)``.
+
+    Build ``conv`` with :func:`channels_last_weight` (DDP's gradient layout).
+    """
     (b, t, n, d), (h, w) = x.shape, grid
     y = conv(x.reshape(b, t, h, w, d).permute(0, 4, 1, 2, 3))  # (B, d, T, h, w), a channels-last view
     return y.permute(0, 2, 3, 4, 1).reshape(b, t, n, y.shape[1])

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents, check_codes
-from futurelat.models.heads.attention import MLP, conv_over_grid
+from futurelat.models.heads.attention import MLP, channels_last_weight, conv_over_grid
 from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
 from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
@@ -75,7 +75,8 @@ class FrameBlock(nn.Module):
         self.grid = grid
         self.norm1 = nn.LayerNorm(dim)
         self.temporal = Mamba2Mixer(dim, **mixer)
-        self.spatial = nn.Conv2d(dim, dim, spatial_kernel, padding=spatial_kernel // 2, groups=dim)
+        self.spatial = channels_last_weight(
+            nn.Conv2d(dim, dim, spatial_kernel, padding=spatial_kernel // 2, groups=dim))
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)

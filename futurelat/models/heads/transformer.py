@@ -41,7 +41,8 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents, check_codes
 from futurelat.models.heads.attention import (POSITIONS, Block, FactorizedBlock, KVCache, TemporalDepthwiseConv,
-                                              conv_over_clip, conv_over_grid, grid_coords, sincos_3d)
+                                              channels_last_weight, conv_over_clip, conv_over_grid, grid_coords,
+                                              sincos_3d)
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
@@ -228,10 +229,11 @@ class TransformerHead(Head):
                       query_chunk=query_chunk) for _ in range(num_layers))
         joint = temporal_kernel > 1 and conv_factorization == "joint"
         self.spatial_mixers = nn.ModuleList(
-            nn.Conv3d(d_model, d_model, (temporal_kernel, spatial_kernel, spatial_kernel),
-                      padding=(temporal_kernel // 2, spatial_kernel // 2, spatial_kernel // 2), groups=d_model)
-            if joint else
-            nn.Conv2d(d_model, d_model, spatial_kernel, padding=spatial_kernel // 2, groups=d_model)
+            channels_last_weight(
+                nn.Conv3d(d_model, d_model, (temporal_kernel, spatial_kernel, spatial_kernel),
+                          padding=(temporal_kernel // 2, spatial_kernel // 2, spatial_kernel // 2), groups=d_model)
+                if joint else
+                nn.Conv2d(d_model, d_model, spatial_kernel, padding=spatial_kernel // 2, groups=d_model))
             for _ in range(num_layers if spatial_kernel else 0))
         self.temporal_mixers = nn.ModuleList(  # the (2+1)D factorization's temporal half
             TemporalDepthwiseConv(d_model, temporal_kernel)
