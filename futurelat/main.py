@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from futurelat.models.latent_video_model import LatentVideoModel, build_model
 from futurelat.registry import BACKBONES
 from futurelat.training.checkpoint import load_module_weights
 from futurelat.training.distributed import DistInfo, init_distributed
+from futurelat.training.preemption import TrainingInterrupted
 from futurelat.training.trainer import Trainer
 from futurelat.utils.config import print_config, save_config
 from futurelat.utils.logging import build_logger
@@ -85,8 +87,16 @@ def _seed_everything(seed: int) -> None:
 
 
 def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[str, float] | None:
-    """Run ``cfg.stages`` in ``run_dir``; returns the evaluation metrics (rank 0) or ``None``."""
-    dist = dist or init_distributed()
+    """Run ``cfg.stages`` in ``run_dir``; returns the evaluation metrics (rank 0) or ``None``.
+
+    Every stage, the frozen backbone and the evaluation run on the one device ``trainer.device``
+    decides for this process (under torchrun: ``cuda:LOCAL_RANK`` with nccl, or the CPU with gloo).
+
+    Raises:
+        TrainingInterrupted: a stop signal (``trainer.stop_signals``) ended a stage after its
+            checkpoint was written; :func:`main` exits with its ``exit_code``.
+    """
+    dist = dist or init_distributed(str(cfg.trainer.device))
     stages = _check_stages(cfg)
     if dist.is_main:
         print_config(cfg)
@@ -98,6 +108,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
     resolved = OmegaConf.to_container(cfg, resolve=True)
     logger = build_logger(cfg, run_dir, dist.is_main, name=run_dir.name)
     train_set = None
+    preempted = False
     try:
         # ---- stage 1: tokenizer
         if cfg.backbone.checkpoint:
@@ -133,8 +144,11 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
         if dist.world_size > 1:
             torch.distributed.barrier()
         return metrics
+    except TrainingInterrupted:
+        preempted = True
+        raise
     finally:
-        logger.finish()
+        logger.finish(preempted=preempted)
 
 
 def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
@@ -220,7 +234,11 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="main")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except TrainingInterrupted as stop:
+        log.warning("%s", stop)
+        sys.exit(stop.exit_code)  # 128 + signal: what a requeue or torchrun expects of a signalled job
     # Returned for sweepers that optimise a value.
     return None if metrics is None else float(metrics["test/mse"])
 

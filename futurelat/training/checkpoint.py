@@ -12,6 +12,7 @@ A trainer checkpoint is a dict (everything in it loadable by
         "optimizer": ..., "scheduler": ..., "scaler": ... or None,
         "rng": [capture_rng_state() of rank 0, of rank 1, ...],
         "config_yaml": "...",           # resolved config, OmegaConf YAML, or None
+        "rank_digests": [...] or None,  # final checkpoints: state_digest of each rank's module
     }
 
 Loading never unpickles arbitrary objects: a file holding anything else is refused.
@@ -19,6 +20,7 @@ Loading never unpickles arbitrary objects: a file holding anything else is refus
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
@@ -37,6 +39,20 @@ FORMAT_VERSION = 1
 def checkpoint_path(run_dir: str | os.PathLike, name: str, kind: str = "last") -> Path:
     """``run_dir/checkpoints/{name}_{kind}.pt`` (``kind`` is ``"last"`` or ``"final"``)."""
     return Path(run_dir) / "checkpoints" / f"{name}_{kind}.pt"
+
+
+def state_digest(module: nn.Module) -> str:
+    """SHA-256 (hex) of ``module.state_dict()``: names, dtypes, shapes and bytes, in order.
+
+    Equal digests on two ranks mean bit-identical weights and buffers. Costs one pass over the
+    weights (copied to the CPU from a GPU).
+    """
+    sha = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        sha.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        sha.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return sha.hexdigest()
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -11,7 +11,8 @@ Settings (``cfg``, usually ``configs/trainer/default.yaml``; missing keys take t
 =========================  =========  =====================================================
 key                        default    meaning
 =========================  =========  =====================================================
-``device``                 auto       ``auto`` | ``cpu`` | ``cuda``
+``device``                 auto       ``auto`` | ``cpu`` | ``cuda``; must agree with the
+                                      process group's device when ``dist`` is given
 ``precision``              fp32       ``fp32`` | ``bf16`` (autocast) | ``fp16`` (CUDA only,
                                       autocast + ``torch.amp.GradScaler``)
 ``grad_clip``              1.0        max global gradient L2 norm; ``null`` = no clipping
@@ -19,8 +20,15 @@ key                        default    meaning
 ``betas``                  [0.9,0.95] AdamW betas
 ``log_every``              25         optimizer steps between logged metrics
 ``ckpt_every``             250        optimizer steps between ``{name}_last.pt`` saves
-                                      (``null``/0: only at the end)
-``resume``                 false      continue from ``checkpoints/{name}_last.pt``
+                                      (``null``/0: only at the end and on a stop signal)
+``resume``                 auto       ``auto``: continue from ``checkpoints/{name}_last.pt``
+                                      when it exists, else start fresh; ``true``: continue
+                                      (an error when there is none); ``false``: start fresh
+``stop_signals``           TERM,USR1, signals that end training after the current step,
+                           USR2       which is saved to ``{name}_last.pt``
+                                      (:mod:`futurelat.training.preemption`)
+``skip_nonfinite``         0          consecutive steps with a non-finite loss or gradient
+                                      norm to skip (no update, logged) before stopping
 ``num_workers``            0          DataLoader worker processes per rank
 ``seed``                   0          data order and RNG seed (rank ``r`` uses ``seed + r``)
 ``grad_accum_steps``       1          micro-batches per optimizer step
@@ -47,6 +55,7 @@ import json
 import logging
 import math
 import random
+import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -61,16 +70,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from futurelat.training.checkpoint import (FORMAT_VERSION, capture_rng_state, checkpoint_path,
-                                           load_checkpoint, restore_rng_state, save_checkpoint)
+                                           load_checkpoint, restore_rng_state, save_checkpoint,
+                                           state_digest)
 from futurelat.training.distributed import (DistInfo, all_gather_objects, all_reduce_mean,
                                             barrier, init_distributed, resolve_device)
 from futurelat.training.optim import build_optimizer, build_scheduler
+from futurelat.training.preemption import (DEFAULT_STOP_SIGNALS, StopSignals, TrainingInterrupted,
+                                           parse_signals)
 from futurelat.training.sampler import StepBatchSampler
 from futurelat.utils.cpu_memory import CPU_MALLOC_MODES, configure_cpu_malloc
 
 log = logging.getLogger(__name__)
 
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+RESUME_MODES = (True, False, "auto")
 
 
 @dataclass(frozen=True)
@@ -84,13 +97,15 @@ class TrainerSettings:
     betas: tuple[float, float] = (0.9, 0.95)
     log_every: int = 25
     ckpt_every: int | None = 250
-    resume: bool = False
+    resume: bool | str = "auto"
     num_workers: int = 0
     seed: int = 0
     grad_accum_steps: int = 1
     progress: bool = True
     find_unused_parameters: bool = False
     cpu_malloc: str = "system"
+    stop_signals: tuple[str, ...] = DEFAULT_STOP_SIGNALS
+    skip_nonfinite: int = 0
 
     @classmethod
     def from_cfg(cls, cfg: Mapping | DictConfig | None) -> "TrainerSettings":
@@ -118,6 +133,11 @@ class TrainerSettings:
             raise ValueError(f"trainer.seed must be >= 0; got {s.seed}")
         if s.cpu_malloc not in CPU_MALLOC_MODES:
             raise ValueError(f"trainer.cpu_malloc must be one of {CPU_MALLOC_MODES}; got {s.cpu_malloc!r}")
+        if s.resume not in RESUME_MODES:
+            raise ValueError(f"trainer.resume must be one of auto | true | false; got {s.resume!r}")
+        if s.skip_nonfinite < 0:
+            raise ValueError(f"trainer.skip_nonfinite must be >= 0; got {s.skip_nonfinite}")
+        parse_signals(s.stop_signals)
         return s
 
 
@@ -196,8 +216,13 @@ class Trainer:
         self.settings = TrainerSettings.from_cfg(cfg)
         self.schedule = StageSchedule.from_cfg(stage_cfg, name)
         self.dist = dist if dist is not None else init_distributed(self.settings.device)
-        self.device = (self.dist.device if self.settings.device == "auto"
-                       else resolve_device(self.settings.device, self.dist.local_rank))
+        self.device = self.dist.device  # one device per process: the one the process group was set up for
+        if self.settings.device != "auto":
+            wanted = resolve_device(self.settings.device, self.dist.local_rank)
+            if wanted != self.device:
+                raise ValueError(f"stage '{name}': trainer.device={self.settings.device} ({wanted}) but this "
+                                 f"process was set up for {self.device} (init_distributed); pass the same "
+                                 "device to both")
         precision = self.settings.precision
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError(f"stage '{name}': trainer.precision=fp16 needs CUDA (it uses "
@@ -228,6 +253,9 @@ class Trainer:
                                          min_lr_ratio=self.schedule.min_lr_ratio)
         #: completed optimizer steps
         self.step = 0
+        #: non-finite steps skipped in a row / in all (``skip_nonfinite``)
+        self.bad_steps = 0
+        self.skipped_steps = 0
         self.log_path = self.run_dir / "train_log.jsonl"
 
     # ------------------------------------------------------------------ public
@@ -244,18 +272,25 @@ class Trainer:
     def fit(self) -> nn.Module:
         """Train until ``stage_cfg.max_steps`` optimizer steps; return the unwrapped module.
 
-        With ``resume: true`` and an existing ``{name}_last.pt``, model/optimizer/scheduler/
-        scaler/RNG states and the step are restored and training continues (bit-identical
+        With ``resume`` (``auto`` / ``true``) and an existing ``{name}_last.pt``, model/optimizer/
+        scheduler/scaler/RNG states and the step are restored and training continues (bit-identical
         to an uninterrupted run for the same world size); if it is already at ``max_steps``
-        training is skipped.
+        training is skipped. Under DDP the ranks' final weights are compared (a digest each, kept in
+        the checkpoints as ``rank_digests``).
 
         Raises:
             FloatingPointError: the rank-mean loss of a step is NaN/inf (message names the
                 stage, step and this rank's returned scalars), or (fp32/bf16) the gradient
-                norm is; raised on every rank before the optimizer step.
+                norm is, more than ``skip_nonfinite`` steps in a row; raised on every rank before
+                the optimizer step, so no checkpoint holds the bad update.
+            TrainingInterrupted: a ``stop_signals`` signal arrived; raised on every rank after the
+                step it arrived in was saved to ``{name}_last.pt`` (see
+                :mod:`futurelat.training.preemption`).
             KeyError / TypeError: ``forward`` returned no ``"loss"`` / not a dict, or
                 ``prepare`` returned no dict.
+            FileNotFoundError: ``resume: true`` without a ``{name}_last.pt``.
             ValueError: the resume checkpoint is beyond ``max_steps``.
+            RuntimeError: under DDP, the ranks' weights differ at the end.
         """
         s, sched = self.settings, self.schedule
         resumed_rng = self._resume() if s.resume else None
@@ -284,34 +319,54 @@ class Trainer:
         self.started = time.perf_counter()
         window = _Window()
         progress = _progress(self.name, enabled=self.dist.is_main and s.progress)
-        with progress:
+        with progress, StopSignals(parse_signals(s.stop_signals)) as stop:
             task = progress.add_task(self.name, total=sched.max_steps, completed=self.step,
                                      loss=float("nan"), lr=0.0, sps=0.0)
             window.reset()
-            while self.step < sched.max_steps:
-                values, keys = self._train_step(model, batches, keys)
+            stopping = False
+            while self.step < sched.max_steps and not stopping:
+                values, keys, stopping = self._train_step(model, batches, keys, stop)
                 self.step += 1
-                window.add(values, self.samples_per_step)
-                progress.update(task, completed=self.step, loss=values["loss"],
-                                lr=values["lr"], sps=window.samples_per_s())
-                if self.step % s.log_every == 0 or self.step == sched.max_steps:
+                if values is not None:
+                    window.add(values, self.samples_per_step)
+                    progress.update(task, completed=self.step, loss=values["loss"],
+                                    lr=values["lr"], sps=window.samples_per_s())
+                if (self.step % s.log_every == 0 or self.step == sched.max_steps or stopping) and window.count:
                     self._log(window.mean(), window.samples_per_s())
                     window.reset()
                 if (s.ckpt_every and self.step % s.ckpt_every == 0
-                        and self.step != sched.max_steps):
+                        and self.step != sched.max_steps) or (stopping and self.step != sched.max_steps):
                     self._save(("last",))
-        self._save(("final", "last"))  # final first: a last.pt at max_steps implies final.pt
+            if self.step == sched.max_steps:
+                self._save(("final", "last"))  # final first: a last.pt at max_steps implies final.pt
+            if stopping:
+                self._stop(stop)
         barrier(self.dist)
         return self.module
 
+    def _stop(self, stop: StopSignals) -> None:
+        """After a stop signal's step was saved: log it, hand the signal on, raise TrainingInterrupted."""
+        signum = stop.signum if stop.signum is not None else signal.SIGTERM  # another rank caught it
+        path = self.checkpoint_path("last")
+        if self.dist.is_main:
+            log.warning("stage '%s': stopped by %s at step %d/%d; saved %s", self.name,
+                        signal.Signals(signum).name, self.step, self.schedule.max_steps, path)
+            if self.logger is not None:
+                self.logger.log_metrics({f"{self.name}/stopped_at_step": float(self.step)}, step=self.step)
+        barrier(self.dist)
+        stop.forward()  # e.g. submitit's requeue handler, which exits the process itself
+        raise TrainingInterrupted(signum, self.name, self.step, path)
+
     # ----------------------------------------------------------------- one step
 
-    def _train_step(self, model: nn.Module, batches, keys: list[str] | None
-                    ) -> tuple[dict[str, float], list[str]]:
+    def _train_step(self, model: nn.Module, batches, keys: list[str] | None, stop: StopSignals | None = None
+                    ) -> tuple[dict[str, float] | None, list[str], bool]:
         """Forward/backward over ``grad_accum_steps`` micro-batches, clip, optimizer step.
 
         Returns the step's rank-mean scalars (micro-batch mean) plus ``lr`` (used by this
-        step) and ``grad_norm`` (pre-clipping global L2 norm), and the scalar keys.
+        step) and ``grad_norm`` (pre-clipping global L2 norm), or ``None`` for a step skipped
+        as non-finite (``skip_nonfinite``); the scalar keys; and whether a stop signal reached any
+        rank by the end of the backward pass (shared through the step's one all-reduce).
         """
         accum = self.settings.grad_accum_steps
         ddp = isinstance(model, DistributedDataParallel)
@@ -339,22 +394,27 @@ class Trainer:
         max_norm = self.settings.grad_clip if self.settings.grad_clip is not None else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
 
-        vec = torch.stack([sums[k] / accum for k in keys] + [grad_norm.float().reshape(())])
+        stop_flag = torch.tensor(float(stop is not None and stop.requested), device=grad_norm.device)
+        vec = torch.stack([sums[k] / accum for k in keys] + [grad_norm.float().reshape(()), stop_flag])
         local = vec.clone()
         all_reduce_mean(vec, self.dist)  # one collective per step: logged values are rank means
         reduced = vec.tolist()
-        values = dict(zip(keys, reduced[:-1]))
-        values["grad_norm"] = reduced[-1]
+        values = dict(zip(keys, reduced[:-2]))
+        values["grad_norm"] = reduced[-2]
+        stopping = reduced[-1] > 0
+        problem = None
         if not math.isfinite(values["loss"]):
-            mine = dict(zip(keys, local.tolist()[:-1]))
-            raise FloatingPointError(
-                f"non-finite loss in stage '{self.name}' at step {self.step + 1} "
-                f"(rank-mean loss {values['loss']}; rank {self.dist.rank} returned {mine})")
-        if self.scaler is None and not math.isfinite(values["grad_norm"]):
+            mine = dict(zip(keys, local.tolist()[:-2]))
+            problem = (f"non-finite loss in stage '{self.name}' at step {self.step + 1} "
+                       f"(rank-mean loss {values['loss']}; rank {self.dist.rank} returned {mine})")
+        elif self.scaler is None and not math.isfinite(values["grad_norm"]):
             # (with fp16 the GradScaler skips such steps and lowers its scale instead)
-            raise FloatingPointError(
-                f"non-finite gradient norm in stage '{self.name}' at step {self.step + 1} "
-                f"(finite loss {values['loss']}; rank {self.dist.rank})")
+            problem = (f"non-finite gradient norm in stage '{self.name}' at step {self.step + 1} "
+                       f"(finite loss {values['loss']}; rank {self.dist.rank})")
+        if problem is not None:
+            self._skip_nonfinite(problem)
+            return None, keys, stopping
+        self.bad_steps = 0
         values["lr"] = float(self.optimizer.param_groups[0]["lr"])
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -362,7 +422,26 @@ class Trainer:
         else:
             self.optimizer.step()
         self.scheduler.step()
-        return values, keys
+        return values, keys, stopping
+
+    def _skip_nonfinite(self, problem: str) -> None:
+        """A step with a non-finite loss or gradient norm: skip it (no update; the schedule moves on)
+        while fewer than ``skip_nonfinite`` in a row were skipped, else raise FloatingPointError."""
+        self.bad_steps += 1
+        limit = self.settings.skip_nonfinite
+        if self.bad_steps > limit:
+            hint = (f"{self.bad_steps} in a row, trainer.skip_nonfinite={limit}" if limit
+                    else "set trainer.skip_nonfinite=N to skip up to N such steps in a row")
+            raise FloatingPointError(f"{problem}; stopping ({hint}). The last checkpoint is untouched.")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.skipped_steps += 1
+        if self.dist.is_main:
+            log.warning("%s: skipped (%d of at most %d in a row; %d skipped in this stage)", problem,
+                        self.bad_steps, limit, self.skipped_steps)
+            if self.logger is not None:
+                self.logger.log_metrics({f"{self.name}/skipped_steps": float(self.skipped_steps)},
+                                        step=self.step + 1)
 
     def _inputs(self, batch: Any) -> Mapping[str, Any]:
         if not isinstance(batch, Mapping):
@@ -422,12 +501,18 @@ class Trainer:
                           generator=torch.Generator().manual_seed(seed))
 
     def _resume(self) -> dict[str, Any] | None:
-        """Load ``{name}_last.pt`` if present; returns this rank's RNG state to restore."""
+        """Load ``{name}_last.pt`` if present; returns this rank's RNG state to restore.
+
+        Raises:
+            FileNotFoundError: ``resume: true`` and no ``{name}_last.pt`` (``auto`` starts fresh).
+        """
         path = self.checkpoint_path("last")
         if not path.is_file():
+            if self.settings.resume is True:
+                raise FileNotFoundError(f"stage '{self.name}': trainer.resume=true but there is no {path} to "
+                                        "resume from; use trainer.resume=auto to start fresh when there is none")
             if self.dist.is_main:
-                log.warning("stage '%s': resume=true but %s does not exist; starting fresh",
-                            self.name, path)
+                log.info("stage '%s': no %s yet; starting fresh", self.name, path)
             return None
         ckpt = load_checkpoint(path, map_location=self.device)
         step = int(ckpt["step"])
@@ -453,7 +538,13 @@ class Trainer:
         return rng[self.dist.rank % len(rng)]
 
     def _save(self, kinds: tuple[str, ...]) -> None:
+        """Write ``{name}_{kind}.pt`` for each kind (collective: every rank calls it). A ``final``
+        save under DDP also gathers each rank's weight digest and refuses diverged ranks."""
         rng = all_gather_objects(capture_rng_state(), self.dist)  # collective: all ranks
+        digests = all_gather_objects(state_digest(self.module), self.dist) if "final" in kinds else None
+        if digests is not None and len(set(digests)) > 1:
+            raise RuntimeError(f"stage '{self.name}': the ranks' weights differ at step {self.step} "
+                               f"(digests {digests}); gradients were not synchronised")
         if self.dist.is_main:
             state = {
                 "format": FORMAT_VERSION,
@@ -466,6 +557,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "rng": rng,
                 "config_yaml": self.config_yaml,
+                "rank_digests": digests,
             }
             for kind in kinds:
                 save_checkpoint(state, self.checkpoint_path(kind))

@@ -16,6 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+#: File in the run directory holding the W&B run id, for resuming the run.
+RUN_ID_FILE = "wandb_run_id"
+
 
 class NoLogger:
     """Logs nothing (``logger=none``, and every rank but 0 under DDP)."""
@@ -29,7 +32,7 @@ class NoLogger:
     def log_media(self, key: str, path: Path) -> None:
         pass
 
-    def finish(self) -> None:
+    def finish(self, preempted: bool = False) -> None:
         pass
 
 
@@ -38,18 +41,29 @@ class WandbLogger(NoLogger):
 
     ``mode="offline"`` (default) writes under ``run_dir/wandb`` with no network;
     ``mode="online"`` streams to the server (set ``WANDB_API_KEY``).
+
+    The run id is kept in ``run_dir/wandb_run_id``: with ``resume=True`` a run directory that has
+    one continues that W&B run (``wandb.init(id=..., resume="allow")``), so a pre-empted and
+    restarted job stays one run on the dashboard.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, config: dict[str, Any], name: str | None = None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, config: dict[str, Any], name: str | None = None,
+                 resume: bool = False):
         import wandb
 
         self._wandb = wandb
         self._step_metrics: set[str] = set()
+        id_file = Path(run_dir) / RUN_ID_FILE
+        run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+        if run_id:
+            log.info("resuming W&B run %s (from %s)", run_id, id_file)
         self.run = wandb.init(
             project=cfg.project, entity=cfg.get("entity"), group=cfg.get("group"),
             tags=list(cfg.get("tags") or []), mode=cfg.mode, dir=str(run_dir), config=config,
-            name=name, reinit="finish_previous",
+            name=name, reinit="finish_previous", id=run_id, resume="allow" if run_id else None,
         )
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(self.run.id + "\n")
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Log ``{"<stage>/<name>": value}`` against that stage's own step axis ``<stage>/step``.
@@ -72,8 +86,11 @@ class WandbLogger(NoLogger):
         media = self._wandb.Video(str(path), format="gif") if str(path).endswith(".gif") else self._wandb.Image(str(path))
         self.run.log({key: media})
 
-    def finish(self) -> None:
-        self.run.finish()
+    def finish(self, preempted: bool = False) -> None:
+        """End the run; ``preempted`` marks it so on the dashboard (it continues when resumed)."""
+        if preempted:
+            self.run.mark_preempting()
+        self.run.finish(exit_code=1 if preempted else None)
 
 
 def build_logger(cfg: DictConfig, run_dir: Path, is_main: bool = True, name: str | None = None) -> NoLogger:
@@ -88,4 +105,5 @@ def build_logger(cfg: DictConfig, run_dir: Path, is_main: bool = True, name: str
     if kind == "none" or not is_main:
         return NoLogger()
     config = OmegaConf.to_container(cfg, resolve=True)
-    return WandbLogger(cfg.logger, run_dir, config, name=name)
+    resume = cfg.get("trainer", {}).get("resume", False) not in (False, None)
+    return WandbLogger(cfg.logger, run_dir, config, name=name, resume=resume)

@@ -1,12 +1,16 @@
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
 from torch import nn
 
 from _training_toys import ListLogger, ToyRegression, ToyRegressor, stage_cfg, trainer_cfg
-from futurelat.training.checkpoint import load_checkpoint
+from futurelat.training.checkpoint import load_checkpoint, state_digest
+from futurelat.training.distributed import DistInfo
+from futurelat.training.preemption import TrainingInterrupted
 from futurelat.training.optim import warmup_cosine
 from futurelat.training.trainer import Trainer
 
@@ -137,11 +141,13 @@ def test_resume_at_max_steps_skips_training(tmp_path):
     assert torch.equal(out.net[0].weight, first.net[0].weight)
 
 
-def test_resume_without_checkpoint_starts_fresh(tmp_path, caplog):
-    t = make(tmp_path, cfg=trainer_cfg(resume=True), stage=stage_cfg(max_steps=2))
-    with caplog.at_level("WARNING"):
+def test_resume_auto_starts_fresh_and_true_insists(tmp_path, caplog):
+    t = make(tmp_path / "auto", cfg=trainer_cfg(resume="auto"), stage=stage_cfg(max_steps=2))
+    with caplog.at_level("INFO"):
         t.fit()
     assert t.step == 2 and "starting fresh" in caplog.text
+    with pytest.raises(FileNotFoundError, match=r"trainer.resume=true but there is no .*toy_last.pt"):
+        make(tmp_path / "true", cfg=trainer_cfg(resume=True), stage=stage_cfg(max_steps=2)).fit()
 
 
 class FrozenEncoderHead(nn.Module):
@@ -208,6 +214,20 @@ def test_missing_stage_key_and_bad_setting(tmp_path):
         make(tmp_path, cfg=trainer_cfg(precision="fp8"))
     with pytest.raises(ValueError, match="trainer.cpu_malloc"):
         make(tmp_path, cfg=trainer_cfg(cpu_malloc="jemalloc"))
+    with pytest.raises(ValueError, match="trainer.resume"):
+        make(tmp_path, cfg=trainer_cfg(resume="sometimes"))
+    with pytest.raises(ValueError, match="trainer.stop_signals: 'SIGNOPE'"):
+        make(tmp_path, cfg=trainer_cfg(stop_signals=["SIGTERM", "SIGNOPE"]))
+    with pytest.raises(ValueError, match="trainer.skip_nonfinite"):
+        make(tmp_path, cfg=trainer_cfg(skip_nonfinite=-1))
+
+
+def test_trainer_device_must_match_the_process_device(tmp_path):
+    """One device per process: a trainer.device that disagrees with init_distributed's is refused
+    (before anything is moved: this fake CUDA process never touches a GPU)."""
+    cuda = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cuda", 0), is_main=True)
+    with pytest.raises(ValueError, match=r"trainer.device=cpu \(cpu\) but this process was set up for cuda:0"):
+        make(tmp_path, cfg=trainer_cfg(device="cpu"), dist=cuda)
 
 
 class NoLoss(ToyRegressor):
@@ -249,6 +269,90 @@ class NaNGradAtStep2(ToyRegressor):
 def test_non_finite_gradient_raises(tmp_path):
     with pytest.raises(FloatingPointError, match=r"gradient norm in stage 'toy' at step 2"):
         make(tmp_path, NaNGradAtStep2()).fit()
+
+
+class NaNAtSteps(ToyRegressor):
+    """A NaN loss at the given 1-based steps (one micro-batch per step)."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.bad = set(steps)
+
+    def forward(self, x, y):
+        out = super().forward(x, y)
+        if len(self.losses) in self.bad:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+def test_non_finite_step_never_overwrites_the_last_checkpoint(tmp_path):
+    t = make(tmp_path, NaNAtSteps({5}), cfg=trainer_cfg(ckpt_every=2), stage=stage_cfg(max_steps=8))
+    with pytest.raises(FloatingPointError, match=r"step 5.*trainer.skip_nonfinite=N"):
+        t.fit()
+    assert load_checkpoint(t.checkpoint_path("last"))["step"] == 4
+    assert not t.checkpoint_path("final").exists()
+
+
+def test_skip_nonfinite_skips_up_to_n_steps_in_a_row(tmp_path, caplog):
+    logger = ListLogger()
+    t = make(tmp_path / "ok", NaNAtSteps({3, 4, 7}), cfg=trainer_cfg(skip_nonfinite=2),
+             stage=stage_cfg(max_steps=10), logger=logger)
+    with caplog.at_level("WARNING"):
+        module = t.fit()
+    assert t.step == 10 and t.skipped_steps == 3
+    assert caplog.text.count("skipped (") == 3 and "at step 4" in caplog.text
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    logged = [(step, m) for step, m in logger.records if "toy/loss" in m]
+    assert all(math.isfinite(m["toy/loss"]) for _, m in logged)  # skipped steps stay out of the means
+    assert [m["toy/skipped_steps"] for _, m in logger.records if "toy/skipped_steps" in m] == [1, 2, 3]
+    with pytest.raises(FloatingPointError, match=r"3 in a row, trainer.skip_nonfinite=2"):
+        make(tmp_path / "bad", NaNAtSteps({3, 4, 5}), cfg=trainer_cfg(skip_nonfinite=2),
+             stage=stage_cfg(max_steps=10)).fit()
+
+
+class SignalAtStep(ToyRegressor):
+    """Sends this process ``sig`` during the forward pass of step ``at`` (1-based)."""
+
+    def __init__(self, sig, at, dropout=0.3):
+        super().__init__(dropout=dropout)
+        self.sig, self.at = sig, at
+
+    def forward(self, x, y):
+        if len(self.losses) + 1 == self.at:
+            os.kill(os.getpid(), self.sig)
+        return super().forward(x, y)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_saves_the_step_then_resume_is_bit_identical(tmp_path, sig):
+    """The step in flight finishes and is saved as last.pt; the handler that was there before runs
+    after the save (submitit's requeue hook, say); resuming ends where an uninterrupted run ends."""
+    calls = []
+
+    def before(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(sig, before)
+    try:
+        t = make(tmp_path / "run", lambda: SignalAtStep(sig, at=5), stage=stage_cfg(max_steps=12))
+        with pytest.raises(TrainingInterrupted) as info:
+            t.fit()
+        assert calls == [sig]  # forwarded once, after the checkpoint was written
+        assert signal.getsignal(sig) is before  # the trainer's handler is gone again
+    finally:
+        signal.signal(sig, previous)
+    assert info.value.step == 5 and info.value.exit_code == 128 + sig
+    assert load_checkpoint(t.checkpoint_path("last"))["step"] == 5
+    assert not t.checkpoint_path("final").exists()
+
+    resumed = make(tmp_path / "run", lambda: ToyRegressor(dropout=0.3), trainer_cfg(resume="auto"),
+                   stage_cfg(max_steps=12))
+    resumed.fit()
+    ref = make(tmp_path / "ref", lambda: ToyRegressor(dropout=0.3), stage=stage_cfg(max_steps=12)).fit()
+    for k, p in resumed.module.state_dict().items():
+        assert torch.equal(p, ref.state_dict()[k]), k
+    digests = load_checkpoint(resumed.checkpoint_path("final"))["rank_digests"]
+    assert digests == [state_digest(ref)]
 
 
 def test_num_workers_and_progress_bar(tmp_path):
