@@ -93,8 +93,10 @@ from futurelat.models.latent_video_model import build_backbone
 from futurelat.training.checkpoint import load_module_weights
 from futurelat.training.distributed import (DistInfo, all_gather_objects, barrier, init_distributed,
                                             resolve_device)
+from futurelat.utils import launch_time
 
 log = logging.getLogger(__name__)
+launch_time.register()  # ${launch_time:...} in hydra.run.dir: one run directory for all torchrun ranks
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 SPLITS = ("train", "test")

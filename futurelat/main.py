@@ -38,10 +38,12 @@ from futurelat.training.checkpoint import load_module_weights
 from futurelat.training.distributed import DistInfo, init_distributed
 from futurelat.training.preemption import TrainingInterrupted
 from futurelat.training.trainer import Trainer
+from futurelat.utils import launch_time
 from futurelat.utils.config import print_config, save_config
 from futurelat.utils.logging import build_logger
 
 log = logging.getLogger(__name__)
+launch_time.register()  # ${launch_time:...} in hydra.run.dir: one run directory for all torchrun ranks
 
 STAGES = ("tokenizer", "predictor", "evaluate")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")

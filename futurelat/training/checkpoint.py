@@ -41,14 +41,16 @@ def checkpoint_path(run_dir: str | os.PathLike, name: str, kind: str = "last") -
     return Path(run_dir) / "checkpoints" / f"{name}_{kind}.pt"
 
 
-def state_digest(module: nn.Module) -> str:
-    """SHA-256 (hex) of ``module.state_dict()``: names, dtypes, shapes and bytes, in order.
+def state_digest(state: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of a module's ``state_dict()`` (or of a state dict): names, dtypes, shapes and
+    bytes, in order.
 
-    Equal digests on two ranks mean bit-identical weights and buffers. Costs one pass over the
-    weights (copied to the CPU from a GPU).
+    Equal digests on two ranks mean bit-identical weights and buffers; a checkpoint's ``model``
+    entry has the digest of the module it was saved from. Costs one pass over the weights
+    (copied to the CPU from a GPU).
     """
     sha = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    for name, tensor in (state.state_dict() if isinstance(state, nn.Module) else state).items():
         t = tensor.detach().cpu().contiguous()
         sha.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         sha.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
