@@ -106,7 +106,7 @@ def _hub_unreachable(repo_id: str) -> str | None:
         status = getattr(getattr(error, "response", None), "status_code", None)
         return f"the Hub answered {status}: {error}" if status is not None and status >= 500 else None
     except Exception as error:  # no connection: DNS, refused, proxy, or no answer within the timeout
-        return f"the Hugging Face Hub did not answer within {timeout} s ({type(error).__name__}: {error})"
+        return f"the Hugging Face Hub cannot be reached ({type(error).__name__}: {error}; timeout {timeout} s)"
     return None
 
 
