@@ -94,8 +94,8 @@ def check_stored_config(ckpt: Mapping[str, Any], cfg: DictConfig, part: str, pat
                     part, path, override, lines)
         return
     raise ValueError(
-        f"{part} checkpoint {path} was trained with another model config than this run's (same weight shapes, "
-        f"so it would load and be scored as a different model):\n{lines}\nSet these keys as the checkpoint's "
+        f"{part} checkpoint {path} was trained with another model config than this run's (its weights may load "
+        f"cleanly and be scored as a different model):\n{lines}\nSet these keys as the checkpoint's "
         f"run did (its config.yaml, or config_yaml inside the checkpoint), or load it anyway with {override}")
 
 
