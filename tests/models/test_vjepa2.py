@@ -249,12 +249,12 @@ class Hub:
     one (a miss in an empty cache); a download returns a tiny random model; the Hub's HEAD request
     (``get_hf_file_metadata``) answers, or raises ``probe_error``. Every call is recorded."""
 
-    def __init__(self, monkeypatch, probe_error: Exception | None = None):
+    def __init__(self, monkeypatch, probe_error: Exception | None = None, download_error: Exception | None = None):
         from huggingface_hub import constants
         from transformers import VJEPA2Model
 
         self.lookups, self.downloads, self.probes = [], [], []
-        self.probe_error = probe_error
+        self.probe_error, self.download_error = probe_error, download_error
         self._real = VJEPA2Model.from_pretrained
         monkeypatch.setattr(VJEPA2Model, "from_pretrained", self.from_pretrained)
         monkeypatch.setattr("huggingface_hub.get_hf_file_metadata", self.get_hf_file_metadata)
@@ -268,6 +268,8 @@ class Hub:
             self.lookups.append((source, kwargs))
             return self._real(source, **kwargs)
         self.downloads.append((source, kwargs))
+        if self.download_error is not None:
+            raise self.download_error
         return tiny(init_seed=5).model, {"missing_keys": []}
 
     def get_hf_file_metadata(self, url, timeout=None, **kwargs):
@@ -321,6 +323,14 @@ def test_no_connection_fails_fast_with_the_clear_message(tmp_path, monkeypatch):
     assert len(hub.probes) == 1 and hub.downloads == []
     _assert_clear_offline_message(str(error.value), cache, "the Hugging Face Hub cannot be reached")
     assert "ConnectionError: [Errno 101] Network is unreachable" in str(error.value)
+
+
+def test_a_failed_download_gives_the_clear_message(tmp_path, monkeypatch):
+    hub = Hub(monkeypatch, download_error=OSError("We couldn't connect to 'https://huggingface.co'"))
+    with pytest.raises(FileNotFoundError) as error:
+        VJEPA2Backbone(pretrained=DEFAULT_CHECKPOINT, cache_dir=str(tmp_path / "hub"))
+    assert len(hub.downloads) == 1
+    assert "cannot be downloaded: the download failed: We couldn't connect" in str(error.value)
 
 
 def test_constructor_validation():
