@@ -24,7 +24,8 @@ and writes into ``dataset.dir``; training reads ``dataset.dir`` through
 on-disk format is documented in :mod:`futurelat.datasets.latent_cache`.
 
 The backbone is built from ``backbone`` as for training. With ``backbone.checkpoint`` set, its weights are
-loaded (``load_module_weights``, e.g. a ``tokenizer_final.pt``); without one a backbone that futurelat
+loaded (``load_checked_weights``, e.g. a ``tokenizer_final.pt``, refused if the config stored in it defines
+another backbone; ``backbone.allow_config_mismatch=true`` accepts it); without one a backbone that futurelat
 trains (``trainable = True``, e.g. ``vqvae``) is refused (random weights make a useless cache), while a
 frozen pretrained backbone (e.g. V-JEPA 2) is used as it builds itself. It is frozen and run in eval mode
 under ``no_grad``.
@@ -90,7 +91,7 @@ from futurelat.datasets.latent_cache import (CSV_COLUMNS, FAILED_COLUMNS, FORMAT
                                              write_csv)
 from futurelat.models.base import Backbone, LatentSpec
 from futurelat.models.latent_video_model import build_backbone
-from futurelat.training.checkpoint import load_module_weights
+from futurelat.training.config_match import load_checked_weights
 from futurelat.training.distributed import (DistInfo, all_gather_objects, barrier, init_distributed,
                                             resolve_device)
 from futurelat.utils import launch_time
@@ -189,11 +190,12 @@ def build_frozen_backbone(cfg: DictConfig) -> tuple[Backbone, LatentSpec]:
 
     Raises:
         ValueError: a trainable backbone (e.g. ``vqvae``) without ``backbone.checkpoint``.
+        ValueError: the checkpoint's stored config defines another backbone (``load_checked_weights``).
         FileNotFoundError / KeyError / RuntimeError: from ``load_module_weights`` (bad checkpoint).
     """
     backbone = build_backbone(cfg)
     if cfg.backbone.get("checkpoint"):
-        load_module_weights(cfg.backbone.checkpoint, backbone)
+        load_checked_weights(cfg, "backbone", backbone)
     elif backbone.trainable:
         raise ValueError(f"backbone '{cfg.backbone.name}' is trained by futurelat (stage 1) and has no "
                          "backbone.checkpoint: caching random weights is useless. Set "

@@ -34,7 +34,7 @@ from futurelat.evaluation.latent_evaluator import PICTURE_FILE as LATENT_PICTURE
 from futurelat.evaluation.latent_evaluator import FramesBaseline, evaluate_latents, summarize_latents
 from futurelat.models.latent_video_model import LatentVideoModel, build_model
 from futurelat.registry import BACKBONES
-from futurelat.training.checkpoint import load_module_weights
+from futurelat.training.config_match import load_checked_weights
 from futurelat.training.distributed import DistInfo, init_distributed
 from futurelat.training.preemption import TrainingInterrupted
 from futurelat.training.trainer import Trainer
@@ -114,7 +114,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
     try:
         # ---- stage 1: tokenizer
         if cfg.backbone.checkpoint:
-            load_module_weights(cfg.backbone.checkpoint, model.backbone)
+            load_checked_weights(cfg, "backbone", model.backbone)
         elif "tokenizer" in stages and model.backbone.trainable:
             train_set = build_dataset(cfg.dataset, "train")
             k = int(cfg.backbone.get("frames_per_clip") or cfg.dataset.context_frames + cfg.dataset.future_frames)
@@ -126,7 +126,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
 
         # ---- stage 2: predictor on the frozen backbone
         if cfg.head.checkpoint:
-            load_module_weights(cfg.head.checkpoint, model.head)
+            load_checked_weights(cfg, "head", model.head)
         elif "predictor" in stages:
             train_set = train_set or build_dataset(cfg.dataset, "train")
             Trainer(model.head, train_set, cfg.trainer, cfg.trainer.predictor, run_dir, name="predictor",

@@ -32,9 +32,10 @@ def _needs_hub_weights(cfg) -> bool:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_preset_composes_and_builds(experiment):
+def test_every_preset_composes_and_builds(experiment, monkeypatch):
     cfg = compose_config([f"+experiment={experiment}"])
     if _needs_hub_weights(cfg):
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never a download from a test, whatever the environment
         # No download here: the builder says how to get the weights; the preset's head is then
         # built on the tiny random V-JEPA 2 (same latent layout, smaller D), one layer deep.
         with pytest.raises(FileNotFoundError, match="huggingface-cli download"):

@@ -46,6 +46,15 @@ def test_main_job_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((again / "metrics.json").read_text())["test/mse"] == pytest.approx(metrics["test/mse"])
 
+    # An eval-only run whose model config differs from the one stored in the head checkpoint stops before scoring.
+    changed = tmp_path / "changed"
+    result = run_main([*TINY, f"hydra.run.dir={changed}", "stages=[evaluate]", "head.params.mlp_ratio=3.0",
+                       f"backbone.checkpoint={ckpt / 'tokenizer_final.pt'}",
+                       f"head.checkpoint={ckpt / 'predictor_final.pt'}"], cwd=ROOT)
+    assert result.returncode != 0
+    assert "head.params.mlp_ratio: checkpoint 2.0, this run 3.0" in result.stderr, result.stderr[-3000:]
+    assert "head.allow_config_mismatch=true" in result.stderr and not (changed / "metrics.json").exists()
+
 
 def test_print_config_and_bad_override(tmp_path):
     result = run_main(["--cfg", "job"], cwd=ROOT)

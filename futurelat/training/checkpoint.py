@@ -25,7 +25,7 @@ import os
 import pickle
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +150,13 @@ def load_checkpoint(path: str | os.PathLike,
 
 def load_module_weights(path: str | os.PathLike, module: nn.Module, *, key: str = "model",
                         strict: bool = True,
-                        map_location: str | torch.device | None = "cpu") -> nn.Module:
+                        map_location: str | torch.device | None = "cpu",
+                        check: Callable[[Mapping[str, Any]], None] | None = None) -> nn.Module:
     """Load only the model weights ``checkpoint[key]`` of a trainer checkpoint into ``module``.
 
     Used e.g. to build a frozen tokenizer from ``run_dir/checkpoints/tokenizer_final.pt``.
+    ``check``, if given, is called with the whole checkpoint dict before the weights are loaded
+    (e.g. :func:`futurelat.training.config_match.check_stored_config`); what it raises propagates.
 
     Returns:
         ``module`` (its parameters and buffers overwritten in place).
@@ -168,6 +171,8 @@ def load_module_weights(path: str | os.PathLike, module: nn.Module, *, key: str 
     if not isinstance(ckpt, Mapping) or key not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise KeyError(f"checkpoint {path} has no {key!r} entry (found: {keys})")
+    if check is not None:
+        check(ckpt)
     try:
         module.load_state_dict(ckpt[key], strict=strict)
     except RuntimeError as err:

@@ -240,9 +240,8 @@ def test_test_file_is_read(tmp_path):
     ds = build_moving_mnist(_cfg(test_file=str(path), channels=1), "test")
     assert len(ds) == 5
     assert torch.equal(ds[3]["frames"][:, 0], torch.from_numpy(data[:, 3]).float() / 255)
-    short = MovingMNIST(None, num_sequences=2, seed=1, test_file=path, context_frames=3, future_frames=4)
-    assert len(short) == 2 and short[1]["frames"].shape == (7, 1, 64, 64)
-    assert torch.equal(short[1]["frames"][:, 0], torch.from_numpy(data[:7, 1]).float() / 255)
+    part = MovingMNIST(None, num_sequences=2, seed=1, test_file=path)
+    assert len(part) == 2 and torch.equal(part[1]["frames"][:, 0], torch.from_numpy(data[:, 1]).float() / 255)
     batch = next(iter(DataLoader(ds, batch_size=5, num_workers=0)))["frames"]
     assert batch.shape == (5, 20, 1, 64, 64)
     # The train split is still generated from digits.
@@ -256,6 +255,7 @@ def test_test_file_is_read(tmp_path):
         np.zeros((20, 3, 64, 64), np.float32),  # wrong dtype
         np.zeros((3, 64, 64), np.uint8),  # wrong ndim
         np.zeros((12, 3, 64, 64), np.uint8),  # fewer than 20 frames
+        np.zeros((21, 3, 64, 64), np.uint8),  # more than 20 frames (was: the first 20 were read)
     ],
 )
 def test_malformed_test_file_raises(tmp_path, array):
@@ -264,6 +264,39 @@ def test_malformed_test_file_raises(tmp_path, array):
     with pytest.raises(ValueError) as err:
         build_moving_mnist(_cfg(test_file=str(path)), "test")
     assert str(path) in str(err.value) and "(20, N, 64, 64) uint8" in str(err.value)
+
+
+def test_sequences_first_test_file_is_refused_with_the_transpose_fix(tmp_path):
+    # (N, T, H, W) = 100 sequences of 20 frames: was read as 20 sequences of 100 frames.
+    path = tmp_path / "sequences_first.npy"
+    np.save(path, np.zeros((100, 20, 64, 64), np.uint8))
+    with pytest.raises(ValueError) as err:
+        build_moving_mnist(_cfg(test_file=str(path)), "test")
+    message = str(err.value)
+    for part in (str(path), "shape (100, 20, 64, 64)", "looks like (N, T, H, W)", "np.swapaxes(a, 0, 1)",
+                 "(T, N, H, W) = (20, N, 64, 64) uint8"):
+        assert part in message
+
+
+def test_frame_count_must_equal_context_plus_future(tmp_path):
+    path = tmp_path / "mnist_test_seq.npy"
+    np.save(path, np.zeros((20, 3, 64, 64), np.uint8))
+    with pytest.raises(ValueError) as err:  # 3 + 4 = 7 frames: not silently the first 7 of each sequence
+        MovingMNIST(None, num_sequences=2, seed=1, test_file=path, context_frames=3, future_frames=4)
+    assert "holds 20 frames per sequence, not context_frames + future_frames = 7" in str(err.value)
+    assert "a = a[:7]" in str(err.value)
+
+
+def test_ambiguous_square_test_file_is_ordered_by_its_pixels(tmp_path, splits):
+    # N == T == 20: the shape cannot tell; consecutive frames share pixels, neighbouring sequences do not.
+    sequences_first, _ = MovingMNIST(splits[1], num_sequences=20, seed=3).generate_batch(range(20))  # (N, T, H, W)
+    path = tmp_path / "square.npy"
+    np.save(path, sequences_first)
+    with pytest.raises(ValueError, match=r"ambiguous \(N == T\).*np\.swapaxes\(a, 0, 1\)"):
+        build_moving_mnist(_cfg(test_file=str(path)), "test")
+    np.save(path, np.swapaxes(sequences_first, 0, 1))
+    ds = build_moving_mnist(_cfg(test_file=str(path), channels=1), "test")
+    assert torch.equal(ds[4]["frames"][:, 0], torch.from_numpy(sequences_first[4]).float() / 255)
 
 
 def test_missing_test_file_raises(tmp_path):

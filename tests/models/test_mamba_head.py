@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import pytest
 import torch
 
 from futurelat.models.base import LatentSpec, Latents
 from futurelat.models.heads.mamba import MambaHead
-from futurelat.models.heads.mamba_layers import Mamba2Mixer, ssd_chunk_scan
+from futurelat.models.heads import mamba_layers
+from futurelat.models.heads.mamba_layers import Mamba2Mixer, resolve_backend, ssd_chunk_scan
 from futurelat.models.heads.sampling import sample_codes, sampling_options
 from futurelat.registry import HEADS
 
@@ -78,8 +80,65 @@ def test_backend_choice():
         assert Mamba2Mixer(16, head_dim=8, backend="auto").backend == "torch"
         with pytest.raises(ImportError, match="mamba-ssm"):
             Mamba2Mixer(16, head_dim=8, backend="mamba_ssm")
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError, match="head.params.backend"):
         Mamba2Mixer(16, head_dim=8, backend="cuda")
+
+
+def _kernel(outcome):
+    """A stand-in for ``_import_mamba_ssm_scan``: returns a kernel, or raises ``outcome``."""
+    def load():
+        if isinstance(outcome, Exception):
+            raise outcome
+        return lambda *args, **kwargs: None
+    return load
+
+
+@pytest.fixture
+def fresh_log(monkeypatch, caplog):
+    """The once-per-process scan log emptied for one test; INFO records of mamba_layers captured."""
+    monkeypatch.setattr(mamba_layers, "_announced", set())
+    caplog.set_level(logging.INFO, logger=mamba_layers.__name__)
+    return caplog
+
+
+MISSING = ModuleNotFoundError("No module named 'mamba_ssm'")
+REINSTALL = "(re)install mamba-ssm (pip install 'futurelat[cuda]') for the fused kernel"
+
+
+@pytest.mark.parametrize("outcome,cuda,backend,message,level", [
+    (MISSING, False, "torch", "mamba scan: torch (mamba_ssm not installed: No module named 'mamba_ssm')", "INFO"),
+    (MISSING, True, "torch", "mamba scan: torch (mamba_ssm not installed: No module named 'mamba_ssm') on a CUDA "
+     f"machine: {REINSTALL}", "WARNING"),
+    (RuntimeError("libcudart.so.12: cannot open"), True, "torch",
+     f"mamba scan: torch (mamba_ssm failed to import: RuntimeError: libcudart.so.12: cannot open) on a CUDA machine: "
+     f"{REINSTALL}", "WARNING"),
+    ("kernel", False, "torch", "mamba scan: torch (mamba_ssm installed, but CUDA is not available)", "INFO"),
+    ("kernel", True, "mamba_ssm", "mamba scan: mamba_ssm (CUDA kernels; CPU tensors use the torch scan)", "INFO"),
+])
+def test_auto_backend_says_once_which_scan_runs_and_why(monkeypatch, fresh_log, outcome, cuda, backend, message,
+                                                        level):
+    monkeypatch.setattr(mamba_layers, "_import_mamba_ssm_scan", _kernel(outcome))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert [resolve_backend("auto") for _ in range(3)] == [backend] * 3  # e.g. three layers
+    assert [(r.levelname, r.getMessage()) for r in fresh_log.records] == [(level, message)]
+
+
+def test_a_head_of_many_layers_logs_its_scan_once(monkeypatch, fresh_log):
+    monkeypatch.setattr(mamba_layers, "_import_mamba_ssm_scan", _kernel(MISSING))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    head = tiny_head(backend="auto", num_layers=3)
+    assert head.backend == "torch" and all(b.temporal.backend == "torch" for b in head.blocks)
+    assert [r.getMessage() for r in fresh_log.records] == [
+        "mamba scan: torch (mamba_ssm not installed: No module named 'mamba_ssm')"]
+
+
+def test_explicit_mamba_ssm_backend_without_the_package_is_an_error(monkeypatch, fresh_log):
+    monkeypatch.setattr(mamba_layers, "_import_mamba_ssm_scan", _kernel(MISSING))
+    with pytest.raises(ImportError) as err:
+        Mamba2Mixer(16, head_dim=8, backend="mamba_ssm")
+    assert "head.params.backend='mamba_ssm' needs the mamba-ssm CUDA kernels" in str(err.value)
+    assert "mamba_ssm not installed: No module named 'mamba_ssm'" in str(err.value)
+    assert "backend='torch'" in str(err.value)
 
 
 # ----------------------------------------------------------- recurrent state == parallel

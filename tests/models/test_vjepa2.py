@@ -1,4 +1,4 @@
-"""The frozen V-JEPA 2 backbone on tiny random-weight models (no download, a few seconds on one CPU thread)."""
+"""The frozen V-JEPA 2 backbone on tiny random-weight models (no download: the Hub is mocked; a few seconds on one CPU thread)."""
 
 from __future__ import annotations
 
@@ -244,19 +244,93 @@ def test_missing_local_directory_fails_fast(tmp_path):
     assert time.monotonic() - start < 3.0
 
 
-def test_uncached_hub_id_fails_fast_and_says_how_to_get_it(tmp_path, monkeypatch):
-    # huggingface_hub reads HF_HOME at import, so the empty cache is also passed as cache_dir; HF_HUB_OFFLINE
-    # is unset: the backbone must not try the network even when it is allowed to.
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+class Hub:
+    """The network side of ``from_pretrained`` mocked: the cache lookup (``local_files_only=True``) is the real
+    one (a miss in an empty cache); a download returns a tiny random model; the Hub's HEAD request
+    (``get_hf_file_metadata``) answers, or raises ``probe_error``. Every call is recorded."""
+
+    def __init__(self, monkeypatch, probe_error: Exception | None = None, download_error: Exception | None = None):
+        from huggingface_hub import constants
+        from transformers import VJEPA2Model
+
+        self.lookups, self.downloads, self.probes = [], [], []
+        self.probe_error, self.download_error = probe_error, download_error
+        self._real = VJEPA2Model.from_pretrained
+        monkeypatch.setattr(VJEPA2Model, "from_pretrained", self.from_pretrained)
+        monkeypatch.setattr("huggingface_hub.get_hf_file_metadata", self.get_hf_file_metadata)
+        # Online unless a test sets HF_HUB_OFFLINE: CI sets it, and huggingface_hub reads it at import.
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+    def from_pretrained(self, source, **kwargs):
+        if kwargs["local_files_only"]:
+            self.lookups.append((source, kwargs))
+            return self._real(source, **kwargs)
+        self.downloads.append((source, kwargs))
+        if self.download_error is not None:
+            raise self.download_error
+        return tiny(init_seed=5).model, {"missing_keys": []}
+
+    def get_hf_file_metadata(self, url, timeout=None, **kwargs):
+        self.probes.append((url, timeout))
+        if self.probe_error is not None:
+            raise self.probe_error
+        return object()
+
+
+def test_an_uncached_hub_id_is_downloaded_into_the_cache(tmp_path, monkeypatch):
+    hub = Hub(monkeypatch)
+    cache = str(tmp_path / "hub")
+    loaded = VJEPA2Backbone(pretrained=DEFAULT_CHECKPOINT, crop_size=CROP, cache_dir=cache)
+    assert [(source, kw["cache_dir"]) for source, kw in hub.lookups] == [(DEFAULT_CHECKPOINT, cache)]
+    assert [(source, kw["cache_dir"], kw["crop_size"]) for source, kw in hub.downloads] == [
+        (DEFAULT_CHECKPOINT, cache, CROP)]
+    assert [url for url, _ in hub.probes] == [f"https://huggingface.co/{DEFAULT_CHECKPOINT}/resolve/main/config.json"]
+    assert 0 < hub.probes[0][1] <= 60  # a bounded HEAD request, not the download's retries
+    assert loaded.has_predictor and loaded.latent_dim == D
+    frames = clip(b=1, t=4)
+    assert torch.equal(loaded.encode(frames).latents, tiny(init_seed=5).encode(frames).latents)
+
+
+def _assert_clear_offline_message(message: str, cache: str, reason: str) -> None:
+    for part in (f"'{DEFAULT_CHECKPOINT}'", reason, "HF_HUB_OFFLINE", f"hf download {DEFAULT_CHECKPOINT}",
+                 f"huggingface-cli download {DEFAULT_CHECKPOINT}", "backbone.params.pretrained=/path/to/dir", cache,
+                 "fails here at once instead of retrying"):
+        assert part in message, part
+    assert "never downloads" not in message
+
+
+def test_offline_mode_fails_at_once_without_asking_the_hub(tmp_path, monkeypatch):
+    hub = Hub(monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read when the backbone is built, not at import
+    cache = str(tmp_path / "hub")
     start = time.monotonic()
     with pytest.raises(FileNotFoundError) as error:
-        VJEPA2Backbone(pretrained=DEFAULT_CHECKPOINT, cache_dir=str(tmp_path / "hub"))
+        VJEPA2Backbone(pretrained=DEFAULT_CHECKPOINT, cache_dir=cache)
     assert time.monotonic() - start < 3.0
-    message = str(error.value)
-    for part in (f"'{DEFAULT_CHECKPOINT}'", "HF_HUB_OFFLINE", f"huggingface-cli download {DEFAULT_CHECKPOINT}",
-                 "backbone.params.pretrained=/path/to/dir", str(tmp_path / "hub")):
-        assert part in message
+    assert len(hub.lookups) == 1 and hub.downloads == [] and hub.probes == []
+    _assert_clear_offline_message(str(error.value), cache, "offline mode is on")
+
+
+def test_no_connection_fails_fast_with_the_clear_message(tmp_path, monkeypatch):
+    hub = Hub(monkeypatch, probe_error=ConnectionError("[Errno 101] Network is unreachable"))
+    cache = str(tmp_path / "hub")
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError) as error:
+        VJEPA2Backbone(pretrained=DEFAULT_CHECKPOINT, cache_dir=cache)
+    assert time.monotonic() - start < 3.0
+    assert len(hub.probes) == 1 and hub.downloads == []
+    _assert_clear_offline_message(str(error.value), cache, "the Hugging Face Hub cannot be reached")
+    assert "ConnectionError: [Errno 101] Network is unreachable" in str(error.value)
+
+
+def test_a_failed_download_gives_the_clear_message(tmp_path, monkeypatch):
+    hub = Hub(monkeypatch, download_error=OSError("We couldn't connect to 'https://huggingface.co'"))
+    with pytest.raises(FileNotFoundError) as error:
+        VJEPA2Backbone(pretrained=DEFAULT_CHECKPOINT, cache_dir=str(tmp_path / "hub"))
+    assert len(hub.downloads) == 1
+    assert "cannot be downloaded: the download failed: We couldn't connect" in str(error.value)
 
 
 def test_constructor_validation():
@@ -288,11 +362,12 @@ def test_tiny_preset_builds_a_model_with_a_regression_head():
     assert torch.isfinite(model.head(z)["loss"])
 
 
-def test_pretrained_preset_without_cached_weights_raises_a_clear_error():
+def test_pretrained_preset_without_cached_weights_raises_a_clear_error(monkeypatch):
     from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(DEFAULT_CHECKPOINT, "config.json"), str):
         pytest.skip(f"{DEFAULT_CHECKPOINT} is cached on this machine")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never a 1.2 GB download from a test, whatever the environment
     cfg = compose_config(["backbone=vjepa2"])
     assert cfg.backbone.params.window_frames == cfg.dataset.context_frames
     with pytest.raises(FileNotFoundError, match="huggingface-cli download"):

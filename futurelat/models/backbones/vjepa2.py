@@ -20,6 +20,8 @@ position ids in ``VJEPA2RopeAttention.get_position_ids`` decode indices the same
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,8 @@ from futurelat.registry import BACKBONES
 
 if TYPE_CHECKING:  # transformers is imported when a model is built: it costs seconds at registry import
     from transformers import VJEPA2Model
+
+log = logging.getLogger(__name__)
 
 #: The released checkpoints (``hidden_size`` 1024, 1280, 1408; 256 px except ViT-g/384).
 DEFAULT_CHECKPOINT = "facebook/vjepa2-vitl-fpc64-256"
@@ -58,43 +62,78 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or Path(name).exists()
 
 
-def _missing_weights_message(pretrained: str, cache_dir: str | None) -> str:
+def _missing_weights_message(pretrained: str, cache_dir: str | None, reason: str) -> str:
     from huggingface_hub import constants
 
     where = cache_dir or constants.HF_HUB_CACHE
     return (
         f"V-JEPA 2 weights '{pretrained}' (backbone.params.pretrained) are not in the local Hugging Face "
-        f"cache ({where}). futurelat loads them with local_files_only=True and never downloads (as with "
-        f"HF_HUB_OFFLINE=1), so a machine without network fails here at once instead of retrying. On a "
-        f"machine with internet run `huggingface-cli download {pretrained}` (or `hf download {pretrained}`) "
-        f"and copy the cache here "
+        f"cache ({where}) and cannot be downloaded: {reason}. futurelat downloads missing weights into that "
+        f"cache when the Hub answers and offline mode is off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE unset); "
+        f"otherwise it fails here at once instead of retrying. On a machine with internet run "
+        f"`hf download {pretrained}` (or `huggingface-cli download {pretrained}`) and copy the cache here "
         f"(HF_HOME / backbone.params.cache_dir), or save the model to a directory and set "
         f"backbone.params.pretrained=/path/to/dir (if {pretrained!r} was meant as a directory, it does not "
         f"exist). Known ids: {', '.join(CHECKPOINTS)}."
     )
 
 
+def _offline_mode() -> bool:
+    """huggingface_hub's offline mode, read now: its constant (set at import) or the environment variables."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_unreachable(repo_id: str) -> str | None:
+    """Why ``repo_id`` cannot be downloaded now (offline mode, or the Hub does not answer), or ``None``.
+
+    One HEAD request for its ``config.json``, without retries and with huggingface_hub's
+    ``HF_HUB_ETAG_TIMEOUT`` (10 s by default): a machine without network is told in seconds,
+    where a download would retry for minutes. An HTTP answer (e.g. 401 for a gated repo, 404)
+    means the Hub is reachable: ``from_pretrained`` then reports it.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if _offline_mode():
+        return "offline mode is on (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1)"
+    timeout = constants.HF_HUB_ETAG_TIMEOUT
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=timeout)
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        return f"the Hub answered {status}: {error}" if status is not None and status >= 500 else None
+    except Exception as error:  # no connection: DNS, refused, proxy, or no answer within the timeout
+        return f"the Hugging Face Hub cannot be reached ({type(error).__name__}: {error}; timeout {timeout} s)"
+    return None
+
+
 def load_pretrained(pretrained: str, crop_size: int, cache_dir: str | None = None) -> tuple[VJEPA2Model, bool]:
-    """Load ``VJEPA2Model`` weights from a local directory or the local HF cache, never the network.
+    """Load ``VJEPA2Model`` weights from a local directory or the HF cache, downloading a missing hub id.
+
+    A hub id is looked up in the cache first (``local_files_only=True``, no network). On a miss it is
+    downloaded into the cache as transformers does, unless offline mode is on or the Hub does not
+    answer (:func:`_hub_unreachable`): then the error comes at once, never after network retries.
 
     Args:
-        pretrained: a hub id (``facebook/vjepa2-vitl-fpc64-256``, see :data:`CHECKPOINTS`) looked up in
-            the local cache, or a directory written by ``save_pretrained`` (``config.json`` +
-            ``model.safetensors``).
+        pretrained: a hub id (``facebook/vjepa2-vitl-fpc64-256``, see :data:`CHECKPOINTS`), or a
+            directory written by ``save_pretrained`` (``config.json`` + ``model.safetensors``).
         crop_size: input resolution in pixels; overrides the checkpoint's ``crop_size`` (it only sets the
             RoPE token grid ``crop_size / patch_size``, so any multiple of ``patch_size`` works).
-        cache_dir: the hub cache to search; ``None`` = huggingface_hub's default (``$HF_HOME/hub``).
+        cache_dir: the hub cache to read and download into; ``None`` = huggingface_hub's default
+            (``$HF_HOME/hub``).
 
     Returns:
         The model and whether the checkpoint held predictor weights (``False`` when they were missing
         and transformers initialised them randomly).
 
     Raises:
-        FileNotFoundError: the directory does not exist or holds no model, or the hub id is not cached;
-            the message says how to get the weights. Returns in milliseconds (no network retries).
+        FileNotFoundError: the directory does not exist or holds no model, or the hub id is not cached
+            and cannot be downloaded (offline mode, no connection, or the download failed); the
+            message says why and how to get the weights.
     """
-    from transformers import VJEPA2Model
-
     local = _looks_like_path(pretrained)
     if local and not Path(pretrained).expanduser().is_dir():
         raise FileNotFoundError(f"backbone.params.pretrained={pretrained!r} looks like a directory but does not "
@@ -102,13 +141,29 @@ def load_pretrained(pretrained: str, crop_size: int, cache_dir: str | None = Non
                                 f"such as {DEFAULT_CHECKPOINT!r}")
     source = str(Path(pretrained).expanduser()) if local else pretrained
     try:
-        model, info = VJEPA2Model.from_pretrained(source, local_files_only=True, cache_dir=cache_dir,
-                                                  crop_size=crop_size, output_loading_info=True)
+        return _from_pretrained(source, crop_size, cache_dir, local_files_only=True)
     except OSError as error:
         if local:
             raise FileNotFoundError(f"backbone.params.pretrained={pretrained!r}: no V-JEPA 2 model in that "
                                     f"directory (need config.json and model.safetensors): {error}") from error
-        raise FileNotFoundError(_missing_weights_message(pretrained, cache_dir)) from error
+        reason = _hub_unreachable(pretrained)
+        if reason is not None:
+            raise FileNotFoundError(_missing_weights_message(pretrained, cache_dir, reason)) from error
+    log.info("V-JEPA 2 weights %s are not cached: downloading them into %s", pretrained, cache_dir or "the HF cache")
+    try:
+        return _from_pretrained(source, crop_size, cache_dir, local_files_only=False)
+    except OSError as error:  # the connection dropped, a gated repo without a token, no such repo
+        raise FileNotFoundError(_missing_weights_message(pretrained, cache_dir, f"the download failed: {error}")) \
+            from error
+
+
+def _from_pretrained(source: str, crop_size: int, cache_dir: str | None,
+                     local_files_only: bool) -> tuple[VJEPA2Model, bool]:
+    """``VJEPA2Model.from_pretrained`` → (model, has predictor weights); raises its ``OSError`` on a miss."""
+    from transformers import VJEPA2Model
+
+    model, info = VJEPA2Model.from_pretrained(source, local_files_only=local_files_only, cache_dir=cache_dir,
+                                              crop_size=crop_size, output_loading_info=True)
     has_predictor = not any(key.startswith("predictor.") for key in info["missing_keys"])
     return model, has_predictor
 
@@ -183,8 +238,9 @@ class VJEPA2Backbone(Backbone):
     """Frozen V-JEPA 2 encoder: frames ``(B, T, C, H, W)`` → latents ``(B, T/s, N, D)``; no decoder.
 
     Args:
-        pretrained: hub id in the local HF cache (default :data:`DEFAULT_CHECKPOINT`; also the ViT-H/g
-            ids in :data:`CHECKPOINTS`) or a local ``save_pretrained`` directory; ``None`` with ``config``.
+        pretrained: hub id, read from the HF cache or downloaded into it (default
+            :data:`DEFAULT_CHECKPOINT`; also the ViT-H/g ids in :data:`CHECKPOINTS`), or a local
+            ``save_pretrained`` directory; ``None`` with ``config``.
         config: ``VJEPA2Config`` overrides for randomly initialised weights instead of loading (tests
             and CPU demos: ``configs/backbone/vjepa2_tiny.yaml``); needs ``pretrained=None``.
         crop_size: frames are resized/cropped to ``crop_size``² pixels (256 for the released models);
@@ -193,7 +249,8 @@ class VJEPA2Backbone(Backbone):
             the whole clip at once. The encoder attends bidirectionally over all the frames it is
             given, so encoding context and future together leaks the future into the context
             latents; with ``window_frames = context_frames`` they are encoded separately.
-        cache_dir: hub cache to search for ``pretrained``; ``None`` = huggingface_hub's default.
+        cache_dir: hub cache to read ``pretrained`` from (and download it into); ``None`` =
+            huggingface_hub's default.
         dtype: ``float32`` | ``bfloat16`` | ``float16``, the weights' dtype; latents are returned float32.
         init_seed: with ``config``, the seed of the random weights (the same in every process, so
             cached latents and a later run's encodings agree).
@@ -201,7 +258,7 @@ class VJEPA2Backbone(Backbone):
     Raises:
         ValueError: bad ``crop_size``/``window_frames``/``dtype``/``config``, or neither/both of
             ``pretrained`` and ``config``; each message names the ``backbone.params`` key.
-        FileNotFoundError: weights not found locally (see :func:`load_pretrained`).
+        FileNotFoundError: weights neither cached nor downloadable (see :func:`load_pretrained`).
     """
 
     has_decoder = False

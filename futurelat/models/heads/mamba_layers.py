@@ -22,6 +22,7 @@ Shape notation: ``b`` batch (sequences), ``l`` length, ``d`` model width, ``h`` 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 BACKENDS = ("auto", "mamba_ssm", "torch")
+log = logging.getLogger(__name__)
+_announced: set[str] = set()  # scan choices already logged by this process
 
 
 def _import_mamba_ssm_scan():
@@ -38,31 +41,61 @@ def _import_mamba_ssm_scan():
     return module.mamba_chunk_scan_combined
 
 
+def _mamba_ssm_import_error() -> str | None:
+    """Why ``mamba_ssm``'s kernel does not import (``"mamba_ssm not installed: ..."``), or ``None`` if it does."""
+    try:
+        _import_mamba_ssm_scan()
+    except ModuleNotFoundError as err:
+        return f"mamba_ssm not installed: {err}"
+    except Exception as err:  # a broken CUDA/Triton build raising at import time
+        return f"mamba_ssm failed to import: {type(err).__name__}: {err}"
+    return None
+
+
+def _announce(message: str, level: int = logging.INFO) -> None:
+    """Log ``message`` once per process (every layer resolves its backend; the choice is said once)."""
+    if message not in _announced:
+        _announced.add(message)
+        log.log(level, message)
+
+
 def resolve_backend(backend: str) -> str:
     """``"auto" | "mamba_ssm" | "torch"`` → the backend that will run (``"mamba_ssm"`` or ``"torch"``).
 
-    ``"auto"`` picks ``"mamba_ssm"`` when the package imports and CUDA is available.
+    ``"auto"`` picks ``"mamba_ssm"`` when the package imports and CUDA is available. The choice
+    and its reason are logged once per process, e.g. ``mamba scan: torch (mamba_ssm not
+    installed: No module named 'mamba_ssm')``; a warning when CUDA is available but the
+    kernel is not.
 
     Raises:
         ValueError: unknown name.
         ImportError: ``"mamba_ssm"`` requested but the package (or its CUDA build) is missing.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"mamba backend must be one of {BACKENDS}; got {backend!r} (key head.backend)")
+        raise ValueError(f"mamba backend must be one of {BACKENDS}; got {backend!r} (key head.params.backend)")
     if backend == "torch":
+        _announce("mamba scan: torch (head.params.backend=torch)")
         return "torch"
-    try:
-        _import_mamba_ssm_scan()
-    except Exception as err:  # ImportError, or a broken CUDA/Triton build raising at import time
-        if backend == "mamba_ssm":
-            raise ImportError(
-                "head.backend='mamba_ssm' needs the mamba-ssm CUDA kernels (pip install 'futurelat[cuda]', "
-                f"i.e. mamba-ssm>=2.2 and causal-conv1d>=1.4, on a CUDA machine); import failed: {err}. "
-                "Use backend='torch' (or 'auto') for the pure-PyTorch scan."
-            ) from err
+    error = _mamba_ssm_import_error()
+    if error and backend == "mamba_ssm":
+        raise ImportError(
+            "head.params.backend='mamba_ssm' needs the mamba-ssm CUDA kernels (pip install 'futurelat[cuda]', "
+            f"i.e. mamba-ssm>=2.2, on a CUDA machine); {error}. "
+            "Use backend='torch' (or 'auto') for the pure-PyTorch scan."
+        )
+    if error:
+        cuda = torch.cuda.is_available()
+        hint = " on a CUDA machine: (re)install mamba-ssm (pip install 'futurelat[cuda]') for the fused kernel" if cuda else ""
+        _announce(f"mamba scan: torch ({error}){hint}", logging.WARNING if cuda else logging.INFO)
         return "torch"
-    if backend == "auto" and not torch.cuda.is_available():
-        return "torch"
+    if not torch.cuda.is_available():
+        if backend == "auto":
+            _announce("mamba scan: torch (mamba_ssm installed, but CUDA is not available)")
+            return "torch"
+        _announce("mamba scan: torch (head.params.backend=mamba_ssm, but CUDA is not available: "
+                  "CPU tensors use the torch scan)")
+        return "mamba_ssm"
+    _announce("mamba scan: mamba_ssm (CUDA kernels; CPU tensors use the torch scan)")
     return "mamba_ssm"
 
 
