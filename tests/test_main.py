@@ -74,3 +74,21 @@ def test_multirun_sweeps_a_key(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["0", "1"]
     assert all((tmp_path / d / "metrics.json").exists() for d in ("0", "1"))
+
+
+def test_run_sets_the_process_up_on_trainer_device(tmp_path, monkeypatch):
+    """One device decision per process: main hands trainer.device to init_distributed (which picks nccl
+    only for CUDA), and the trainers, the frozen backbone and the evaluation all use its answer."""
+    import futurelat.main as entry
+    from composing import tiny_config
+
+    asked = []
+
+    def fake_init(device="auto", timeout_s=None):
+        asked.append(device)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(entry, "init_distributed", fake_init)
+    with pytest.raises(RuntimeError, match="stop here"):
+        entry.run(tiny_config(["trainer.device=cpu"]), tmp_path)
+    assert asked == ["cpu"]
