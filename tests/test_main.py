@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from composing import ROOT, TINY
-
-
-def run_main(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "futurelat.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+from running import run_main
 
 
 def test_main_job_end_to_end(tmp_path):

@@ -1,7 +1,5 @@
 """Two gloo processes on CPU, each rank on different data: gradients must be all-reduced."""
 
-import socket
-
 import torch
 import torch.multiprocessing as mp
 
@@ -9,12 +7,7 @@ from _training_toys import (DDP_ACCUM, DDP_BATCH, DDP_STEPS, ToyRegression, ToyR
                             ddp_worker, stage_cfg, trainer_cfg)
 from futurelat.training.distributed import DistInfo
 from futurelat.training.trainer import Trainer
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from running import free_port
 
 
 def _single_process(tmp_path, batch_size):
@@ -31,7 +24,7 @@ def test_two_rank_ddp_all_reduces_gradients(tmp_path):
     out.mkdir()
     # fork (Linux) skips re-importing torch in the children: seconds on a busy 2-core machine
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(ddp_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True,
+    mp.start_processes(ddp_worker, args=(2, free_port(), str(out)), nprocs=2, join=True,
                        start_method=method)
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
