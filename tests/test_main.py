@@ -56,3 +56,14 @@ def test_multirun_sweeps_a_key(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["0", "1"]
     assert all((tmp_path / d / "metrics.json").exists() for d in ("0", "1"))
+
+
+def test_optimized_metric_is_the_runs_main_error_unless_named():
+    from futurelat.main import optimized_value
+
+    pixels = {"test/mse": 90.0, "test/mse/step_01": 80.0, "test/ssim": 0.7}
+    latents = {"test/l1": 0.15, "test/mse": 0.05, "test/cosine": 0.9}
+    assert optimized_value(pixels, None) == 90.0 and optimized_value(latents, None) == 0.15
+    assert optimized_value(latents, "test/cosine") == 0.9
+    with pytest.raises(KeyError, match=r"optimized_metric='test/l1'.*\['test/mse', 'test/ssim'\]"):
+        optimized_value(pixels, "test/l1")
