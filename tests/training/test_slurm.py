@@ -54,7 +54,7 @@ def test_a_task_of_a_multi_task_step_gets_its_rank():
     assert (given["master_addr"], given["master_port"]) == ("10.0.0.1", 29500)
     # --preserve-env keeps the allocation's SLURM_NTASKS; the step's own count wins
     assert slurm_environment({**STEP, "SLURM_NTASKS": "32"})["world_size"] == 16
-    legacy = {k: v for k, v in STEP.items() if k not in ("SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST")}
+    legacy = {k: v for k, v in STEP.items() if not k.startswith("SLURM_STEP_")}  # SLURM_STEPID only
     assert slurm_environment({**legacy, "SLURM_STEPID": "0"})["world_size"] == 16
 
 
