@@ -234,6 +234,22 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     console.print(f"outputs: {run_dir}")
 
 
+def optimized_value(metrics: Mapping[str, float], name: str | None) -> float:
+    """The metric ``optimized_metric`` names, which ``main`` returns to sweepers (Optuna minimises it).
+
+    ``name=None`` picks the run's main error: ``test/l1`` for latent-space runs (their metrics
+    hold ``test/cosine``; backbones without a decoder, V-JEPA 2), else ``test/mse`` (pixels).
+
+    Raises:
+        KeyError: ``optimized_metric`` names no metric of the run; the message lists them.
+    """
+    name = name or ("test/l1" if "test/cosine" in metrics else "test/mse")
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} is not a metric of this run; "
+                       f"choose one of {sorted(k for k in metrics if '/step_' not in k)}")
+    return float(metrics[name])
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="main")
 def main(cfg: DictConfig) -> float | None:
     try:
@@ -241,8 +257,8 @@ def main(cfg: DictConfig) -> float | None:
     except TrainingInterrupted as stop:
         log.warning("%s", stop)
         sys.exit(stop.exit_code)  # 128 + signal: what a requeue or torchrun expects of a signalled job
-    # Returned for sweepers that optimise a value.
-    return None if metrics is None else float(metrics["test/mse"])
+    # Returned for sweepers that optimise a value (rank 0 only; None on the other ranks).
+    return None if metrics is None else optimized_value(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

@@ -38,10 +38,10 @@ TINY_BACKBONE = {
 TINY = TINY_COMMON + TINY_BACKBONE["vqvae"]
 
 
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    """``configs/main.yaml`` composed with Hydra ``overrides``."""
+def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False) -> DictConfig:
+    """``configs/main.yaml`` composed with Hydra ``overrides`` (and the ``hydra`` node if asked)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="main", overrides=list(overrides or []))
+        return compose(config_name="main", overrides=list(overrides or []), return_hydra_config=return_hydra_config)
 
 
 def tiny_config(extra: list[str] | None = None) -> DictConfig:

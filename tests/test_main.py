@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from composing import ROOT, TINY
-
-
-def run_main(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "futurelat.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+from running import run_main
 
 
 def test_main_job_end_to_end(tmp_path):
@@ -92,3 +83,14 @@ def test_run_sets_the_process_up_on_trainer_device(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         entry.run(tiny_config(["trainer.device=cpu"]), tmp_path)
     assert asked == ["cpu"]
+
+
+def test_optimized_metric_is_the_runs_main_error_unless_named():
+    from futurelat.main import optimized_value
+
+    pixels = {"test/mse": 90.0, "test/mse/step_01": 80.0, "test/ssim": 0.7}
+    latents = {"test/l1": 0.15, "test/mse": 0.05, "test/cosine": 0.9}
+    assert optimized_value(pixels, None) == 90.0 and optimized_value(latents, None) == 0.15
+    assert optimized_value(latents, "test/cosine") == 0.9
+    with pytest.raises(KeyError, match=r"optimized_metric='test/l1'.*\['test/mse', 'test/ssim'\]"):
+        optimized_value(pixels, "test/l1")

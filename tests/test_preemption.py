@@ -13,11 +13,12 @@ import time
 import torch
 
 from composing import ROOT, TINY
+from running import CI_ENV
 from futurelat.training.checkpoint import load_checkpoint
 
 STEPS = 60  # predictor steps: far more than the few the test waits for, so the signal lands mid-stage
 ARGS = [*TINY, f"trainer.predictor.max_steps={STEPS}", "trainer.ckpt_every=1000", "stages=[tokenizer,predictor]"]
-ENV = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+ENV = {**os.environ, **CI_ENV, "OMP_NUM_THREADS": "1"}  # one thread: no OpenMP spin-waits on a busy machine
 
 
 def _main(run_dir, *extra):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from composing import TINY
+from running import CI_ENV
 from futurelat.training.checkpoint import load_checkpoint, state_digest
 
 
@@ -17,7 +18,7 @@ def test_torchrun_two_ranks_make_one_run(tmp_path):
     W&B run and one metrics.json; the ranks end with identical weights; no rank warns that DDP's
     gradient buckets and the gradients disagree in layout."""
     overrides = [o for o in TINY if not o.startswith("logger=")] + ["logger=wandb", "trainer.predictor.max_steps=3"]
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env = {**os.environ, **CI_ENV, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              "-m", "futurelat.main", *overrides], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=600)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
+from futurelat.training.slurm import export_slurm_environment
+
 _DEVICES = ("auto", "cpu", "cuda")
 _cached: DistInfo | None = None
 
@@ -85,7 +87,8 @@ def init_distributed(device: str = "auto", timeout_s: float | None = None) -> Di
         :class:`DistInfo`; ``world_size == 1`` and no process group without ``torchrun``.
 
     Raises:
-        ValueError: bad ``device``, or inconsistent ``RANK``/``WORLD_SIZE`` variables.
+        ValueError: bad ``device``, or inconsistent ``RANK``/``WORLD_SIZE`` variables, or SLURM
+            step variables (:func:`futurelat.training.slurm.slurm_environment`).
     """
     global _cached
     if _cached is not None:
@@ -95,6 +98,7 @@ def init_distributed(device: str = "auto", timeout_s: float | None = None) -> Di
         local_rank = _env_int("LOCAL_RANK", rank)
         dev = resolve_device(device, local_rank)
     else:
+        export_slurm_environment()  # srun/submitit tasks without torchrun: SLURM's ranks as torchrun's variables
         world_size = _env_int("WORLD_SIZE", 1)
         rank = _env_int("RANK", 0)
         local_rank = _env_int("LOCAL_RANK", rank)
