@@ -48,6 +48,9 @@ class DistInfo:
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` → ``cuda:{local_rank}`` when CUDA is available, else ``cpu``.
 
+    With fewer visible GPUs than local ranks (one GPU per task), rank ``r`` takes
+    ``cuda:{r % device_count}``: ``cuda:0`` when each task sees only its own GPU.
+
     Raises:
         ValueError: unknown ``device`` string, or ``"cuda"`` without an available GPU.
     """
@@ -58,7 +61,8 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     if device == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("trainer.device is 'cuda' but torch.cuda.is_available() is False")
-        return torch.device("cuda", local_rank)
+        # one GPU per task (SLURM --gpus-per-task, CUDA_VISIBLE_DEVICES): each rank sees only its own
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
 

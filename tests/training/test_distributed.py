@@ -40,3 +40,12 @@ def test_bad_env_and_device(fresh, monkeypatch):
         with pytest.raises(ValueError, match="cuda"):
             resolve_device("cuda")
         assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_one_gpu_per_task_maps_every_local_rank_to_a_visible_gpu(monkeypatch):
+    """SLURM --gpus-per-task=1 leaves each task one visible GPU: local rank 3 must take cuda:0, not cuda:3."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda", local_rank=3) == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert resolve_device("auto", local_rank=3) == torch.device("cuda", 3)
