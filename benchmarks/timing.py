@@ -16,19 +16,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_train_steps(head: torch.nn.Module, z: Latents, steps: int, device: torch.device, lr: float = 1e-4,
+def time_train_steps(head: torch.nn.Module, z: Latents, steps: int, device: torch.device, lr: float | None = 1e-4,
                      warmup: int = 1) -> float:
-    """Median seconds of one ``head(z)`` forward + backward + AdamW step over ``steps`` steps, after ``warmup`` untimed ones."""
+    """Median seconds of one ``head(z)`` forward + backward + AdamW step over ``steps`` steps, after ``warmup`` untimed ones.
+
+    ``lr=None``: forward + backward only, no optimizer (and no optimizer state in memory).
+    """
     head.train()
-    opt = torch.optim.AdamW(head.parameters(), lr=lr)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr) if lr is not None else None
     times = []
     for i in range(warmup + steps):
         sync(device)
         start = time.perf_counter()
         loss = head(z)["loss"]
-        opt.zero_grad(set_to_none=True)
+        head.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        if opt is not None:
+            opt.step()
         sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)

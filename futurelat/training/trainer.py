@@ -37,6 +37,11 @@ key                        default    meaning
 ``cpu_malloc``             system     ``system`` | ``reuse``: on CPU, keep freed memory for
                                       the next step instead of page-faulting it in again
                                       (:mod:`futurelat.utils.cpu_memory`)
+``gradient_checkpointing`` false      recompute each trunk block's activations in backward
+                                      (less memory, ~1 more forward per step); a stage
+                                      whose module has no checkpointable blocks (the
+                                      VQ-VAE tokenizer) logs a warning and trains without
+                                      (:mod:`futurelat.models.heads.checkpointing`)
 =========================  =========  =====================================================
 
 Stage schedule (``stage_cfg``, all required): ``max_steps`` (optimizer steps), ``batch_size``
@@ -69,6 +74,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from futurelat.models.heads.checkpointing import set_gradient_checkpointing
 from futurelat.training.checkpoint import (FORMAT_VERSION, capture_rng_state, checkpoint_path,
                                            load_checkpoint, restore_rng_state, save_checkpoint,
                                            state_digest)
@@ -106,6 +112,7 @@ class TrainerSettings:
     cpu_malloc: str = "system"
     stop_signals: tuple[str, ...] = DEFAULT_STOP_SIGNALS
     skip_nonfinite: int = 0
+    gradient_checkpointing: bool = False
 
     @classmethod
     def from_cfg(cls, cfg: Mapping | DictConfig | None) -> "TrainerSettings":
@@ -138,6 +145,8 @@ class TrainerSettings:
         if s.skip_nonfinite < 0:
             raise ValueError(f"trainer.skip_nonfinite must be >= 0; got {s.skip_nonfinite}")
         parse_signals(s.stop_signals)
+        if not isinstance(s.gradient_checkpointing, bool):
+            raise ValueError(f"trainer.gradient_checkpointing must be true or false; got {s.gradient_checkpointing!r}")
         return s
 
 
@@ -245,6 +254,8 @@ class Trainer:
         self.config_yaml = _config_yaml(config_to_save)
 
         self.module = module.to(self.device)
+        if self.settings.gradient_checkpointing:
+            _enable_gradient_checkpointing(self.module, name, self.dist.is_main)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.module, self.schedule.lr,
                                          self.settings.weight_decay, self.settings.betas)
@@ -619,6 +630,20 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Mapping):
         return {k: _to_device(v, device) for k, v in batch.items()}
     return batch
+
+
+def _enable_gradient_checkpointing(module: nn.Module, name: str, log_it: bool) -> None:
+    """``trainer.gradient_checkpointing: true``: switch it on in ``module``; a stage without
+    checkpointable blocks (one flag covers every stage) gets a warning, not an error."""
+    count = set_gradient_checkpointing(module)
+    if not log_it:
+        return
+    if count:
+        log.info("stage '%s': gradient checkpointing on %d blocks of %s", name, count, type(module).__name__)
+    else:
+        log.warning("stage '%s': trainer.gradient_checkpointing=true, but %s has no checkpointable blocks "
+                    "(the transformer, flow_dit and mamba heads' trunks have); this stage trains without it",
+                    name, type(module).__name__)
 
 
 def _seed_everything(seed: int) -> None:

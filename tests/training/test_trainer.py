@@ -370,3 +370,46 @@ def test_cpu_malloc_setting_reaches_the_allocator(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "configure_cpu_malloc", calls.append)
     make(tmp_path, cfg=trainer_cfg(cpu_malloc="reuse", device="cpu"))
     assert calls == ["reuse"]
+
+
+class ToyLatentClips(torch.utils.data.Dataset):
+    """``n`` items ``{"latents": (5, 16, 4)}``: random latent clips for a tiny head."""
+
+    def __init__(self, n: int = 16):
+        self.latents = torch.randn(n, 5, 16, 4, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"latents": self.latents[i]}
+
+
+def test_gradient_checkpointing_reaches_the_head_and_trains_identically(tmp_path, caplog):
+    from futurelat.models.base import LatentSpec, Latents
+    from futurelat.models.heads.transformer import TransformerHead
+
+    def run(flag):
+        head = lambda: TransformerHead(LatentSpec(latent_dim=4, grid=(4, 4)), 5, context_frames=3, d_model=16,  # noqa: E731
+                                       num_layers=2, num_heads=2, dropout=0.1)
+        t = make(tmp_path / str(flag), head, cfg=trainer_cfg(gradient_checkpointing=flag),
+                 stage=stage_cfg(max_steps=3, batch_size=4), dataset=ToyLatentClips(),
+                 prepare=lambda batch: {"z": Latents(batch["latents"])}, name="predictor")
+        return t.fit()
+
+    with caplog.at_level("INFO"):
+        checkpointed = run(True)
+    assert checkpointed.blocks.gradient_checkpointing
+    assert "stage 'predictor': gradient checkpointing on 2 blocks of TransformerHead" in caplog.text
+    plain = run(False)
+    assert not plain.blocks.gradient_checkpointing
+    for (name, a), b in zip(checkpointed.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_gradient_checkpointing_warns_for_a_stage_without_blocks(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        make(tmp_path, cfg=trainer_cfg(gradient_checkpointing=True), name="tokenizer")
+    assert "stage 'tokenizer': trainer.gradient_checkpointing=true, but ToyRegressor has no checkpointable" in caplog.text
+    with pytest.raises(ValueError, match="trainer.gradient_checkpointing must be true or false"):
+        make(tmp_path, cfg=trainer_cfg(gradient_checkpointing="yes"))

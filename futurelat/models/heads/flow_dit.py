@@ -61,6 +61,7 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents
 from futurelat.models.heads.attention import MLP, apply_rope, rotary
+from futurelat.models.heads.checkpointing import CheckpointableBlocks
 from futurelat.models.heads.flow import (TIME_SAMPLINGS, SamplerOptions, guided_velocity, integrate, linear_path,
                                          sample_times, sampler_options)
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
@@ -321,7 +322,7 @@ class FlowDiTHead(Head):
         self.null_context = nn.Parameter(torch.zeros(d_model))
         self.context_type = None if cross else nn.Parameter(torch.zeros(d_model))
         self.context_norm = nn.LayerNorm(d_model) if cross else None
-        self.blocks = nn.ModuleList(DiTBlock(d_model, num_heads, mlp_ratio, dropout, cross) for _ in range(num_layers))
+        self.blocks = CheckpointableBlocks(DiTBlock(d_model, num_heads, mlp_ratio, dropout, cross) for _ in range(num_layers))
         self.final = FinalLayer(d_model, token_dim)
         self.standardizer = LatentStandardizer(spec.latent_dim)
         self.target = target
@@ -414,13 +415,13 @@ class FlowDiTHead(Head):
             seq = torch.cat([ctx + self.context_type, x], dim=1)
             seq_rope = self._rotation(0, tc + tf, device) if rope else None
             for block in self.blocks:
-                seq = block(seq, c, rope=seq_rope)
+                seq = self.blocks.run(block, seq, c, rope=seq_rope)
             x = seq[:, ctx.shape[1]:]
         else:
             ctx = self.context_norm(ctx)
             ctx_rope, x_rope = (self._rotation(0, tc, device), self._rotation(tc, tf, device)) if rope else (None, None)
             for block in self.blocks:
-                x = block(x, c, ctx, rope=x_rope, context_rope=ctx_rope)
+                x = self.blocks.run(block, x, c, ctx, rope=x_rope, context_rope=ctx_rope)
         out = self.unpatchify(self.final(x, c))
         if self.prediction == "velocity":
             return out

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Head, LatentSpec, Latents, check_codes
 from futurelat.models.heads.attention import MLP, channels_last_weight, conv_over_grid
+from futurelat.models.heads.checkpointing import CheckpointableBlocks
 from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
 from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
@@ -213,10 +214,10 @@ class MambaHead(Head):
         self.row_embed = nn.Parameter(torch.zeros(h, d_model))
         self.col_embed = nn.Parameter(torch.zeros(w, d_model))
         if ordering == "frame":
-            self.blocks = nn.ModuleList(FrameBlock(d_model, self.model_grid, mixer, spatial_kernel, mlp_ratio, dropout)
-                                        for _ in range(num_layers))
+            self.blocks = CheckpointableBlocks(
+                FrameBlock(d_model, self.model_grid, mixer, spatial_kernel, mlp_ratio, dropout) for _ in range(num_layers))
         else:
-            self.blocks = nn.ModuleList(TokenBlock(d_model, mixer, mlp_ratio, dropout) for _ in range(num_layers))
+            self.blocks = CheckpointableBlocks(TokenBlock(d_model, mixer, mlp_ratio, dropout) for _ in range(num_layers))
         self.norm_out = nn.LayerNorm(d_model)
         if regression:
             self.standardizer = LatentStandardizer(spec.latent_dim)
@@ -317,13 +318,13 @@ class MambaHead(Head):
         if self.ordering == "frame":
             x = self._embed_frame(codes[:, :-1])  # (B, T-1, M, d)
             for block in self.blocks:
-                x, _ = block(x)
+                x, _ = self.blocks.run(block, x)
             return self._frame_output(x)
         bsz, frames, n = codes.shape
         start = codes.new_full((bsz, 1), self.num_codes)
         x = self._embed_tokens(torch.cat([start, codes.flatten(1)[:, :-1]], dim=1), 0)  # (B, T*N, d)
         for block in self.blocks:
-            x, _ = block(x)
+            x, _ = self.blocks.run(block, x)
         return self._logits(x).view(bsz, frames, n, self.num_codes)
 
     # -- training -----------------------------------------------------------------------------
@@ -367,7 +368,7 @@ class MambaHead(Head):
             inputs = inputs + self.input_noise * torch.randn_like(inputs)
         h = self._embed_latents(inputs)
         for block in self.blocks:
-            h, _ = block(h)
+            h, _ = self.blocks.run(block, h)
         pred, target = self._frame_latents(h).float(), x[:, 1:].float()
         with torch.no_grad():
             stats = {"l1": F.l1_loss(pred, target), "mse": F.mse_loss(pred, target),

@@ -43,6 +43,7 @@ from futurelat.models.base import Head, LatentSpec, Latents, check_codes
 from futurelat.models.heads.attention import (POSITIONS, Block, FactorizedBlock, KVCache, TemporalDepthwiseConv,
                                               channels_last_weight, conv_over_clip, conv_over_grid, grid_coords,
                                               sincos_3d)
+from futurelat.models.heads.checkpointing import CheckpointableBlocks
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
@@ -220,11 +221,11 @@ class TransformerHead(Head):
             self.to_out = nn.Linear(d_model, patch * patch * spec.latent_dim)
             self.standardizer = LatentStandardizer(spec.latent_dim)
         if attention == "factorized":
-            self.blocks = nn.ModuleList(
+            self.blocks = CheckpointableBlocks(
                 FactorizedBlock(d_model, num_heads, mlp_ratio, dropout, grid=self.model_grid, position=position)
                 for _ in range(num_layers))
         else:
-            self.blocks = nn.ModuleList(
+            self.blocks = CheckpointableBlocks(
                 Block(d_model, num_heads, mlp_ratio, dropout, position=position, mask=mask, grid=self.model_grid,
                       query_chunk=query_chunk) for _ in range(num_layers))
         joint = temporal_kernel > 1 and conv_factorization == "joint"
@@ -299,20 +300,26 @@ class TransformerHead(Head):
         table = sincos_3d(grid_coords(start, x.shape[1], self.model_grid, x.device), x.shape[-1])
         return x + table.to(x.dtype)
 
+    def _layer(self, i: int, x: Tensor, cache: KVCache | None) -> Tensor:
+        """Layer ``i``: the token convs (when ``spatial_kernel > 0``), then block ``i``: ``(B, L, d)`` → ``(B, L, d)``."""
+        if self.spatial_mixers:  # (B, T * M, d) as (B, T, M, d): each frame's grid, or the whole clip
+            frames, mixer = x.unflatten(1, (-1, self.frame_tokens)), self.spatial_mixers[i]
+            mix = conv_over_grid if isinstance(mixer, nn.Conv2d) else conv_over_clip
+            x = x + mix(mixer, frames, self.model_grid).flatten(1, 2)
+            if self.temporal_mixers:
+                x = x + self.temporal_mixers[i](x.unflatten(1, (-1, self.frame_tokens))).flatten(1, 2)
+        return self.blocks[i](x, cache)
+
     def _trunk(self, x: Tensor, caches: list[KVCache] | None = None) -> Tensor:
-        """Positions, blocks and final norm: ``(B, L, d)`` → ``(B, L, d)``.
+        """Positions, layers and final norm: ``(B, L, d)`` → ``(B, L, d)``.
 
         With ``caches`` (one per block) the tokens continue the cached sequence and are appended to it.
+        Each layer is checkpointed when ``self.blocks.gradient_checkpointing`` is on, in training
+        without caches (:mod:`~futurelat.models.heads.checkpointing`).
         """
         x = self._with_positions(x, caches[0].length if caches else 0)
-        for i, block in enumerate(self.blocks):
-            if self.spatial_mixers:  # (B, T * M, d) as (B, T, M, d): each frame's grid, or the whole clip
-                frames, mixer = x.unflatten(1, (-1, self.frame_tokens)), self.spatial_mixers[i]
-                mix = conv_over_grid if isinstance(mixer, nn.Conv2d) else conv_over_clip
-                x = x + mix(mixer, frames, self.model_grid).flatten(1, 2)
-                if self.temporal_mixers:
-                    x = x + self.temporal_mixers[i](x.unflatten(1, (-1, self.frame_tokens))).flatten(1, 2)
-            x = block(x, caches[i] if caches else None)
+        for i in range(len(self.blocks)):
+            x = self.blocks.run(self._layer, i, x, caches[i] if caches else None, enabled=caches is None)
         return self.norm_out(x)
 
     # -- regression ---------------------------------------------------------------------------
