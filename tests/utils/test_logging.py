@@ -42,3 +42,22 @@ def test_wandb_offline_run_holds_scalars_config_and_gif(tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert list(runs[0].rglob("*.gif")), "the GIF file should be stored with the run"
+
+
+@pytest.mark.parametrize("resume", ["auto", False])
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch, resume):
+    """The run id is kept in the run directory: a resumed job (trainer.resume auto/true) logs to the same
+    W&B run, one started fresh (false) to a new one."""
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = OmegaConf.create({"logger": {"name": "wandb", "mode": "offline", "project": "futurelat-test",
+                                       "entity": None, "group": None, "tags": []},
+                            "trainer": {"resume": resume}})
+    first = build_logger(cfg, tmp_path, name="t")
+    first.log_metrics({"predictor/loss": 1.0}, step=5)
+    first.finish(preempted=True)
+    assert (tmp_path / "wandb_run_id").read_text().strip() == first.run.id
+    again = build_logger(cfg, tmp_path, name="t")
+    again.log_metrics({"predictor/loss": 0.5}, step=6)
+    again.finish()
+    assert (again.run.id == first.run.id) is (resume == "auto")
+    assert (tmp_path / "wandb_run_id").read_text().strip() == again.run.id
