@@ -44,6 +44,17 @@ def parse_signals(names: Sequence[str], key: str = "trainer.stop_signals") -> tu
     return tuple(dict.fromkeys(out))
 
 
+def ignore_signals(signals: Sequence[signal.Signals], worker_id: int = 0) -> None:
+    """A DataLoader ``worker_init_fn`` (with :func:`functools.partial`): the worker ignores ``signals``.
+
+    SLURM signals every process of a job step, DataLoader workers included; a worker killed by
+    SIGTERM would fail the step in flight before the trainer could save it. The workers still end
+    with the main process (PyTorch's workers watch their parent).
+    """
+    for sig in signals:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class TrainingInterrupted(Exception):
     """A stop signal ended a stage after its checkpoint was written.
 

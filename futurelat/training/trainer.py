@@ -56,6 +56,7 @@ end), ``checkpoints/{name}_final.pt`` (at the end; format in
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -82,7 +83,7 @@ from futurelat.training.distributed import (DistInfo, all_gather_objects, all_re
                                             barrier, init_distributed, resolve_device)
 from futurelat.training.optim import build_optimizer, build_scheduler
 from futurelat.training.preemption import (DEFAULT_STOP_SIGNALS, StopSignals, TrainingInterrupted,
-                                           parse_signals)
+                                           ignore_signals, parse_signals)
 from futurelat.training.sampler import StepBatchSampler
 from futurelat.utils.cpu_memory import CPU_MALLOC_MODES, configure_cpu_malloc
 
@@ -509,7 +510,9 @@ class Trainer:
                    .generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=s.num_workers,
                           pin_memory=self.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(seed))
+                          generator=torch.Generator().manual_seed(seed),
+                          # workers outlive a stop signal sent to the whole job step (SLURM)
+                          worker_init_fn=functools.partial(ignore_signals, parse_signals(s.stop_signals)))
 
     def _resume(self) -> dict[str, Any] | None:
         """Load ``{name}_last.pt`` if present; returns this rank's RNG state to restore.

@@ -2,6 +2,8 @@ import json
 import math
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -353,6 +355,31 @@ def test_stop_signal_saves_the_step_then_resume_is_bit_identical(tmp_path, sig):
         assert torch.equal(p, ref.state_dict()[k]), k
     digests = load_checkpoint(resumed.checkpoint_path("final"))["rank_digests"]
     assert digests == [state_digest(ref)]
+
+
+class SignalStepWithWorkers(SignalAtStep):
+    """Like SLURM: the signal reaches this process and its children (the DataLoader workers) too."""
+
+    def forward(self, x, y):
+        if len(self.losses) + 1 == self.at:
+            tasks = Path("/proc/self/task")
+            children = {int(pid) for t in tasks.iterdir() for pid in (t / "children").read_text().split()}
+            assert children, "expected DataLoader worker processes"
+            for pid in children:
+                os.kill(pid, self.sig)
+            time.sleep(0.5)  # the workers' signals land (and, were they killed, their deaths are seen) ...
+            os.kill(os.getpid(), self.sig)  # ... before the main process's own
+        return ToyRegressor.forward(self, x, y)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
+def test_dataloader_workers_outlive_a_stop_signal(tmp_path):
+    """The step in flight still needs batches after the signal (3 more micro-batches than the 2 prefetched)."""
+    t = make(tmp_path, lambda: SignalStepWithWorkers(signal.SIGTERM, at=9),
+             cfg=trainer_cfg(num_workers=1, grad_accum_steps=6), stage=stage_cfg(max_steps=6, batch_size=4))
+    with pytest.raises(TrainingInterrupted):
+        t.fit()
+    assert load_checkpoint(t.checkpoint_path("last"))["step"] == 2
 
 
 def test_num_workers_and_progress_bar(tmp_path):
