@@ -257,6 +257,7 @@ class Trainer:
         self.module = module.to(self.device)
         if self.settings.gradient_checkpointing:
             _enable_gradient_checkpointing(self.module, name, self.dist.is_main)
+        self.stop_signals = parse_signals(self.settings.stop_signals)
         self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.module, self.schedule.lr,
                                          self.settings.weight_decay, self.settings.betas)
@@ -331,7 +332,7 @@ class Trainer:
         self.started = time.perf_counter()
         window = _Window()
         progress = _progress(self.name, enabled=self.dist.is_main and s.progress)
-        with progress, StopSignals(parse_signals(s.stop_signals)) as stop:
+        with progress, StopSignals(self.stop_signals) as stop:
             task = progress.add_task(self.name, total=sched.max_steps, completed=self.step,
                                      loss=float("nan"), lr=0.0, sps=0.0)
             window.reset()
@@ -346,9 +347,8 @@ class Trainer:
                 if (self.step % s.log_every == 0 or self.step == sched.max_steps or stopping) and window.count:
                     self._log(window.mean(), window.samples_per_s())
                     window.reset()
-                if (s.ckpt_every and self.step % s.ckpt_every == 0
-                        and self.step != sched.max_steps) or (stopping and self.step != sched.max_steps):
-                    self._save(("last",))
+                if self.step != sched.max_steps and (stopping or (s.ckpt_every and self.step % s.ckpt_every == 0)):
+                    self._save(("last",))  # (at max_steps the final save below writes last.pt too)
             if self.step == sched.max_steps:
                 self._save(("final", "last"))  # final first: a last.pt at max_steps implies final.pt
             if stopping:
@@ -512,7 +512,7 @@ class Trainer:
                           pin_memory=self.device.type == "cuda",
                           generator=torch.Generator().manual_seed(seed),
                           # workers outlive a stop signal sent to the whole job step (SLURM)
-                          worker_init_fn=functools.partial(ignore_signals, parse_signals(s.stop_signals)))
+                          worker_init_fn=functools.partial(ignore_signals, self.stop_signals))
 
     def _resume(self) -> dict[str, Any] | None:
         """Load ``{name}_last.pt`` if present; returns this rank's RNG state to restore.
