@@ -2,7 +2,7 @@
 #
 #   make run                                    # the default job: python -m futurelat.main
 #   make run ARGS="+experiment=mmnist_vqvae_mamba_large trainer.device=cpu"
-#   make test                                   # the test suite, as CI runs it (.ci/run)
+#   make test                                   # the test suite, as CI runs it (.ci/run): pytest
 #   make test PYTEST_ARGS="tests/test_configs.py -x"
 #
 # Both create the virtualenv $(VENV) with $(PYTHON) if it is missing and install into it once:
@@ -28,7 +28,7 @@ run: $(STAMP)
 	$(BIN)/python -m futurelat.main $(ARGS)
 
 test: $(STAMP)
-	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	PATH="$(abspath $(BIN)):$$PATH" $(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
 
