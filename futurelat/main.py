@@ -29,6 +29,7 @@ from torch import Tensor
 from futurelat.datasets import build_dataset
 from futurelat.datasets.latent_cache import check_cache_for_model, is_latent_cache
 from futurelat.evaluation.common import write_metrics
+from futurelat.evaluation.curves import write_curves
 from futurelat.evaluation.evaluator import evaluate_frames
 from futurelat.evaluation.latent_evaluator import PICTURE_FILE as LATENT_PICTURE
 from futurelat.evaluation.latent_evaluator import FramesBaseline, evaluate_latents, summarize_latents
@@ -132,6 +133,8 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
             Trainer(model.head, train_set, cfg.trainer, cfg.trainer.predictor, run_dir, name="predictor",
                     prepare=model.head_inputs, logger=logger, config_to_save=resolved, dist=dist).fit()
         _report_skipped(train_set, "train")
+        if dist.is_main:
+            write_curves(run_dir)  # curves.png: train_log.jsonl drawn per stage (none for an eval-only run)
 
         # ---- evaluation (rank 0)
         metrics = None
