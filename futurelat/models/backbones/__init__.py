@@ -1,4 +1,1 @@
-"""Backbones (frames ↔ latents). Importing this package registers them."""
-
-from futurelat.models.backbones.vjepa2 import VJEPA2Backbone  # noqa: F401
-from futurelat.models.backbones.vqvae import VQVAE  # noqa: F401
+"""Backbones (frames ↔ latents), one per module; :data:`futurelat.registry.BACKBONES` maps config names to them."""
