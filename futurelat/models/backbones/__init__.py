@@ -1,1 +1,4 @@
-"""Backbones (frames ↔ latents), one per module; :data:`futurelat.registry.BACKBONES` maps config names to them."""
+"""Backbones (frames ↔ latents), one per module.
+
+:data:`futurelat.registry.BACKBONES` maps config names (``backbone.name``) to them; this package imports nothing.
+"""

@@ -1,1 +1,4 @@
-"""Heads (context latents → future latents), one per module; :data:`futurelat.registry.HEADS` maps config names to them."""
+"""Heads (context latents → future latents), one per module.
+
+:data:`futurelat.registry.HEADS` maps config names (``head.name``) to them; this package imports nothing.
+"""
