@@ -62,9 +62,9 @@ Resume, failures, DDP
 - An item whose decoding or encoding raises is listed in ``dir/<split>_failed.csv`` (index, video,
   error) and skipped; the next run retries it. A run in which every item fails stops with an error.
 - Rank ``r`` of ``w`` handles items ``r::w`` (:func:`~futurelat.caching.encode.shard_indices`) and writes
-  ``<split>.rank{r}.csv`` and ``<split>_failed.rank{r}.csv``; after a barrier rank 0 merges them, sorted by index, into
-  ``<split>.csv`` and ``<split>_failed.csv`` and deletes the partial files. The CSV is rebuilt from
-  every item of the run (cached before or now), so it never holds duplicates.
+  ``<split>.rank{r}.csv`` and ``<split>_failed.rank{r}.csv``; after a barrier rank 0 merges them, sorted
+  by index, into ``<split>.csv`` and ``<split>_failed.csv`` and deletes the partial files. The CSV is
+  rebuilt from every item of the run (cached before or now), so it never holds duplicates.
 
 The parts live in :mod:`futurelat.caching`: the frozen backbone and ``cache_info.json`` in
 :mod:`futurelat.caching.info`, encoding one split in :mod:`futurelat.caching.encode`.
