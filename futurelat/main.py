@@ -13,14 +13,12 @@ The Hydra run directory receives ``config.yaml``, ``checkpoints/``, ``train_log.
 from __future__ import annotations
 
 import logging
-import random
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -28,8 +26,8 @@ from torch import Tensor
 
 from futurelat.datasets import build_dataset
 from futurelat.datasets.latent_cache import check_cache_for_model, is_latent_cache
-from futurelat.evaluation.common import write_metrics
 from futurelat.evaluation.curves import write_curves
+from futurelat.evaluation.results import write_metrics
 from futurelat.evaluation.evaluator import evaluate_frames
 from futurelat.evaluation.latent_evaluator import PICTURE_FILE as LATENT_PICTURE
 from futurelat.evaluation.latent_evaluator import FramesBaseline, evaluate_latents, summarize_latents
@@ -40,8 +38,9 @@ from futurelat.training.distributed import DistInfo, init_distributed
 from futurelat.training.preemption import TrainingInterrupted
 from futurelat.training.trainer import Trainer
 from futurelat.utils import launch_time
-from futurelat.utils.config import print_config, save_config
-from futurelat.utils.logging import build_logger
+from futurelat.utils.resolved_config import print_config, save_config
+from futurelat.utils.run_logger import build_logger
+from futurelat.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 launch_time.register()  # ${launch_time:...} in hydra.run.dir: one run directory for all torchrun ranks
@@ -83,12 +82,6 @@ def _check_stages(cfg: DictConfig) -> list[str]:
     return stages
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[str, float] | None:
     """Run ``cfg.stages`` in ``run_dir``; returns the evaluation metrics (rank 0) or ``None``.
 
@@ -104,7 +97,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
     if dist.is_main:
         print_config(cfg)
         save_config(cfg, run_dir / "config.yaml")
-    _seed_everything(int(cfg.seed))
+    seed_everything(int(cfg.seed))
     model: LatentVideoModel = build_model(cfg)  # fails here, before training, if the pair does not fit
     if is_latent_cache(cfg.dataset):  # and here if the cache was written by another backbone
         check_cache_for_model(cfg.dataset, cfg.backbone.name, model.spec)

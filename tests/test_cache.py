@@ -15,7 +15,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import futurelat.cache as cache_cmd
-from futurelat.cache import build_frozen_backbone, cache_split, merge_partial_csvs, run_cache, shard_indices
+from futurelat.cache import run_cache
+from futurelat.caching import encode as encode_module
+from futurelat.caching.encode import cache_split, merge_partial_csvs, shard_indices
+from futurelat.caching.info import build_frozen_backbone
 from futurelat.datasets import build_dataset, moving_mnist
 from futurelat.datasets.latent_cache import CSV_COLUMNS, clip_path, load_cache_info
 from futurelat.models.backbones.vqvae import VQVAE
@@ -154,13 +157,13 @@ def test_rerun_writes_only_missing_or_incomplete_clips(tmp_path, tokenizer, monk
     stale.write_bytes(b"half")
 
     encoded = []
-    original = cache_cmd._encode
+    original = encode_module.encode_items
 
     def spy(backbone, items, *args):
         encoded.extend(it["index"] for it in items)
         return original(backbone, items, *args)
 
-    monkeypatch.setattr(cache_cmd, "_encode", spy)
+    monkeypatch.setattr(encode_module, "encode_items", spy)
     summary = run_cache(cfg, SINGLE)["train"]
     assert sorted(encoded) == [1, 2, 4]
     assert (summary.written, summary.skipped, summary.failed) == (3, 3, 0)

@@ -29,11 +29,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from futurelat.evaluation.common import (best_of_k, check_eval_arguments, check_frame_batch, collect_metrics,
-                                         evaluation_mode, evaluation_progress, write_metrics)
+from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
 from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_metrics
+from futurelat.evaluation.results import best_of_k, collect_metrics, write_metrics
 from futurelat.evaluation.visualize import save_prediction_gif, save_prediction_grid
 from futurelat.models.base import check_frames
+from futurelat.utils.modes import eval_mode_on
+from futurelat.utils.progress import progress_bar
 
 BASELINES: tuple[str, ...] = ("copy_last", "zeros")
 
@@ -181,7 +183,7 @@ def evaluate_frames(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
                         collate_fn=_collate_frames)
     start = 0
-    with evaluation_mode(model, device), evaluation_progress(progress) as bar, torch.no_grad():
+    with eval_mode_on(model, device), progress_bar("evaluate", progress) as bar, torch.no_grad():
         task = bar.add_task("rollouts", total=total)
         for frames in loader:
             check_frame_batch(frames, start, tc + tf)

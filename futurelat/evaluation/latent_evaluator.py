@@ -33,12 +33,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from futurelat.evaluation.common import (best_of_k, check_eval_arguments, check_frame_batch, collect_metrics,
-                                         evaluation_mode, evaluation_progress, write_metrics)
+from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
 from futurelat.evaluation.latent_metrics import LATENT_METRIC_NAMES, check_latents, latent_metrics
 from futurelat.evaluation.latent_visualize import save_latent_grid
 from futurelat.evaluation.metrics import MetricAccumulator
+from futurelat.evaluation.results import best_of_k, collect_metrics, write_metrics
 from futurelat.models.base import Latents, LatentSpec
+from futurelat.utils.modes import eval_mode_on
+from futurelat.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +315,7 @@ def evaluate_latents(
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
                         collate_fn=collate_latent_items)
-    with evaluation_mode(model, device), evaluation_progress(progress) as bar, torch.no_grad():
+    with eval_mode_on(model, device), progress_bar("evaluate", progress) as bar, torch.no_grad():
         task = bar.add_task("latent rollouts", total=total)
         for batch in loader:
             if item_keys is None:

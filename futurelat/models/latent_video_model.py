@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Backbone, Head, Latents, LatentSpec, check_frames
 from futurelat.registry import BACKBONES, HEADS
+from futurelat.utils.modes import eval_mode
 
 
 class LatentVideoModel(nn.Module):
@@ -39,12 +40,8 @@ class LatentVideoModel(nn.Module):
 
         Runs the backbone in eval mode under ``no_grad`` (it must not learn in stage 2).
         """
-        was_training = self.backbone.training
-        self.backbone.eval()
-        try:
+        with eval_mode(self.backbone):
             return self.backbone.encode(frames)
-        finally:
-            self.backbone.train(was_training)
 
     def head_inputs(self, batch: Mapping[str, Tensor]) -> dict[str, Any]:
         """Stage-2 ``prepare``: a batch ``{"frames": (B, T, C, H, W)}`` → ``{"z": Latents}``.

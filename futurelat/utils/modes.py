@@ -1,10 +1,12 @@
-"""Switching a module to eval mode for a block and restoring its previous mode afterwards."""
+"""Switching modules to eval mode for a block and restoring their previous modes afterwards."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -25,3 +27,17 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, training in saved:
             m.training = training
+
+
+@contextmanager
+def eval_mode_on(model: Any, device: torch.device | str) -> Iterator[None]:
+    """Move ``model`` to ``device`` and run the block with it in :func:`eval_mode`.
+
+    Anything that is not an ``nn.Module`` (e.g. a baseline function) is left alone.
+    """
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    model.to(device)
+    with eval_mode(model):
+        yield

@@ -19,7 +19,7 @@ from futurelat.evaluation.latent_evaluator import (
     latent_metric_keys,
     summarize_latents,
 )
-from futurelat.evaluation.common import best_of_k
+from futurelat.evaluation.results import best_of_k
 from futurelat.evaluation.latent_metrics import latent_metrics
 from futurelat.evaluation.latent_visualize import (
     BORDER,

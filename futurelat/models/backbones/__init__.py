@@ -1,4 +1,4 @@
-"""Backbones (frames ↔ latents). Importing this package registers them."""
+"""Backbones (frames ↔ latents), one per module.
 
-from futurelat.models.backbones.vjepa2 import VJEPA2Backbone  # noqa: F401
-from futurelat.models.backbones.vqvae import VQVAE  # noqa: F401
+:data:`futurelat.registry.BACKBONES` maps config names (``backbone.name``) to them; this package imports nothing.
+"""

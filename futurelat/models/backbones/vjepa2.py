@@ -31,9 +31,8 @@ from einops import rearrange
 from torch import Tensor
 
 from futurelat.models.base import Backbone, Latents, LatentSpec, check_frames
-from futurelat.registry import BACKBONES
 
-if TYPE_CHECKING:  # transformers is imported when a model is built: it costs seconds at registry import
+if TYPE_CHECKING:  # transformers is imported when a model is built: it costs seconds at import
     from transformers import VJEPA2Model
 
 log = logging.getLogger(__name__)
@@ -233,7 +232,6 @@ def preprocess(frames: Tensor, crop_size: int) -> Tensor:
 # --------------------------------------------------------------------------------------
 
 
-@BACKBONES.register("vjepa2")
 class VJEPA2Backbone(Backbone):
     """Frozen V-JEPA 2 encoder: frames ``(B, T, C, H, W)`` → latents ``(B, T/s, N, D)``; no decoder.
 

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
 from futurelat.models.base import Backbone, Latents, LatentSpec, check_frames
-from futurelat.registry import BACKBONES
 
 
 # --------------------------------------------------------------------------------------
@@ -98,7 +97,6 @@ class Decoder(nn.Module):
 # --------------------------------------------------------------------------------------
 
 
-@BACKBONES.register("vqvae")
 class VQVAE(Backbone):
     """Per-frame VQ-VAE: frames ``(B, T, C, H, W)`` ↔ codes ``(B, T, N)`` / latents ``(B, T, N, D)``.
 

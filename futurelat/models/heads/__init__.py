@@ -1,5 +1,4 @@
-"""Heads (context latents → future latents). Importing this package registers them."""
+"""Heads (context latents → future latents), one per module.
 
-from futurelat.models.heads.flow_dit import FlowDiTHead  # noqa: F401
-from futurelat.models.heads.mamba import MambaHead  # noqa: F401
-from futurelat.models.heads.transformer import TransformerHead  # noqa: F401
+:data:`futurelat.registry.HEADS` maps config names (``head.name``) to them; this package imports nothing.
+"""

@@ -65,7 +65,6 @@ from futurelat.models.heads.checkpointing import CheckpointableBlocks
 from futurelat.models.heads.flow import (TIME_SAMPLINGS, SamplerOptions, guided_velocity, integrate, linear_path,
                                          sample_times, sampler_options)
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
-from futurelat.registry import HEADS
 
 CONDITIONINGS = ("in_context", "cross_attention")
 #: Where token positions enter: ``sincos`` added to the input tokens, or ``rope`` rotating queries and keys.
@@ -246,7 +245,6 @@ def _check_config(spec: LatentSpec, num_frames: int, context_frames: int, d_mode
             raise ValueError(f"head.params.{key}={value!r} {rule}")
 
 
-@HEADS.register("flow_dit")
 class FlowDiTHead(Head):
     """Rectified-flow DiT over continuous latents ``(B, T, N, D)``; see the module docstring.
 

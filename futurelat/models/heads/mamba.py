@@ -51,7 +51,6 @@ from futurelat.models.heads.latent_io import LatentStandardizer, check_patch_siz
 from futurelat.models.heads.mamba_layers import Mamba2Mixer, MixerState, resolve_backend
 from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
-from futurelat.registry import HEADS
 
 ORDERINGS = ("frame", "token")
 OBJECTIVES = ("autoregressive", "regression")
@@ -128,7 +127,6 @@ class TokenBlock(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-@HEADS.register("mamba")
 class MambaHead(Head):
     """Mamba-2 next-frame predictor over codes ``(B, T, N)`` or latents ``(B, T, N, D)``; see the module docstring.
 

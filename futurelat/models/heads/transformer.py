@@ -47,7 +47,6 @@ from futurelat.models.heads.checkpointing import CheckpointableBlocks
 from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
 from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
 from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
-from futurelat.registry import HEADS
 
 OBJECTIVES = ("regression", "autoregressive")
 ATTENTIONS = ("full", "factorized")
@@ -117,7 +116,6 @@ def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: s
 # ---------------------------------------------------------------------------------------------
 
 
-@HEADS.register("transformer")
 class TransformerHead(Head):
     """Transformer head over ``(B, T, N, D)`` latents or ``(B, T, N)`` codes; see the module docstring.
 

@@ -23,6 +23,7 @@ def config_tree(cfg: DictConfig) -> Tree:
 
 
 def print_config(cfg: DictConfig) -> None:
+    """Print :func:`config_tree` of ``cfg`` to the terminal."""
     rprint(config_tree(cfg))
 
 

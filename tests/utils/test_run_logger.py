@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from futurelat.utils.logging import NoLogger, WandbLogger, build_logger
+from futurelat.utils.run_logger import NoLogger, WandbLogger, build_logger
 
 
 def test_none_and_non_main_ranks_get_no_logger(tmp_path):

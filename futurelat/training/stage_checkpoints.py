@@ -1,0 +1,103 @@
+"""A trainer's ``{name}_last.pt`` / ``{name}_final.pt``: writing them, and continuing a stage from ``last``.
+
+The file format (and the atomic write) is :mod:`futurelat.training.checkpoint`'s; this module decides
+what a stage stores (model, optimizer, scheduler, GradScaler, every rank's RNG state, the step, the
+resolved config) and how a :class:`~futurelat.training.trainer.Trainer` takes it back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from futurelat.training.checkpoint import (FORMAT_VERSION, capture_rng_state, load_checkpoint, save_checkpoint,
+                                           state_digest)
+from futurelat.training.distributed import all_gather_objects
+
+if TYPE_CHECKING:  # annotations only: the trainer imports this module
+    from futurelat.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def resume_stage(trainer: Trainer) -> dict[str, Any] | None:
+    """Load ``{name}_last.pt`` into ``trainer`` if present; returns this rank's RNG state to restore.
+
+    Sets ``trainer.step`` and the module's weights; below ``max_steps`` also the optimizer,
+    scheduler and GradScaler states. Returns ``None`` when starting fresh or already at ``max_steps``.
+
+    Raises:
+        FileNotFoundError: ``resume: true`` and no ``{name}_last.pt`` (``auto`` starts fresh).
+        ValueError: the checkpoint is beyond ``max_steps``.
+    """
+    name, dist, max_steps = trainer.name, trainer.dist, trainer.schedule.max_steps
+    path = trainer.checkpoint_path("last")
+    if not path.is_file():
+        if trainer.settings.resume is True:
+            raise FileNotFoundError(f"stage '{name}': trainer.resume=true but there is no {path} to "
+                                    "resume from; use trainer.resume=auto to start fresh when there is none")
+        if dist.is_main:
+            log.info("stage '%s': no %s yet; starting fresh", name, path)
+        return None
+    ckpt = load_checkpoint(path, map_location=trainer.device)
+    step = int(ckpt["step"])
+    if step > max_steps:
+        raise ValueError(f"stage '{name}': {path} is at step {step} > max_steps={max_steps}")
+    trainer.module.load_state_dict(ckpt["model"])
+    trainer.step = step
+    if step >= max_steps:
+        return None
+    trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    trainer.scheduler.load_state_dict(ckpt["scheduler"])
+    if trainer.scaler is not None and ckpt.get("scaler") is not None:
+        trainer.scaler.load_state_dict(ckpt["scaler"])
+    rng = ckpt["rng"]
+    if len(rng) != dist.world_size and dist.is_main:
+        log.warning("stage '%s': %s was written by %d ranks, now %d; RNG streams will "
+                    "differ from an uninterrupted run", name, path, len(rng), dist.world_size)
+    if dist.is_main:
+        log.info("stage '%s': resumed from %s at step %d", name, path, step)
+    return rng[dist.rank % len(rng)]
+
+
+def save_stage(trainer: Trainer, kinds: tuple[str, ...]) -> None:
+    """Write ``{name}_{kind}.pt`` for each kind (collective: every rank calls it). A ``final``
+    save under DDP also gathers each rank's weight digest and refuses diverged ranks.
+
+    Raises:
+        RuntimeError: (``final``) the ranks' weights differ.
+    """
+    dist = trainer.dist
+    rng = all_gather_objects(capture_rng_state(), dist)  # collective: all ranks
+    digests = all_gather_objects(state_digest(trainer.module), dist) if "final" in kinds else None
+    if digests is not None and len(set(digests)) > 1:
+        raise RuntimeError(f"stage '{trainer.name}': the ranks' weights differ at step {trainer.step} "
+                           f"(digests {digests}); gradients were not synchronised")
+    if dist.is_main:
+        state = {
+            "format": FORMAT_VERSION,
+            "name": trainer.name,
+            "step": trainer.step,
+            "world_size": dist.world_size,
+            "model": trainer.module.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(),
+            "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
+            "rng": rng,
+            "config_yaml": trainer.config_yaml,
+            "rank_digests": digests,
+        }
+        for kind in kinds:
+            save_checkpoint(state, trainer.checkpoint_path(kind))
+
+
+def config_yaml(config: Mapping | DictConfig | None) -> str | None:
+    """The resolved YAML a checkpoint stores of ``config`` (``None`` stays ``None``)."""
+    if config is None:
+        return None
+    if not isinstance(config, DictConfig):
+        config = OmegaConf.create(dict(config))
+    return OmegaConf.to_yaml(config, resolve=True)
