@@ -12,10 +12,8 @@ from composing import ROOT, TINY
 from running import run_main
 
 
-def test_main_job_end_to_end(tmp_path):
-    run_dir = tmp_path / "run"
-    result = run_main([*TINY, f"hydra.run.dir={run_dir}"], cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_main_job_end_to_end(tiny_run, tmp_path):
+    run_dir = tiny_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("test/mse", "test/mae", "test/ssim", "test/psnr", "tokenizer/psnr",
                 "test/copy_last/mse", "test/zeros/ssim", "test/mse/step_01"):
@@ -27,6 +25,8 @@ def test_main_job_end_to_end(tmp_path):
     for stage in ("tokenizer", "predictor"):
         assert (run_dir / "checkpoints" / f"{stage}_final.pt").exists()
     assert (run_dir / "train_log.jsonl").read_text().strip()
+    with Image.open(run_dir / "curves.png") as img:  # the training log drawn, one row per stage
+        assert img.text["Description"] == "tokenizer: loss, learning rate, codebook; predictor: loss, learning rate"
 
     # The stages also run alone, from the checkpoints of the first run.
     ckpt = run_dir / "checkpoints"

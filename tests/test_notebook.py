@@ -9,8 +9,8 @@ import nbclient  # the dev extra installs nbclient, nbformat and ipykernel
 import nbformat
 import pytest
 
-from composing import ROOT, TINY
-from running import CI_ENV, run_main
+from composing import ROOT
+from running import CI_ENV
 
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
 
@@ -33,10 +33,8 @@ def _text(cells) -> str:
     return "".join(out.get("text", "") for cell in cells if cell.cell_type == "code" for out in cell.outputs)
 
 
-def test_quickstart_runs_on_a_finished_run(tmp_path, monkeypatch):
-    run_dir = tmp_path / "run"
-    result = run_main([*TINY, f"hydra.run.dir={run_dir}"], cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_quickstart_runs_on_a_finished_run(tiny_run, monkeypatch):
+    run_dir = tiny_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
 
     cells = _execute(monkeypatch, run_dir)

@@ -7,9 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from composing import ROOT, TINY
 from futurelat.evaluation.curves import CURVES_FILE, LOG_FILE, plot_curves, read_train_log, write_curves
-from running import run_main
 
 
 def _line(stage: str, step: int, **metrics: float) -> str:
@@ -59,11 +57,3 @@ def test_no_training_log_writes_no_picture(tmp_path):
     assert write_curves(tmp_path) is None and not (tmp_path / CURVES_FILE).exists()
     with pytest.raises(ValueError, match="nothing to draw"):
         plot_curves(read_train_log(tmp_path / LOG_FILE), tmp_path / CURVES_FILE)
-
-
-def test_a_tiny_run_writes_curves_png(tmp_path):
-    run_dir = tmp_path / "run"
-    result = run_main([*TINY, f"hydra.run.dir={run_dir}", "stages=[tokenizer,predictor]"], cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    with Image.open(run_dir / CURVES_FILE) as img:
-        assert img.text["Description"] == "tokenizer: loss, learning rate, codebook; predictor: loss, learning rate"
