@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from composing import CONFIG_DIR, EXPERIMENTS, TINY_COMMON, compose_config, tiny_config
+from composing import CONFIG_DIR, EXPERIMENTS, TINY, compose_config, tiny_config
 
 GPU = {"device": "cuda", "precision": "bf16", "num_workers": 8, "log_every": 100, "ckpt_every": 2000}
 
@@ -57,15 +57,22 @@ def test_tiny_presets_inherit_their_full_preset(tiny, full):
 
 def test_debug_tiny_is_the_test_shrink():
     cfg = tiny_config()
+    assert cfg == compose_config(["+debug=tiny"])  # the tests' TINY is configs/debug/tiny.yaml
     assert cfg.logger.name == "none" and cfg.trainer.device == "cpu" and cfg.trainer.predictor.max_steps == 2
     assert (cfg.backbone.params.hidden_channels, cfg.backbone.params.codebook_size) == (8, 32)
     assert cfg.dataset.test_sequences == 4 and cfg.head.params.d_model == 32
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_debug_tiny_wins_over_every_preset(experiment):
-    latent = experiment.startswith("vjepa2")  # a V-JEPA 2 backbone on a latent cache: no vqvae / mmnist sizes
-    cfg = compose_config([f"+experiment={experiment}", *(TINY_COMMON if latent else ["+debug=tiny"])])
+def test_debug_tiny_after_a_preset_wins_over_it(experiment):
+    """``+experiment=NAME +debug=tiny`` as a user types it: the same job as the tests' overrides."""
+    if experiment.startswith("vjepa2"):  # V-JEPA 2 on a latent cache: no vqvae or Moving MNIST sizes
+        drop = ["debug/backbone@backbone=none", "debug/dataset@dataset=none"]
+        tiny = [o for o in TINY if not o.startswith(("backbone.", "dataset."))]
+    else:
+        drop, tiny = [], TINY
+    cfg = compose_config([f"+experiment={experiment}", "+debug=tiny", *drop])
+    assert cfg == compose_config([f"+experiment={experiment}", *tiny])
     assert cfg.trainer.device == "cpu" and cfg.trainer.predictor.max_steps == 2
     assert cfg.head.params.num_layers == 1 and cfg.eval.batch_size == 2 and cfg.logger.name == "none"
 
