@@ -30,7 +30,7 @@ trains (``trainable = True``, e.g. ``vqvae``) is refused (random weights make a 
 frozen pretrained backbone (e.g. V-JEPA 2) is used as it builds itself. It is frozen and run in eval mode
 under ``no_grad``.
 
-Config keys (``cache:`` in ``configs/main.yaml``):
+Config keys (``cache:``, ``configs/cache/default.yaml``; defaults in :class:`futurelat.config.run.CacheConfig`):
 
 =================  ==================  ==========================================================
 key                default             meaning

@@ -38,7 +38,10 @@ class MambaParams:
     """:class:`futurelat.models.heads.mamba.MambaHead` (Mamba-2 next-frame predictor).
 
     ``objective``: ``autoregressive`` (a prior over codes) | ``regression`` (latents, ``loss`` =
-    ``l1`` | ``mse`` | ``smooth_l1``). ``ordering``: ``frame`` | ``token``. ``input_noise``:
+    ``l1`` | ``mse`` | ``smooth_l1`` on standardized latents). ``ordering``: ``frame`` (the scan runs
+    over time, all N codes of the next frame at once) | ``token`` (raster order over all frames).
+    Frame ordering: ``spatial_kernel``, a depthwise conv over the grid inside each step;
+    ``patch_size``, each position holds a ``p x p`` patch of codes. ``input_noise``:
     autoregressive, the fraction of input codes replaced by random ones; regression, the std of
     Gaussian noise on the standardized inputs. ``pixel_loss_weight`` (>= 0) x the pixel MSE of
     ``pixel_loss_frames`` decoded predicted frames per clip (regression, needs a decoder).
@@ -80,10 +83,14 @@ class TransformerParams:
     ``objective``: ``regression`` (context latents in, all future latents out) | ``autoregressive``
     (a VideoGPT-style prior over codes; ``ordering`` ``frame`` | ``token``). ``context_frames``:
     latent frames, null = ``dataset.context_frames`` / the backbone's temporal downsampling.
-    ``position``: ``rope`` | ``sincos`` | ``alibi``. ``attention``: ``full`` | ``factorized``.
-    ``spatial_kernel``: 0 or odd; ``temporal_kernel``: 1 or odd; ``conv_factorization``:
-    ``joint`` | ``2+1d``. ``loss``: ``mse`` | ``l1`` | ``smooth_l1``. ``target``: ``absolute`` |
-    ``residual``. ``query_chunk``: queries per attention call with a mask or bias.
+    ``patch_size``: each token holds a ``p x p`` patch of latents / codes (ignored by ordering
+    token). ``position``: ``rope`` (factorized t, h, w) | ``sincos`` | ``alibi`` (token ordering).
+    Regression only: ``attention`` ``full`` | ``factorized`` (space then time, ViViT-style);
+    ``spatial_kernel`` 0 (off) or odd k, a depthwise k x k conv over each frame's tokens before every
+    block; ``temporal_kernel`` 1 or odd kt, that conv spanning kt frames; ``conv_factorization``
+    ``joint`` (one kt x k x k conv) | ``2+1d``; ``loss`` ``mse`` | ``l1`` | ``smooth_l1``;
+    ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` as for
+    :class:`MambaParams`. ``query_chunk``: queries per attention call with a mask or ALiBi bias.
     """
 
     objective: str = "regression"

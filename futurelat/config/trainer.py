@@ -28,7 +28,7 @@ RESUME_MODES = (True, False, "auto")
 @dataclass
 class StageSchedule:
     """One stage's schedule: ``max_steps`` (> 0) optimizer steps of ``batch_size`` (> 0) samples
-    per rank per micro-step, peak learning rate ``lr`` (> 0), linear warmup over ``warmup_steps``
+    per rank per micro-step (clips; the tokenizer stage sees ``backbone.frames_per_clip`` frames of each), peak learning rate ``lr`` (> 0), linear warmup over ``warmup_steps``
     (in [0, max_steps]), cosine decay to ``lr * min_lr_ratio`` (in [0, 1]); see
     :mod:`futurelat.training.optim`. Every key is required (no schedule suits both stages)."""
 
