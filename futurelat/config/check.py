@@ -1,8 +1,9 @@
-"""The check Hydra leaves out: keys appended with ``+key=value`` to a schema node.
+"""Checks beside Hydra's: keys appended to a schema node, and plain dicts read through a schema.
 
 OmegaConf refuses unknown keys in YAML files and in ``key=value`` overrides while Hydra composes,
 but Hydra appends ``+key=value`` overrides with the struct flag lifted, so ``+trainer.no_such_key=1``
-composes. :func:`check_config` finds such keys before anything runs.
+composes. :func:`check_config` finds such keys before anything runs. :func:`merge_schema` reads a
+config or a partial dict (tests, Python callers) through a schema, so it gets the schema's defaults.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _check(node: DictConfig | ListConfig, prefix: str) -> None:
     if isinstance(node, ListConfig):
         for i, item in enumerate(_items(node)):
             if isinstance(item, (DictConfig, ListConfig)):
-                _check(item, f"{prefix}[{i}]")
+                _check(item, f"{prefix.rstrip('.')}[{i}].")
         return
     schema = OmegaConf.get_type(node)
     if schema is not None and dataclasses.is_dataclass(schema):
