@@ -30,7 +30,7 @@ trains (``trainable = True``, e.g. ``vqvae``) is refused (random weights make a 
 frozen pretrained backbone (e.g. V-JEPA 2) is used as it builds itself. It is frozen and run in eval mode
 under ``no_grad``.
 
-Config keys (``cache:`` in ``configs/main.yaml``):
+Config keys (``cache:``, ``configs/cache/default.yaml``; defaults in :class:`futurelat.config.run.CacheConfig`):
 
 =================  ==================  ==========================================================
 key                default             meaning
@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +83,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from futurelat.caching.encode import DTYPES, SplitSummary, cache_split, merge_partial_csvs, shard_indices
 from futurelat.caching.info import build_frozen_backbone, make_cache_info, merge_info, write_info
+from futurelat.config import check_config, register_configs
+from futurelat.config.run import CacheConfig
 from futurelat.datasets import build_dataset
 from futurelat.datasets.latent_cache import FAILED_COLUMNS, failed_csv_path, is_latent_cache, read_csv, shape_str
 from futurelat.training.distributed import (DistInfo, all_gather_objects, barrier, init_distributed,
@@ -93,6 +94,7 @@ from futurelat.utils.precision import PRECISIONS as AUTOCAST  # the name CacheSe
 
 log = logging.getLogger(__name__)
 launch_time.register()  # ${launch_time:...} in hydra.run.dir: one run directory for all torchrun ranks
+register_configs()  # the schemas (base_*) that configs/ builds on: futurelat/config/
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 SPLITS = ("train", "test")
@@ -101,18 +103,9 @@ SPLITS = ("train", "test")
 # --------------------------------------------------------------------------- settings and results
 
 
-@dataclass(frozen=True)
-class CacheSettings:
-    """The validated ``cache:`` config block (see the module docstring for the keys)."""
-
-    splits: tuple[str, ...]
-    batch_size: int
-    num_workers: int
-    dtype: str
-    max_items: int | None
-    device: str
-    precision: str
-    progress: bool
+class CacheSettings(CacheConfig):
+    """The validated ``cache:`` config block: :class:`futurelat.config.run.CacheConfig`, the schema
+    that holds the keys' defaults, with the checks its types cannot express."""
 
     @property
     def precision_dtype(self) -> torch.dtype | None:
@@ -121,23 +114,27 @@ class CacheSettings:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any] | DictConfig) -> "CacheSettings":
-        """Raises ``ValueError`` naming the ``cache.*`` key of a bad value."""
+        """``cache`` (a config or a partial dict; missing keys take the schema's defaults) as settings.
+
+        Raises:
+            omegaconf's ``ConfigKeyError`` (a ``KeyError``) / ``ValidationError`` (a ``ValueError``):
+                an unknown key / a value of the wrong type, named.
+            ValueError: a bad value, naming its ``cache.*`` key.
+        """
         c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-        splits = tuple(c["splits"])
-        if not splits or any(s not in SPLITS for s in splits):
-            raise ValueError(f"cache.splits must be a non-empty subset of {list(SPLITS)}; got {list(splits)}")
-        if int(c["batch_size"]) < 1 or int(c["num_workers"]) < 0:
+        s = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), c))
+        if not s.splits or any(split not in SPLITS for split in s.splits):
+            raise ValueError(f"cache.splits must be a non-empty subset of {list(SPLITS)}; got {list(s.splits)}")
+        if s.batch_size < 1 or s.num_workers < 0:
             raise ValueError(f"cache.batch_size must be >= 1 and cache.num_workers >= 0; "
-                             f"got {c['batch_size']} and {c['num_workers']}")
-        if c["dtype"] not in DTYPES:
-            raise ValueError(f"cache.dtype must be one of {list(DTYPES)}; got {c['dtype']!r}")
-        if c["precision"] not in AUTOCAST:
-            raise ValueError(f"cache.precision must be one of {list(AUTOCAST)}; got {c['precision']!r}")
-        if c.get("max_items") is not None and int(c["max_items"]) < 1:
-            raise ValueError(f"cache.max_items must be null or >= 1; got {c['max_items']}")
-        return cls(splits=splits, batch_size=int(c["batch_size"]), num_workers=int(c["num_workers"]),
-                   dtype=c["dtype"], max_items=None if c.get("max_items") is None else int(c["max_items"]),
-                   device=str(c["device"]), precision=c["precision"], progress=bool(c["progress"]))
+                             f"got {s.batch_size} and {s.num_workers}")
+        if s.dtype not in DTYPES:
+            raise ValueError(f"cache.dtype must be one of {list(DTYPES)}; got {s.dtype!r}")
+        if s.precision not in AUTOCAST:
+            raise ValueError(f"cache.precision must be one of {list(AUTOCAST)}; got {s.precision!r}")
+        if s.max_items is not None and s.max_items < 1:
+            raise ValueError(f"cache.max_items must be null or >= 1; got {s.max_items}")
+        return s
 
 
 # --------------------------------------------------------------------------- the command
@@ -231,7 +228,7 @@ def _print_summary(summaries: Mapping[str, SplitSummary], root: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="main")
 def main(cfg: DictConfig) -> None:
-    run_cache(cfg)
+    run_cache(check_config(cfg))
 
 
 if __name__ == "__main__":

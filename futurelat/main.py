@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from futurelat.config import check_config, register_configs
 from futurelat.datasets import build_dataset
 from futurelat.datasets.latent_cache import check_cache_for_model, is_latent_cache
 from futurelat.evaluation.curves import write_curves
@@ -44,6 +45,7 @@ from futurelat.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 launch_time.register()  # ${launch_time:...} in hydra.run.dir: one run directory for all torchrun ranks
+register_configs()  # the schemas (base_*) that configs/ builds on: futurelat/config/
 
 STAGES = ("tokenizer", "predictor", "evaluate")
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
@@ -89,9 +91,11 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
     decides for this process (under torchrun: ``cuda:LOCAL_RANK`` with nccl, or the CPU with gloo).
 
     Raises:
+        ValueError: a key the schemas do not know (appended with ``+key=value``), before anything runs.
         TrainingInterrupted: a stop signal (``trainer.stop_signals``) ended a stage after its
             checkpoint was written; :func:`main` exits with its ``exit_code``.
     """
+    check_config(cfg)
     dist = dist or init_distributed(str(cfg.trainer.device))
     stages = _check_stages(cfg)
     if dist.is_main:
@@ -167,11 +171,11 @@ def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
         metrics = evaluate_frames(
             model, test_set, context_frames=int(cfg.dataset.context_frames),
             future_frames=int(cfg.dataset.future_frames),
-            reconstruct_sequences=cfg.eval.get("reconstruct_sequences"), **common)
+            reconstruct_sequences=cfg.eval.reconstruct_sequences, **common)
         return _with_skipped(metrics, test_set, run_dir), ("predictions.gif", "predictions.png")
     step = model.spec.temporal_downsample
     test_config, baselines = cfg.dataset, {}
-    if getattr(model.backbone, "has_predictor", False) and cfg.eval.get("backbone_predictor", True):
+    if getattr(model.backbone, "has_predictor", False) and cfg.eval.backbone_predictor:
         # The pretrained predictor reads context frames: score everything on the raw test clips.
         test_config = cfg.dataset.get("source", cfg.dataset)
         baselines[f"{cfg.backbone.name}_predictor"] = FramesBaseline(model.backbone.predict_future)
@@ -254,7 +258,7 @@ def main(cfg: DictConfig) -> float | None:
         log.warning("%s", stop)
         sys.exit(stop.exit_code)  # 128 + signal: what a requeue or torchrun expects of a signalled job
     # Returned for sweepers that optimise a value (rank 0 only; None on the other ranks).
-    return None if metrics is None else optimized_value(metrics, cfg.get("optimized_metric"))
+    return None if metrics is None else optimized_value(metrics, cfg.optimized_metric)
 
 
 if __name__ == "__main__":

@@ -36,25 +36,25 @@ returned (differs from the requested one after a replacement).
 from __future__ import annotations
 
 import csv
-import functools
 import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
-from futurelat.datasets.config import require, with_defaults
+from futurelat.config.check import merge_schema
+from futurelat.config.dataset import KineticsConfig
 from futurelat.datasets.video_io import BACKENDS, VideoDecodeError, open_video
 
 __all__ = [
     "Annotation",
-    "CONFIG_DEFAULTS",
     "Kinetics",
     "SkippedVideoWarning",
     "VIDEO_EXTENSIONS",
@@ -76,25 +76,6 @@ SPLITS = ("train", "test")
 EVAL_CLIPS = ("center", "start")
 #: What happens to a video shorter than a clip.
 SHORT_VIDEOS = ("pad", "skip")
-
-#: Keys of ``configs/dataset/kinetics_400.yaml`` and their defaults (used for missing keys).
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "name": "kinetics_400",
-    "root": None,
-    "annotations_dir": None,
-    "csv": {"train": "train.csv", "test": "validate.csv"},
-    "context_frames": 32,
-    "future_frames": 32,
-    "frame_stride": 2,
-    "target_fps": None,
-    "image_size": 256,
-    "channels": 3,
-    "eval_clip": "center",
-    "short_videos": "pad",
-    "backend": "auto",
-    "decode_threads": 1,
-}
-
 
 class SkippedVideoWarning(UserWarning):
     """A video listed in the annotations was skipped (missing, unreadable or too short)."""
@@ -406,8 +387,8 @@ class Kinetics(Dataset):
 def build_kinetics(cfg: Mapping[str, Any], split: str) -> Kinetics:
     """The ``train`` or ``test`` split from ``configs/dataset/kinetics_400.yaml``.
 
-    ``cfg`` is a ``DictConfig`` or mapping with the keys of :data:`CONFIG_DEFAULTS` (missing
-    keys take those defaults). ``csv.<split>`` is resolved against ``annotations_dir`` (or
+    ``cfg`` is a ``DictConfig`` or mapping with keys of :class:`futurelat.config.dataset.KineticsConfig`
+    (missing keys take its defaults; a ``csv`` mapping lists every split it sets, the others unset). ``csv.<split>`` is resolved against ``annotations_dir`` (or
     ``root`` when that is null) unless absolute. Class names are the sorted union of the
     labels of every CSV in ``csv`` that exists, so train and test agree on label indices.
 
@@ -439,36 +420,32 @@ def _csv_path(c: Mapping[str, Any], split: str) -> str:
 
 
 def _validated(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults filled in, unknown keys and bad values rejected (errors name ``dataset.<key>``)."""
-    c = with_defaults(cfg, CONFIG_DEFAULTS)
+    """``cfg`` over the schema's defaults; unknown keys, wrong types and bad values rejected (errors
+    name ``dataset.<key>``)."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    if isinstance(plain.get("csv"), Mapping):  # the splits it lists, not the schema's as well
+        plain["csv"] = {**{s: None for s in SPLITS}, **plain["csv"]}
+    c = asdict(merge_schema(KineticsConfig, plain, "dataset"))
 
-    need = functools.partial(require, c)
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
+    def need(key: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(f"dataset.{key} must be {what}; got {c[key]!r}")
 
     need("name", c["name"] == "kinetics_400", "'kinetics_400'")
     if c["root"] in (None, "", "???"):
         raise ValueError("dataset.root is not set: point it at the folder of Kinetics clips, e.g. "
                          "dataset.root=/data/kinetics400/videos (and dataset.annotations_dir at the CSVs)")
     c["root"] = os.path.expanduser(str(c["root"]))
-    need("annotations_dir", c["annotations_dir"] is None or isinstance(c["annotations_dir"], (str, os.PathLike)),
-         "null or a folder")
-    need("csv", isinstance(c["csv"], Mapping) and set(c["csv"]) <= set(SPLITS),
-         f"a mapping with keys among {', '.join(SPLITS)}")
     for key in ("context_frames", "future_frames", "image_size"):
-        need(key, is_int(c[key]) and c[key] >= 1, "an int >= 1")
-    need("channels", c["channels"] == 3 and is_int(c["channels"]), "3 (RGB videos)")
+        need(key, c[key] >= 1, "an int >= 1")
+    need("channels", c["channels"] == 3, "3 (RGB videos)")
     if (c["frame_stride"] is None) == (c["target_fps"] is None):
         raise ValueError(f"set exactly one of dataset.frame_stride and dataset.target_fps (the other null); "
                          f"got {c['frame_stride']!r} and {c['target_fps']!r}")
-    need("frame_stride", c["frame_stride"] is None or (is_int(c["frame_stride"]) and c["frame_stride"] >= 1),
-         "null or an int >= 1")
-    need("target_fps", c["target_fps"] is None or (isinstance(c["target_fps"], (int, float))
-                                                    and not isinstance(c["target_fps"], bool) and c["target_fps"] > 0),
-         "null or a number > 0")
+    need("frame_stride", c["frame_stride"] is None or c["frame_stride"] >= 1, "null or an int >= 1")
+    need("target_fps", c["target_fps"] is None or c["target_fps"] > 0, "null or a number > 0")
     need("eval_clip", c["eval_clip"] in EVAL_CLIPS, " or ".join(EVAL_CLIPS))
     need("short_videos", c["short_videos"] in SHORT_VIDEOS, " or ".join(SHORT_VIDEOS))
     need("backend", c["backend"] in BACKENDS, " | ".join(BACKENDS))
-    need("decode_threads", is_int(c["decode_threads"]) and c["decode_threads"] >= 0, "an int >= 0")
+    need("decode_threads", c["decode_threads"] >= 0, "an int >= 0")
     return c

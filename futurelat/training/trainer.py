@@ -59,130 +59,31 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
+from futurelat.config.trainer import StageSchedule, TrainerSettings
 from futurelat.models.heads.checkpointing import set_gradient_checkpointing
 from futurelat.training.checkpoint import checkpoint_path, restore_rng_state
 from futurelat.training.distributed import DistInfo, barrier, init_distributed, resolve_device
 from futurelat.training.loader import build_loader
 from futurelat.training.optim import build_optimizer, build_scheduler
-from futurelat.training.preemption import DEFAULT_STOP_SIGNALS, StopSignals, TrainingInterrupted, parse_signals
+from futurelat.training.preemption import StopSignals, TrainingInterrupted, parse_signals
 from futurelat.training.stage_checkpoints import config_yaml, resume_stage, save_stage
 from futurelat.training.step import StepWindow, log_step, train_step
-from futurelat.utils.cpu_memory import CPU_MALLOC_MODES, configure_cpu_malloc
-from futurelat.utils.precision import PRECISIONS as _PRECISIONS  # the name TrainerSettings.from_cfg checks
+from futurelat.utils.cpu_memory import configure_cpu_malloc
 from futurelat.utils.progress import progress_bar
 from futurelat.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
-RESUME_MODES = (True, False, "auto")
 _PROGRESS_FIELDS = "loss {task.fields[loss]:.4g}  lr {task.fields[lr]:.2e}  {task.fields[sps]:.1f} samples/s"
-
-
-@dataclass(frozen=True)
-class TrainerSettings:
-    """Generic trainer settings (see the module docstring for meanings)."""
-
-    device: str = "auto"
-    precision: str = "fp32"
-    grad_clip: float | None = 1.0
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    log_every: int = 25
-    ckpt_every: int | None = 250
-    resume: bool | str = "auto"
-    num_workers: int = 0
-    seed: int = 0
-    grad_accum_steps: int = 1
-    progress: bool = True
-    find_unused_parameters: bool = False
-    cpu_malloc: str = "system"
-    stop_signals: tuple[str, ...] = DEFAULT_STOP_SIGNALS
-    skip_nonfinite: int = 0
-    gradient_checkpointing: bool = False
-
-    @classmethod
-    def from_cfg(cls, cfg: Mapping | DictConfig | None) -> "TrainerSettings":
-        """Build from a config, filling missing keys with defaults; unknown keys are ignored.
-
-        Raises:
-            ValueError: a value out of range (the message names the ``trainer.<key>``).
-        """
-        raw = _to_plain(cfg)
-        known = {f.name for f in fields(cls)}
-        s = cls(**{k: v for k, v in raw.items() if k in known})
-        if s.precision not in _PRECISIONS:
-            raise ValueError(f"trainer.precision must be one of {sorted(_PRECISIONS)}; "
-                             f"got {s.precision!r}")
-        if s.grad_clip is not None and not s.grad_clip > 0:
-            raise ValueError(f"trainer.grad_clip must be > 0 or null; got {s.grad_clip}")
-        for key in ("log_every", "grad_accum_steps"):
-            if int(getattr(s, key)) < 1:
-                raise ValueError(f"trainer.{key} must be >= 1; got {getattr(s, key)}")
-        if s.ckpt_every is not None and s.ckpt_every < 0:
-            raise ValueError(f"trainer.ckpt_every must be >= 0 or null; got {s.ckpt_every}")
-        if s.num_workers < 0:
-            raise ValueError(f"trainer.num_workers must be >= 0; got {s.num_workers}")
-        if s.seed < 0:
-            raise ValueError(f"trainer.seed must be >= 0; got {s.seed}")
-        if s.cpu_malloc not in CPU_MALLOC_MODES:
-            raise ValueError(f"trainer.cpu_malloc must be one of {CPU_MALLOC_MODES}; got {s.cpu_malloc!r}")
-        if s.resume not in RESUME_MODES:
-            raise ValueError(f"trainer.resume must be one of auto | true | false; got {s.resume!r}")
-        if s.skip_nonfinite < 0:
-            raise ValueError(f"trainer.skip_nonfinite must be >= 0; got {s.skip_nonfinite}")
-        parse_signals(s.stop_signals)
-        if not isinstance(s.gradient_checkpointing, bool):
-            raise ValueError(f"trainer.gradient_checkpointing must be true or false; got {s.gradient_checkpointing!r}")
-        return s
-
-
-@dataclass(frozen=True)
-class StageSchedule:
-    """One stage's schedule: ``max_steps`` optimizer steps of ``batch_size`` samples per rank
-    per micro-step, peak learning rate ``lr``, linear warmup over ``warmup_steps``, cosine
-    decay to ``lr * min_lr_ratio``."""
-
-    max_steps: int
-    batch_size: int
-    lr: float
-    warmup_steps: int
-    min_lr_ratio: float
-
-    @classmethod
-    def from_cfg(cls, cfg: Mapping | DictConfig, name: str) -> "StageSchedule":
-        """Raises: KeyError (missing key, named) / ValueError (``max_steps <= 0``,
-        ``batch_size <= 0``, ``lr <= 0``, ...), both naming the stage."""
-        raw = _to_plain(cfg)
-        missing = [f.name for f in fields(cls) if f.name not in raw]
-        if missing:
-            raise KeyError(f"stage '{name}' config is missing {missing} "
-                           f"(has {sorted(raw)})")
-        s = cls(max_steps=int(raw["max_steps"]), batch_size=int(raw["batch_size"]),
-                lr=float(raw["lr"]), warmup_steps=int(raw["warmup_steps"]),
-                min_lr_ratio=float(raw["min_lr_ratio"]))
-        if s.max_steps <= 0:
-            raise ValueError(f"stage '{name}': max_steps must be > 0; got {s.max_steps}")
-        if s.batch_size <= 0:
-            raise ValueError(f"stage '{name}': batch_size must be > 0; got {s.batch_size}")
-        if not s.lr > 0:
-            raise ValueError(f"stage '{name}': lr must be > 0; got {s.lr}")
-        if not 0 <= s.warmup_steps <= s.max_steps:
-            raise ValueError(f"stage '{name}': warmup_steps must be in [0, max_steps="
-                             f"{s.max_steps}]; got {s.warmup_steps}")
-        if not 0.0 <= s.min_lr_ratio <= 1.0:
-            raise ValueError(f"stage '{name}': min_lr_ratio must be in [0, 1]; "
-                             f"got {s.min_lr_ratio}")
-        return s
 
 
 class Trainer:
@@ -383,11 +284,3 @@ def _enable_gradient_checkpointing(module: nn.Module, name: str, log_it: bool) -
                     name, type(module).__name__)
 
 
-def _to_plain(cfg: Mapping | DictConfig | None) -> dict[str, Any]:
-    if cfg is None:
-        return {}
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    if isinstance(cfg, Mapping):
-        return dict(cfg)
-    raise TypeError(f"expected a DictConfig or dict; got {type(cfg)}")

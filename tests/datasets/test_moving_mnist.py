@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from futurelat.datasets.moving_mnist import (
-    CONFIG_DEFAULTS,
     MovingMNIST,
     bouncing_trajectories,
     build_moving_mnist,
@@ -31,7 +30,8 @@ def train_ds(splits):
 
 
 def _cfg(**overrides):
-    return OmegaConf.create({**CONFIG_DEFAULTS, **overrides})
+    """A partial config: the builder fills the rest from MovingMNISTConfig."""
+    return OmegaConf.create(overrides)
 
 
 # ----------------------------------------------------------------------------- digits
@@ -224,8 +224,10 @@ def test_builder_rejects_bad_split_and_keys():
         build_moving_mnist(_cfg(digit_size=32), "train")
     with pytest.raises(ValueError, match="dataset.step_length"):
         build_moving_mnist(_cfg(step_length=0), "train")
-    with pytest.raises(ValueError, match="dataset.bogus"):
-        build_moving_mnist({**CONFIG_DEFAULTS, "bogus": 1}, "train")
+    with pytest.raises(ValueError, match="unknown dataset key dataset.bogus.*valid keys: name, image_size"):
+        build_moving_mnist({"bogus": 1}, "train")
+    with pytest.raises(ValueError, match="dataset.channels: Value 'three'"):
+        build_moving_mnist({"channels": "three"}, "train")
     with pytest.raises(ValueError, match="dataset.train_seed"):
         build_moving_mnist(_cfg(test_seed=0), "test")
 

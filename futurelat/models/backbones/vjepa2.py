@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from futurelat.config.backbone import VJEPA2_CHECKPOINT, VJEPA2Params, VJEPA2TinyParams
 from futurelat.models.base import Backbone, Latents, LatentSpec, check_frames
 
 if TYPE_CHECKING:  # transformers is imported when a model is built: it costs seconds at import
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # transformers is imported when a model is built: it costs se
 log = logging.getLogger(__name__)
 
 #: The released checkpoints (``hidden_size`` 1024, 1280, 1408; 256 px except ViT-g/384).
-DEFAULT_CHECKPOINT = "facebook/vjepa2-vitl-fpc64-256"
+DEFAULT_CHECKPOINT = VJEPA2_CHECKPOINT
 CHECKPOINTS = (
     "facebook/vjepa2-vitl-fpc64-256",
     "facebook/vjepa2-vith-fpc64-256",
@@ -232,6 +233,11 @@ def preprocess(frames: Tensor, crop_size: int) -> Tensor:
 # --------------------------------------------------------------------------------------
 
 
+#: The defaults of ``backbone.params`` (:class:`futurelat.config.backbone.VJEPA2Params`; ``init_seed``:
+#: :class:`~futurelat.config.backbone.VJEPA2TinyParams`), the constructor's too.
+_DEFAULTS = VJEPA2Params()
+
+
 class VJEPA2Backbone(Backbone):
     """Frozen V-JEPA 2 encoder: frames ``(B, T, C, H, W)`` → latents ``(B, T/s, N, D)``; no decoder.
 
@@ -263,9 +269,10 @@ class VJEPA2Backbone(Backbone):
     trainable = False
     discrete = False
 
-    def __init__(self, pretrained: str | None = DEFAULT_CHECKPOINT, config: dict[str, Any] | None = None,
-                 crop_size: int = 256, window_frames: int | None = None, cache_dir: str | None = None,
-                 dtype: str = "float32", init_seed: int = 0):
+    def __init__(self, pretrained: str | None = _DEFAULTS.pretrained, config: dict[str, Any] | None = _DEFAULTS.config,
+                 crop_size: int = _DEFAULTS.crop_size, window_frames: int | None = _DEFAULTS.window_frames,
+                 cache_dir: str | None = _DEFAULTS.cache_dir, dtype: str = _DEFAULTS.dtype,
+                 init_seed: int = VJEPA2TinyParams.init_seed):
         super().__init__()
         if (pretrained is None) == (config is None):
             raise ValueError("vjepa2: set exactly one of backbone.params.pretrained (load weights) and "

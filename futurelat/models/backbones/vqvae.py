@@ -18,6 +18,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
+from futurelat.config.backbone import VQVAEParams
 from futurelat.models.base import Backbone, Latents, LatentSpec, check_frames
 
 
@@ -97,8 +98,16 @@ class Decoder(nn.Module):
 # --------------------------------------------------------------------------------------
 
 
+#: The defaults of ``backbone.params`` (:class:`futurelat.config.backbone.VQVAEParams`), the
+#: constructor's too: one source for configs and Python callers.
+_DEFAULTS = VQVAEParams()
+
+
 class VQVAE(Backbone):
     """Per-frame VQ-VAE: frames ``(B, T, C, H, W)`` ↔ codes ``(B, T, N)`` / latents ``(B, T, N, D)``.
+
+    Every default but ``in_channels`` is ``configs/backbone/vqvae.yaml``'s, from
+    :class:`futurelat.config.backbone.VQVAEParams`.
 
     Args:
         in_channels: C, 1 or 3.
@@ -120,10 +129,12 @@ class VQVAE(Backbone):
     switched off to keep the classic VQ-VAE estimator.
     """
 
-    def __init__(self, in_channels: int = 3, hidden_channels: int = 64,
-                 channel_mult: list[int] | tuple[int, ...] = (1, 2), num_res_blocks: int = 1,
-                 latent_dim: int = 64, codebook_size: int = 512, commitment_weight: float = 0.25,
-                 ema_decay: float = 0.99, kmeans_init: bool = True, dead_code_threshold: float = 2.0):
+    def __init__(self, in_channels: int = 3, hidden_channels: int = _DEFAULTS.hidden_channels,
+                 channel_mult: list[int] | tuple[int, ...] = tuple(_DEFAULTS.channel_mult),
+                 num_res_blocks: int = _DEFAULTS.num_res_blocks, latent_dim: int = _DEFAULTS.latent_dim,
+                 codebook_size: int = _DEFAULTS.codebook_size, commitment_weight: float = _DEFAULTS.commitment_weight,
+                 ema_decay: float = _DEFAULTS.ema_decay, kmeans_init: bool = _DEFAULTS.kmeans_init,
+                 dead_code_threshold: float = _DEFAULTS.dead_code_threshold):
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(f"backbone.in_channels must be 1 or 3, got {in_channels}")

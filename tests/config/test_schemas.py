@@ -1,0 +1,102 @@
+"""One source of defaults: the schemas in futurelat/config/. The YAML options set only what
+differs from them, and the Python entry points (backbone constructors, dataset builders, trainer
+and cache settings) read their defaults from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+from omegaconf import OmegaConf
+
+from futurelat.cache import CacheSettings
+from futurelat.config import SCHEMAS
+from futurelat.config.backbone import VJEPA2Params, VJEPA2TinyParams, VQVAEParams
+from futurelat.config.run import CacheConfig
+from futurelat.config.trainer import StageSchedule, TrainerSettings
+from futurelat.datasets.moving_mnist import build_moving_mnist
+from futurelat.models.backbones.vjepa2 import VJEPA2Backbone
+from futurelat.models.backbones.vqvae import VQVAE
+from futurelat.registry import HEADS
+
+from composing import CONFIG_DIR
+
+#: YAML option -> the schema its defaults list starts with.
+OPTIONS = {f"{group}/{name.removeprefix('base_')}.yaml": (name, schema)
+           for group, name, schema in SCHEMAS if group is not None}
+OPTIONS.update({"dataset/kinetics_400_cached.yaml": OPTIONS.pop("dataset/latent_cache.yaml"),
+                "trainer/default.yaml": OPTIONS.pop("trainer/trainer.yaml"),
+                "eval/default.yaml": OPTIONS.pop("eval/eval.yaml"),
+                "cache/default.yaml": OPTIONS.pop("cache/cache.yaml")})
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_yaml_option_starts_with_its_schema_and_restates_no_default(option):
+    base, schema = OPTIONS[option]
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / option))
+    assert raw.pop("defaults")[:1] == [base]
+    defaults = dict(_leaves(OmegaConf.to_container(OmegaConf.structured(schema))))
+    restated = {key: value for key, value in _leaves(raw) if key in defaults and defaults[key] == value}
+    assert not restated, f"{option} restates the schema's defaults {restated}"
+
+
+def test_every_group_option_builds_on_a_schema():
+    """Each option's defaults list starts with a schema (base_*) or another option of its group."""
+    for group in ("dataset", "backbone", "head", "trainer", "eval", "cache", "logger"):
+        for path in (CONFIG_DIR / group).glob("*.yaml"):
+            first = OmegaConf.load(path).defaults[0]
+            assert first.startswith("base_") or (CONFIG_DIR / group / f"{first}.yaml").exists(), path
+
+
+def _defaults(fn) -> dict:
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def test_backbone_constructors_default_to_the_schema():
+    vqvae = _defaults(VQVAE.__init__)
+    assert {**dataclasses.asdict(VQVAEParams()), "channel_mult": tuple(VQVAEParams().channel_mult)} == \
+        {k: v for k, v in vqvae.items() if k != "in_channels"}
+    assert (vqvae["hidden_channels"], vqvae["codebook_size"]) == (32, 128)  # were 64 and 512 in Python
+    vjepa2 = _defaults(VJEPA2Backbone.__init__)
+    assert {**dataclasses.asdict(VJEPA2Params()), "init_seed": VJEPA2TinyParams.init_seed} == vjepa2
+
+
+@pytest.mark.parametrize("name, schema", [(n.removeprefix("base_"), s) for g, n, s in SCHEMAS if g == "head"])
+def test_head_params_are_the_head_constructor_keywords(name, schema):
+    keywords = set(inspect.signature(HEADS.get(name).__init__).parameters) - {"self", "spec", "num_frames"}
+    params = {f.name for f in dataclasses.fields(schema.__dataclass_fields__["params"].default_factory())}
+    assert params <= keywords, params - keywords
+
+
+def test_trainer_settings_take_the_schema_defaults_and_refuse_unknown_keys():
+    settings = TrainerSettings.from_cfg({"log_every": 3})
+    assert settings.log_every == 3 and settings.ckpt_every == 250 and settings.predictor.max_steps == 700
+    with pytest.raises(KeyError, match="no_such_key"):  # was silently dropped
+        TrainerSettings.from_cfg({"no_such_key": 1})
+    with pytest.raises(KeyError, match="no_such_key"):
+        StageSchedule.from_cfg({"max_steps": 2, "batch_size": 1, "lr": 0.1, "warmup_steps": 0,
+                                "min_lr_ratio": 0.1, "no_such_key": 1}, "predictor")
+    with pytest.raises(ValueError, match=r"trainer.precision must be one of \['bf16', 'fp16', 'fp32'\]"):
+        TrainerSettings.from_cfg({"precision": "fp8"})
+
+
+def test_cache_settings_take_the_schema_defaults():
+    settings = CacheSettings.from_cfg({"device": "cpu"})
+    assert dataclasses.asdict(settings) == {**dataclasses.asdict(CacheConfig()), "device": "cpu"}
+    with pytest.raises(ValueError, match=r"cache.dtype must be one of \['float32', 'float16', 'bfloat16'\]"):
+        CacheSettings.from_cfg({"dtype": "int8"})
+
+
+def test_dataset_builder_fills_a_partial_dict_from_the_schema():
+    test = build_moving_mnist({"test_sequences": 2, "image_size": 32}, "test")
+    assert len(test) == 2 and test[0]["frames"].shape == (20, 3, 32, 32)
