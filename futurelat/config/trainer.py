@@ -18,9 +18,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from futurelat.training.preemption import DEFAULT_STOP_SIGNALS, parse_signals
 from futurelat.utils.cpu_memory import CPU_MALLOC_MODES
+from futurelat.utils.precision import PRECISIONS  # valid trainer.precision values: fp32 | bf16 | fp16 (CUDA)
 
-#: Valid ``trainer.precision`` values: fp32 | bf16 (autocast) | fp16 (CUDA, with a GradScaler).
-PRECISIONS = ("fp32", "bf16", "fp16")
 #: Valid ``trainer.resume`` values.
 RESUME_MODES = (True, False, "auto")
 
