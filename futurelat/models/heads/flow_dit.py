@@ -64,7 +64,8 @@ from futurelat.models.heads.attention import MLP, apply_rope, rotary
 from futurelat.models.heads.checkpointing import CheckpointableBlocks
 from futurelat.models.heads.flow import (TIME_SAMPLINGS, SamplerOptions, guided_velocity, integrate, linear_path,
                                          sample_times, sampler_options)
-from futurelat.models.heads.latent_io import TARGETS, LatentStandardizer, check_patch_size, patchify, unpatchify
+from futurelat.models.heads.patches import check_patch_size, patchify, unpatchify
+from futurelat.models.heads.standardize import TARGETS, LatentStandardizer
 from futurelat.registry import HEADS
 
 CONDITIONINGS = ("in_context", "cross_attention")
