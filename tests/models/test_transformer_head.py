@@ -1,4 +1,4 @@
-"""Tests of the ``transformer`` head (futurelat/models/heads/transformer.py, attention.py)."""
+"""Tests of the ``transformer`` head (futurelat/models/heads/transformer.py, trunks/transformer.py, attention.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from futurelat.models.base import LatentSpec, Latents
 from futurelat.models.heads.attention import (POSITIONS, FactorizedBlock, KVCache, SelfAttention, TemporalDepthwiseConv,
                                               alibi_slopes, apply_rope, axis_angles, conv_over_clip, conv_over_grid,
                                               sincos_3d)
-from futurelat.models.heads.transformer import LOSSES, TransformerHead
+from futurelat.models.heads.objectives.latent_regression import LOSSES
+from futurelat.models.heads.transformer import TransformerHead
 from futurelat.registry import HEADS
 
-from head_checks import assert_bar_rolled_out, assert_causal, assert_rejects_bad_codes, assert_steps_match_parallel
+from head_checks import (assert_bar_rolled_out, assert_causal, assert_rejects_bad_codes, assert_steps_match_parallel,
+                         make_head)
 
 SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
 # (ordering, patch_size): the frame ordering with and without patches of codes, and the token ordering.
@@ -25,14 +27,14 @@ def tiny_head(objective: str = "autoregressive", spec: LatentSpec = SPEC, num_fr
               **kwargs) -> TransformerHead:
     torch.manual_seed(0)
     config = dict(objective=objective, context_frames=3, d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0,
-                  patch_size=1, position="rope")
+                  patch_size=1, position="rope", sampling=None)  # sampling None: greedy
     config.update(kwargs)
-    return TransformerHead(spec, num_frames, **config)
+    return make_head("transformer", spec, num_frames, **config)
 
 
 def random_output(head: TransformerHead) -> TransformerHead:
     """The output layer starts at zero (uniform logits); give it weights so logits depend on the input."""
-    torch.nn.init.normal_(head.to_out.weight, std=0.5)
+    torch.nn.init.normal_(head.objective.to_out.weight, std=0.5)
     return head
 
 
@@ -176,24 +178,25 @@ def test_regression_standardizes_with_buffers_estimated_from_the_first_batch():
     torch.manual_seed(1)
     scale, offset = torch.linspace(1, 50, 8), torch.linspace(-100, 100, 8)
     batches = [torch.randn(4, 6, 16, 8) * scale + offset for _ in range(2)]
-    assert set(head.state_dict()) >= {"standardizer.mean", "standardizer.std", "standardizer.fitted"}
+    assert set(head.state_dict()) >= {"objective.standardizer.mean", "objective.standardizer.std",
+                                   "objective.standardizer.fitted"}
     # untrained: zero output layer, identity statistics → predicts the (zero) mean
     assert head.rollout(Latents(batches[0][:, :3]), 1).latents.abs().max() == 0
     head.eval()
     head(Latents(batches[0]))  # no statistics in eval mode
-    assert not bool(head.standardizer.fitted)
+    assert not bool(head.objective.standardizer.fitted)
     head.train()
     for batch in batches:
         head(Latents(batch))
     seen = batches[0].reshape(-1, 8)  # the second batch comes after the estimate froze
-    torch.testing.assert_close(head.standardizer.mean, seen.mean(0), rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(head.standardizer.std, seen.std(0, unbiased=False), rtol=1e-4, atol=1e-3)
-    assert head.standardize(seen).std(0, unbiased=False).sub(1).abs().max() < 1e-3
+    torch.testing.assert_close(head.objective.standardizer.mean, seen.mean(0), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(head.objective.standardizer.std, seen.std(0, unbiased=False), rtol=1e-4, atol=1e-3)
+    assert head.objective.standardize(seen).std(0, unbiased=False).sub(1).abs().max() < 1e-3
     torch.testing.assert_close(head.rollout(Latents(batches[0][:, :3]), 1).latents,
-                               head.standardizer.mean.expand(4, 1, 16, 8))  # zero output → un-standardized mean
+                               head.objective.standardizer.mean.expand(4, 1, 16, 8))  # zero output → un-standardized mean
     fresh = tiny_head("regression")
     fresh.load_state_dict(head.state_dict())  # the statistics travel with the checkpoint
-    torch.testing.assert_close(fresh.standardizer.mean, head.standardizer.mean)
+    torch.testing.assert_close(fresh.objective.standardizer.mean, head.objective.standardizer.mean)
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))
@@ -202,8 +205,8 @@ def test_each_regression_loss(loss):
     torch.manual_seed(2)
     z = Latents(torch.randn(2, 6, 16, 8) * 3)
     losses = train(head, z, 8)
-    x = head.standardize(z.latents)
-    expected = LOSSES[loss](head.predict(x[:, :3]), x[:, 3:])
+    x = head.objective.standardize(z.latents)
+    expected = LOSSES[loss](head.objective.predict(head.trunk, x[:, :3]), x[:, 3:])
     torch.testing.assert_close(head(z)["loss"], expected)
     assert losses[-1] < losses[0]
 
@@ -229,15 +232,15 @@ def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention
 
 def test_regression_rollout_feeds_blocks_back():
     head = tiny_head("regression", num_frames=5, context_frames=3)  # trained future: 2 frames
-    torch.nn.init.normal_(head.to_out.weight, std=0.5)
+    torch.nn.init.normal_(head.objective.to_out.weight, std=0.5)
     context = Latents(torch.randn(1, 4, 16, 8))
     out = head.rollout(context, 5).latents
     assert out.shape == (1, 5, 16, 8)
     with torch.no_grad():
-        x = head.standardize(context.latents)[:, -3:]
-        first = head.predict(x)
-        second = head.predict(torch.cat([x, first], 1)[:, -3:])
-    torch.testing.assert_close(out[:, :4], head.unstandardize(torch.cat([first, second], 1)))
+        x = head.objective.standardize(context.latents)[:, -3:]
+        first = head.objective.predict(head.trunk, x)
+        second = head.objective.predict(head.trunk, torch.cat([x, first], 1)[:, -3:])
+    torch.testing.assert_close(out[:, :4], head.objective.unstandardize(torch.cat([first, second], 1)))
 
 
 # ------------------------------------------------------------------------ autoregressive
@@ -298,8 +301,8 @@ def test_token_prior_overfits_a_small_batch():
 @pytest.mark.parametrize("position", POSITIONS)
 def test_a_25600_token_sequence_has_no_position_limit(position):
     spec = LatentSpec(latent_dim=4, grid=(16, 16), codebook_size=8)
-    head = TransformerHead(spec, 100, objective="autoregressive", ordering="token", context_frames=10, d_model=16,
-                           num_layers=1, num_heads=2, position=position).eval()
+    head = make_head("transformer", spec, 100, objective="autoregressive", ordering="token", context_frames=10,
+                     d_model=16, num_layers=1, num_heads=2, position=position).eval()
     codes = torch.randint(0, 8, (1, 100, 256), generator=torch.Generator().manual_seed(0))  # 100 x 16 x 16
     with torch.no_grad():
         logits = head.logits(codes)
@@ -319,7 +322,7 @@ def test_registry_needs_codes_and_objective_errors():
         continuous.prefill(random_codes())
     head = tiny_head()
     assert_rejects_bad_codes(head, random_codes())
-    with pytest.raises(ValueError, match=r"T=6"):
+    with pytest.raises(ValueError, match=r"T == 6"):
         continuous(Latents(torch.zeros(2, 5, 16, 8)))
     with pytest.raises(ValueError, match="num_future"):
         head.rollout(as_codes(random_codes()), 0)
@@ -355,19 +358,19 @@ def mixer_reach(head: TransformerHead, mix, frames: int) -> torch.Tensor:
     Checks that the head's first mixer starts at zero, gives it random weights, and applies it with
     ``mix`` (``conv_over_grid`` or ``conv_over_clip``): ``(frames, 5, 5)`` bool.
     """
-    conv = head.spatial_mixers[0]
+    conv = head.trunk.spatial_mixers[0]
     assert conv.weight.abs().sum() == 0  # zero at init: the head starts as the plain transformer
     torch.nn.init.normal_(conv.weight)
     x = torch.randn(1, frames, 25, 24)
     moved = x.clone()
     moved[0, 1, 12] += 1.0  # frame 1, centre cell (2, 2)
-    return ((mix(conv, moved, head.model_grid) - mix(conv, x, head.model_grid)).abs().sum(-1)[0] > 1e-6).view(
+    return ((mix(conv, moved, head.trunk.grid) - mix(conv, x, head.trunk.grid)).abs().sum(-1)[0] > 1e-6).view(
         frames, 5, 5)
 
 
 def test_spatial_mixer_reaches_the_kernel_neighbourhood_within_a_frame():
     head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3)
-    assert len(head.spatial_mixers) == 2 and head.spatial_mixers[0].groups == head.spatial_mixers[0].in_channels
+    assert len(head.trunk.spatial_mixers) == 2 and head.trunk.spatial_mixers[0].groups == head.trunk.spatial_mixers[0].in_channels
     expected = torch.zeros(2, 5, 5, dtype=torch.bool)
     expected[1, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in the same frame, nothing else
     assert torch.equal(mixer_reach(head, conv_over_grid, frames=2), expected)
@@ -375,7 +378,7 @@ def test_spatial_mixer_reaches_the_kernel_neighbourhood_within_a_frame():
 
 def test_temporal_kernel_reaches_the_neighbourhood_in_adjacent_frames():
     head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3, temporal_kernel=3)
-    conv = head.spatial_mixers[0]
+    conv = head.trunk.spatial_mixers[0]
     assert isinstance(conv, torch.nn.Conv3d) and conv.kernel_size == (3, 3, 3) and conv.groups == conv.in_channels
     expected = torch.zeros(4, 5, 5, dtype=torch.bool)
     expected[0:3, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in frames 0, 1 and 2; nothing in frame 3
@@ -405,9 +408,9 @@ def test_temporal_depthwise_conv_matches_a_depthwise_conv1d_over_frames():
 def test_2plus1d_factorization_reaches_the_same_neighbourhood_over_two_steps():
     head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3, temporal_kernel=3,
                      conv_factorization="2+1d")
-    assert all(isinstance(c, torch.nn.Conv2d) for c in head.spatial_mixers) and len(head.temporal_mixers) == 2
+    assert all(isinstance(c, torch.nn.Conv2d) for c in head.trunk.spatial_mixers) and len(head.trunk.temporal_mixers) == 2
     spatial = mixer_reach(head, conv_over_grid, frames=4)  # the first step: the 3 x 3 cells of frame 1
-    temporal = head.temporal_mixers[0]
+    temporal = head.trunk.temporal_mixers[0]
     assert temporal.weight.abs().sum() == 0
     torch.nn.init.normal_(temporal.weight)
     reach = (temporal(spatial.view(1, 4, 25, 1).float().expand(-1, -1, -1, 24)).abs().sum(-1) > 1e-6).view(4, 5, 5)

@@ -68,19 +68,33 @@ def _load_legacy_keys(module: "ComposedHead", state_dict: dict[str, Any], prefix
 class ComposedHead(Head):
     """A :class:`~futurelat.models.base.Head` that is a trunk plus an objective.
 
-    Subclasses set ``self.trunk`` and ``self.objective`` (in the order their parameters should be
-    listed), ``self.sampling`` (the options handed to the objective's rollout) and ``self.name``
-    (``"mamba"``..., for messages). State-dict keys are ``trunk.*`` and ``objective.*``; a
-    checkpoint written before the split (the same names without those prefixes) loads too.
+    Either pass both (``ComposedHead(trunk, objective)``: the objective's ``check_trunk``, where it
+    has one, refuses a trunk that does not fit), or, in a subclass, call ``super().__init__()`` and
+    set ``self.trunk`` and ``self.objective`` in the order their parameters should be listed.
+    ``self.sampling`` holds the options handed to the objective's rollout, ``self.name`` names the
+    head in messages, ``self.needs_codes`` is the objective's. State-dict keys are ``trunk.*`` and
+    ``objective.*``; a checkpoint written before the split (the same names without those prefixes)
+    loads too.
+
+    Raises:
+        ValueError: the objective does not fit the trunk.
     """
 
     trunk: nn.Module
     objective: nn.Module
     name: str = "composed"
 
-    def __init__(self) -> None:
+    def __init__(self, trunk: nn.Module | None = None, objective: nn.Module | None = None, *,
+                 name: str | None = None) -> None:
         super().__init__()
         self.sampling: dict[str, Any] = {}
+        if name is not None:
+            self.name = name
+        if trunk is not None and objective is not None:
+            if hasattr(objective, "check_trunk"):
+                objective.check_trunk(trunk)
+            self.trunk, self.objective = trunk, objective
+            self.needs_codes = objective.needs_codes
         self.register_load_state_dict_pre_hook(_load_legacy_keys)
 
     @property
