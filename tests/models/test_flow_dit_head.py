@@ -215,7 +215,8 @@ def test_standardization_buffers_are_set_once_and_saved():
     assert not bool(fresh.objective.standardizer.fitted)
     randomize(head)
     fresh.load_state_dict(head.state_dict())
-    assert bool(fresh.objective.standardizer.fitted) and torch.equal(fresh.objective.standardizer.std, head.objective.standardizer.std)
+    assert bool(fresh.objective.standardizer.fitted)
+    assert torch.equal(fresh.objective.standardizer.std, head.objective.standardizer.std)
     context = random_latents(frames=CONTEXT)
     draw = lambda model: model.rollout(context, 2, generator=torch.Generator().manual_seed(0)).latents  # noqa: E731
     torch.testing.assert_close(draw(fresh), draw(head))

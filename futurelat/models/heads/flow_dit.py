@@ -64,7 +64,8 @@ class FlowDiTHead(ComposedHead):
 
     A :class:`~futurelat.models.heads.composed.ComposedHead`: ``self.trunk`` is a
     :class:`~futurelat.models.heads.trunks.dit.DiTTrunk`, ``self.objective`` a
-    :class:`~futurelat.models.heads.objectives.flow_matching.FlowMatching`. Works on the latents of any backbone (``needs_codes = False``). On a discrete backbone its
+    :class:`~futurelat.models.heads.objectives.flow_matching.FlowMatching`. Works on the latents of
+    any backbone (``needs_codes = False``). On a discrete backbone its
     continuous samples are snapped to the nearest codebook entries by the backbone's ``decode``.
 
     Args:
@@ -126,8 +127,8 @@ class FlowDiTHead(ComposedHead):
         self.future_frames = num_frames - context_frames
         self.sampling = dict(sampling) if sampling is not None else {}
         self.trunk = DiTTrunk(latent_dim=spec.latent_dim, grid=spec.grid, patch_size=patch_size, d_model=d_model,
-                              num_layers=num_layers, num_heads=num_heads, mlp_ratio=mlp_ratio, conditioning=conditioning,
-                              dropout=dropout, position=position)
+                              num_layers=num_layers, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                              conditioning=conditioning, dropout=dropout, position=position)
         self.objective = FlowMatching(spec, num_frames, context_frames=context_frames, context_dropout=context_dropout,
                                       time_sampling=time_sampling, prediction=prediction, target=target, name=self.name)
 

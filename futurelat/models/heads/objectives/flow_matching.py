@@ -118,7 +118,8 @@ class FlowMatching(nn.Module):
         latents = self._check_latents(z.latents, "z.latents", self.num_frames, exact=True)
         self.standardizer.fit_once(latents)
         x = self.standardizer(latents)
-        context, x1 = x[:, :self.context_frames], self._to_target(x[:, :self.context_frames], x[:, self.context_frames:])
+        context = x[:, :self.context_frames]
+        x1 = self._to_target(context, x[:, self.context_frames:])
         bsz = x.shape[0]
         path = linear_path(torch.randn_like(x1), x1, sample_times(bsz, self.time_sampling, device=x.device))
         uncond = torch.rand(bsz, device=x.device) < (self.context_dropout if self.training else 0.0)
@@ -149,7 +150,7 @@ class FlowMatching(nn.Module):
 
     def _sample_block(self, net: nn.Module, context: Tensor, options: SamplingOptions,
                       generator: torch.Generator | None) -> Tensor:
-        """Standardized context ``(B, Tc, N, D)`` → ``Tf`` integrated future frames ``(B, Tf, N, D)`` (standardized)."""
+        """Standardized context ``(B, Tc, N, D)`` → ``Tf`` integrated, standardized frames ``(B, Tf, N, D)``."""
         bsz = context.shape[0]
         noise = options.noise_scale * torch.randn((bsz, self.future_frames, *context.shape[2:]), generator=generator,
                                                   device=context.device, dtype=context.dtype)
@@ -167,10 +168,10 @@ class FlowMatching(nn.Module):
 
         The last ``Tc`` context frames condition an ODE integration from noise (drawn with
         ``generator``, or torch's global RNG) with ``sampling``'s solver, steps, guidance and noise
-        scale (:func:`~futurelat.models.heads.flow.sampling_options`). Beyond the trained horizon ``Tf`` it rolls out in blocks of ``Tf`` frames, each
-        conditioned on the last ``Tc`` frames so far (context and samples); the last block is
-        sampled whole and cut, so every block matches the training layout. Call in eval mode, under
-        ``no_grad``.
+        scale (:func:`~futurelat.models.heads.flow.sampling_options`). Beyond the trained horizon
+        ``Tf`` it rolls out in blocks of ``Tf`` frames, each conditioned on the last ``Tc`` frames so
+        far (context and samples); the last block is sampled whole and cut, so every block matches
+        the training layout. Call in eval mode, under ``no_grad``.
 
         Returns:
             :class:`Latents` with ``latents`` ``(B, num_future, N, D)`` float (un-standardized

@@ -195,7 +195,7 @@ class NextFrameRegression(_LatentRegression):
         return self._to_latents(self.latent_out(h))
 
     def predict(self, trunk: nn.Module, x: Tensor) -> Tensor:
-        """Teacher forcing: standardized frames ``(B, T, N, D)`` → the prediction of each next frame ``(B, T, N, D)``."""
+        """Teacher forcing: standardized frames ``(B, T, N, D)`` → each one's next frame ``(B, T, N, D)``."""
         return self.readout(trunk(self.embed(x)))
 
     def loss(self, trunk: nn.Module, z: Latents) -> dict[str, Tensor]:
@@ -223,7 +223,7 @@ class NextFrameRegression(_LatentRegression):
         return {"loss": loss, **stats}
 
     def prefill(self, trunk: nn.Module, context: Tensor) -> tuple[Tensor, Any]:
-        """Standardized context ``(B, Tc, N, D)`` → (the standardized prediction of frame ``Tc`` ``(B, N, D)``, state)."""
+        """Standardized context ``(B, Tc, N, D)`` → (standardized prediction ``(B, N, D)`` of frame ``Tc``, state)."""
         h, state = trunk.prefill(self.embed(context))
         return self.readout(h[:, -self.frame_tokens:])[:, 0], state
 

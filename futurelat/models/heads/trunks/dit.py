@@ -210,7 +210,8 @@ class DiTTrunk(nn.Module):
         self.null_context = nn.Parameter(torch.zeros(d_model))
         self.context_type = None if cross else nn.Parameter(torch.zeros(d_model))
         self.context_norm = nn.LayerNorm(d_model) if cross else None
-        self.blocks = CheckpointableBlocks(DiTBlock(d_model, num_heads, mlp_ratio, dropout, cross) for _ in range(num_layers))
+        self.blocks = CheckpointableBlocks(DiTBlock(d_model, num_heads, mlp_ratio, dropout, cross)
+                                           for _ in range(num_layers))
         self.final = FinalLayer(d_model, token_dim)
         self._init_weights(num_layers)
 
@@ -253,7 +254,7 @@ class DiTTrunk(nn.Module):
         return spacetime_positions(range(first, first + frames), self.patch_grid, self.null_context.shape[0], device)
 
     def _rotation(self, first: int, frames: int, device: torch.device) -> Rotation:
-        """Rotary ``(cos, sin)``, each ``(frames * M, e/2)``, of the tokens of frames ``first .. first + frames - 1``."""
+        """Rotary ``(cos, sin)``, each ``(frames * M, e/2)``, of frames ``first .. first + frames - 1``."""
         m = self.patch_grid[0] * self.patch_grid[1]
         return rotary(first * m, frames * m, self.patch_grid, self.head_dim, device)
 

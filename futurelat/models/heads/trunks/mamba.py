@@ -135,7 +135,8 @@ class MambaFrameTrunk(_MambaTrunk):
         super().__init__(d_model=d_model, grid=grid, d_state=d_state, expand=expand, head_dim=head_dim,
                          conv_kernel=conv_kernel, chunk_size=chunk_size, backend=backend)
         self.blocks = CheckpointableBlocks(
-            FrameBlock(d_model, self.grid, self.mixer_args, spatial_kernel, mlp_ratio, dropout) for _ in range(num_layers))
+            FrameBlock(d_model, self.grid, self.mixer_args, spatial_kernel, mlp_ratio, dropout)
+            for _ in range(num_layers))
         self.norm_out = nn.LayerNorm(d_model)
 
     def _frames(self, x: Tensor) -> Tensor:

@@ -103,7 +103,7 @@ class TransformerTrunk(nn.Module):
         return x + table.to(x.dtype)
 
     def _layer(self, i: int, x: Tensor, cache: KVCache | None) -> Tensor:
-        """Layer ``i``: the token convs (when ``spatial_kernel > 0``), then block ``i``: ``(B, L, d)`` → ``(B, L, d)``."""
+        """Layer ``i``: the token convs (if ``spatial_kernel > 0``), then block ``i``; ``(B, L, d)`` → same."""
         if self.spatial_mixers:  # (B, T * M, d) as (B, T, M, d): each frame's grid, or the whole clip
             frames, mixer = x.unflatten(1, (-1, self.frame_tokens)), self.spatial_mixers[i]
             mix = conv_over_grid if isinstance(mixer, nn.Conv2d) else conv_over_clip
