@@ -1,11 +1,45 @@
-"""Assertions shared by the tests of the code-predicting heads (mamba, transformer)."""
+"""Building heads from their configs, and assertions shared by the tests of the code-predicting
+heads (mamba, transformer)."""
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from futurelat.models.base import Latents
+from futurelat.models.base import Latents, LatentSpec
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: The importable class of each head config (``configs/head/<name>.yaml``).
+HEAD_CLASSES = {"mamba": "futurelat.models.heads.mamba:MambaHead",
+                "transformer": "futurelat.models.heads.transformer:TransformerHead",
+                "flow_dit": "futurelat.models.heads.flow_dit:FlowDiTHead"}
+
+
+def head_params(name: str, **overrides: Any) -> dict[str, Any]:
+    """``configs/head/<name>.yaml``'s ``params`` with ``overrides`` (a ``sampling`` override replaces the
+    whole mapping, as a test sets it)."""
+    params = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "head" / f"{name}.yaml").params, resolve=True)
+    params.update(overrides)
+    return params
+
+
+def make_head(name: str, spec: LatentSpec, num_frames: int, **overrides: Any):
+    """The head of ``configs/head/<name>.yaml`` built for ``spec``: the config's params, then ``overrides``.
+
+    ``context_frames: null`` becomes the default dataset's ``context_frames`` divided by the spec's
+    temporal downsampling, as :func:`~futurelat.models.latent_video_model.build_model` does.
+    """
+    params = head_params(name, **overrides)
+    if "context_frames" in params and params["context_frames"] is None:
+        dataset = OmegaConf.load(CONFIG_DIR / "dataset" / "moving_mnist.yaml")
+        params["context_frames"] = int(dataset.context_frames) // spec.temporal_downsample
+    module, attr = HEAD_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module), attr)(spec, num_frames, **params)
 
 
 def assert_causal(head, codes: torch.Tensor, ordering: str, changed_frame: int = 3) -> None:
@@ -16,7 +50,7 @@ def assert_causal(head, codes: torch.Tensor, ordering: str, changed_frame: int =
     everything up to and including the first code of ``changed_frame`` may not change.
     """
     changed = codes.clone()
-    changed[:, changed_frame] = (changed[:, changed_frame] + 1) % head.num_codes
+    changed[:, changed_frame] = (changed[:, changed_frame] + 1) % head.objective.num_codes
     with torch.no_grad():
         before, after = head.logits(codes), head.logits(changed)
     if ordering == "frame":

@@ -11,14 +11,17 @@ from torch import nn
 
 from futurelat.models.base import LatentSpec, Latents
 from futurelat.models.heads.checkpointing import CheckpointableBlocks, set_gradient_checkpointing
-from futurelat.registry import HEADS
+
+from head_checks import make_head
 
 SPEC = LatentSpec(latent_dim=4, grid=(4, 4), codebook_size=8)
 FRAMES, CONTEXT = 5, 3
-TRANSFORMER = dict(d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0, patch_size=2, context_frames=CONTEXT)
+TRANSFORMER = dict(d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0, patch_size=2, context_frames=CONTEXT,
+                   sampling=None)
 DIT = dict(d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0, patch_size=2, context_frames=CONTEXT,
            context_dropout=0.3, sampling={"solver": "euler", "steps": 2})
-MAMBA = dict(d_model=16, num_layers=2, d_state=8, head_dim=8, chunk_size=4, patch_size=1, backend="torch")
+MAMBA = dict(d_model=16, num_layers=2, d_state=8, head_dim=8, chunk_size=4, patch_size=1, backend="torch",
+             input_noise=0.0, sampling=None)
 # (head, params): every trunk variant, with dropout (and input noise) on, so the recompute must redraw
 # the same random numbers.
 VARIANTS = {
@@ -43,7 +46,7 @@ def build(variant: str) -> nn.Module:
     gradients and make the comparison vacuous), standardizers fitted, in training mode."""
     name, params = VARIANTS[variant]
     torch.manual_seed(0)
-    head = HEADS.get(name)(SPEC, FRAMES, **params)
+    head = make_head(name, SPEC, FRAMES, **params)
     with torch.no_grad():
         for p in head.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -117,7 +120,7 @@ def test_no_checkpointing_without_grad_in_eval_or_with_a_kv_cache():
     logits, caches = head.prefill(codes[:, :CONTEXT])  # training mode, grad on: the cache is appended once
     head.step(codes[:, CONTEXT], caches)
     assert calls[0] == 4 * len(head.blocks)  # one call per block each time, never a recompute
-    assert caches[0].length == (CONTEXT + 1) * head.frame_tokens
+    assert caches[0].length == (CONTEXT + 1) * head.trunk.frame_tokens
 
 
 def test_set_gradient_checkpointing_counts_and_switches_off():

@@ -1,4 +1,5 @@
-"""Tests of rectified flow (futurelat/models/heads/flow.py) and the ``flow_dit`` head (flow_dit.py)."""
+"""Tests of rectified flow (futurelat/models/heads/flow.py) and the ``flow_dit`` head (flow_dit.py,
+trunks/dit.py, objectives/flow_matching.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import torch
 from torch import nn
 
 from futurelat.models.base import LatentSpec, Latents
-from futurelat.models.heads.flow import (guided_velocity, integrate, linear_path, sample_times,
-                                         sampler_options)
+from futurelat.models.heads.flow import guided_velocity, integrate, linear_path, sample_times, sampling_options
 from futurelat.models.heads.flow_dit import FlowDiTHead
 from futurelat.registry import HEADS
+
+from head_checks import make_head
 
 CONDITIONINGS = ["in_context", "cross_attention"]
 SPEC = LatentSpec(latent_dim=4, grid=(4, 4))
@@ -22,7 +24,7 @@ def tiny_head(conditioning: str = "in_context", **kwargs) -> FlowDiTHead:
     config = dict(context_frames=CONTEXT, d_model=32, num_layers=2, num_heads=2, patch_size=2,
                   conditioning=conditioning, sampling={"solver": "euler", "steps": 4})
     config.update(kwargs)
-    return FlowDiTHead(SPEC, CONTEXT + FUTURE, **config)
+    return make_head("flow_dit", SPEC, CONTEXT + FUTURE, **config)
 
 
 def random_latents(batch: int = 2, frames: int = CONTEXT + FUTURE, seed: int = 1, scale: float = 1.0,
@@ -121,14 +123,14 @@ def test_linear_path_and_time_sampling():
         sample_times(3, "cosine")
 
 
-def test_sampler_options_and_integrate_validation():
-    assert sampler_options(None).solver == "heun"
-    assert sampler_options({"solver": "euler", "steps": 3, "guidance_scale": 2}).guidance_scale == 2.0
+def test_sampling_options_and_integrate_validation():
+    assert sampling_options(None).solver == "heun"
+    assert sampling_options({"solver": "euler", "steps": 3, "guidance_scale": 2}).guidance_scale == 2.0
     for bad, key in [({"solver": "rk4"}, "solver"), ({"steps": 0}, "steps"), ({"steps": 2.5}, "steps"),
                      ({"guidance_scale": -1.0}, "guidance_scale"), ({"cfg": 2.0}, "cfg"),
                      ({"noise_scale": -0.5}, "noise_scale")]:
         with pytest.raises(ValueError, match=key):
-            sampler_options(bad)
+            sampling_options(bad)
     with pytest.raises(ValueError, match="solver"):
         integrate(lambda x, t: x, torch.zeros(1, 1), solver="dopri5")
     with pytest.raises(ValueError, match="steps"):
@@ -167,7 +169,7 @@ def test_shapes_and_outputs(conditioning, position):
     out = head(random_latents())
     assert set(out) == {"loss", "x1_mse"} and out["loss"].ndim == 0 and out["loss"].requires_grad
     out["loss"].backward()
-    assert head.null_context.grad is not None  # in the graph even without dropped contexts (DDP)
+    assert head.trunk.null_context.grad is not None  # in the graph even without dropped contexts (DDP)
     future = head.rollout(random_latents(frames=CONTEXT + 2), 2)  # a longer context: its last 3 frames
     assert future.latents.shape == (2, 2, SPEC.tokens_per_frame, SPEC.latent_dim) and future.codes is None
     assert head.training  # rollout restores the mode it found
@@ -194,26 +196,27 @@ def test_standardization_buffers_are_set_once_and_saved():
     data = random_latents(batch=8, scale=5.0, shift=3.0)
     head.eval()
     head(data)
-    assert not bool(head.standardizer.fitted)  # only a training batch sets them
+    assert not bool(head.objective.standardizer.fitted)  # only a training batch sets them
     head.train()
     head(data)
-    assert bool(head.standardizer.fitted)
-    torch.testing.assert_close(head.standardizer.mean, torch.full((4,), 3.0), atol=0.5, rtol=0)
-    torch.testing.assert_close(head.standardizer.std, torch.full((4,), 5.0), atol=0.5, rtol=0)
-    mean = head.standardizer.mean.clone()
+    assert bool(head.objective.standardizer.fitted)
+    torch.testing.assert_close(head.objective.standardizer.mean, torch.full((4,), 3.0), atol=0.5, rtol=0)
+    torch.testing.assert_close(head.objective.standardizer.std, torch.full((4,), 5.0), atol=0.5, rtol=0)
+    mean = head.objective.standardizer.mean.clone()
     head(random_latents(shift=-10.0))
-    assert torch.equal(head.standardizer.mean, mean)  # only the first batch counts
+    assert torch.equal(head.objective.standardizer.mean, mean)  # only the first batch counts
     # velocity 0 at init: samples are un-standardized noise, on the data's scale
     sample = head.rollout(random_latents(batch=8, frames=CONTEXT), 2).latents
     assert abs(float(sample.mean()) - 3.0) < 0.5 and abs(float(sample.std()) - 5.0) < 0.5
 
     state = head.state_dict()
-    assert {"standardizer.mean", "standardizer.std", "standardizer.fitted"} <= set(state)
+    assert {"objective.standardizer.mean", "objective.standardizer.std", "objective.standardizer.fitted"} <= set(state)
     fresh = tiny_head()
-    assert not bool(fresh.standardizer.fitted)
+    assert not bool(fresh.objective.standardizer.fitted)
     randomize(head)
     fresh.load_state_dict(head.state_dict())
-    assert bool(fresh.standardizer.fitted) and torch.equal(fresh.standardizer.std, head.standardizer.std)
+    assert bool(fresh.objective.standardizer.fitted)
+    assert torch.equal(fresh.objective.standardizer.std, head.objective.standardizer.std)
     context = random_latents(frames=CONTEXT)
     draw = lambda model: model.rollout(context, 2, generator=torch.Generator().manual_seed(0)).latents  # noqa: E731
     torch.testing.assert_close(draw(fresh), draw(head))
@@ -286,7 +289,7 @@ def test_rope_positions_make_the_velocity_depend_on_where_tokens_are(conditionin
 def test_data_prediction_starts_at_the_last_frame_and_heun_never_calls_t_one(solver):
     head = tiny_head(target="residual", prediction="data", sampling={"solver": solver, "steps": 3})
     head(random_latents())  # fits the standardizers
-    head.residual_standardizer.mean.zero_()  # so a zero data estimate means "no change"
+    head.objective.residual_standardizer.mean.zero_()  # so a zero data estimate means "no change"
     z = random_latents(seed=5)
     pred = head.rollout(Latents(z.latents[:, :CONTEXT]), FUTURE, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(pred.latents, z.latents[:, CONTEXT - 1:CONTEXT].expand_as(pred.latents))
@@ -306,8 +309,8 @@ def test_residual_target_overfits_moving_latents_and_starts_at_the_last_frame():
     # Untrained (zero velocity), noise_scale 0 integrates to x_1 = 0: the residual's mean change.
     head.sampling = {"solver": "euler", "steps": 2, "noise_scale": 0.0}
     start = head.rollout(Latents(context), FUTURE).latents
-    expected = head.standardizer.inverse(head.standardizer(context[:, -1:])
-                                         + head.residual_standardizer.inverse(torch.zeros_like(truth)))
+    expected = head.objective.standardizer.inverse(head.objective.standardizer(context[:, -1:])
+                                         + head.objective.residual_standardizer.inverse(torch.zeros_like(truth)))
     torch.testing.assert_close(start, expected.expand_as(start), atol=1e-5, rtol=0)
     opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=0.0)
     for _ in range(250):
@@ -319,8 +322,8 @@ def test_residual_target_overfits_moving_latents_and_starts_at_the_last_frame():
     head.sampling = {"solver": "heun", "steps": 10}
     pred = head.rollout(Latents(context), FUTURE, generator=torch.Generator().manual_seed(0)).latents
     assert (pred - truth).square().mean() < 0.05 * copy_last
-    assert "residual_standardizer.std" in head.state_dict()
-    assert "residual_standardizer.std" not in tiny_head().state_dict()
+    assert "objective.residual_standardizer.std" in head.state_dict()
+    assert "objective.residual_standardizer.std" not in tiny_head().state_dict()
 
 
 def test_noise_scale_zero_samples_deterministically_and_scales_the_start():
@@ -341,7 +344,7 @@ def test_guidance_scale_batches_conditional_and_unconditional_passes():
     head = tiny_head(context_dropout=0.1, sampling={"solver": "heun", "steps": 3, "guidance_scale": 1.0})
     randomize(head)
     batches = []
-    head.final.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    head.trunk.final.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
     context = random_latents(frames=CONTEXT)
     draw = lambda: head.rollout(context, FUTURE, generator=torch.Generator().manual_seed(0)).latents  # noqa: E731
     plain = draw()

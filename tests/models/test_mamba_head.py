@@ -1,4 +1,4 @@
-"""Tests of the ``mamba`` head (futurelat/models/heads/mamba.py, mamba_layers.py, sampling.py)."""
+"""Tests of the ``mamba`` head (futurelat/models/heads/mamba.py, trunks/mamba.py, mamba_layers.py, sampling.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from futurelat.models.heads.mamba_layers import Mamba2Mixer, resolve_backend, ss
 from futurelat.models.heads.sampling import sample_codes, sampling_options
 from futurelat.registry import HEADS
 
-from head_checks import assert_bar_rolled_out, assert_causal, assert_rejects_bad_codes, assert_steps_match_parallel
+from head_checks import (assert_bar_rolled_out, assert_causal, assert_rejects_bad_codes, assert_steps_match_parallel,
+                         make_head)
 
 # (ordering, patch_size): the frame ordering with and without patches of codes, and the token ordering.
 VARIANTS = [("frame", 1), ("frame", 2), ("token", 1)]
@@ -25,9 +26,10 @@ SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
 def tiny_head(ordering: str = "frame", patch_size: int = 1, spec: LatentSpec = SPEC, **kwargs) -> MambaHead:
     torch.manual_seed(0)
     config = dict(ordering=ordering, patch_size=patch_size, d_model=32, num_layers=2, d_state=8, expand=2,
-                  head_dim=16, conv_kernel=4, spatial_kernel=3, chunk_size=8, backend="torch")
+                  head_dim=16, conv_kernel=4, spatial_kernel=3, chunk_size=8, backend="torch",
+                  input_noise=0.0, sampling=None)  # plain teacher forcing, greedy rollouts
     config.update(kwargs)
-    return MambaHead(spec, 6, **config)
+    return make_head("mamba", spec, 6, **config)
 
 
 def random_codes(batch: int = 2, frames: int = 6, spec: LatentSpec = SPEC, seed: int = 1) -> torch.Tensor:
@@ -270,7 +272,7 @@ def test_token_head_overfits_a_small_batch():
 def test_registry_and_config_errors():
     assert HEADS.get("mamba") is MambaHead
     with pytest.raises(ValueError, match="discrete backbone"):
-        MambaHead(LatentSpec(latent_dim=8, grid=(4, 4)), 6)
+        make_head("mamba", LatentSpec(latent_dim=8, grid=(4, 4)), 6)
     with pytest.raises(ValueError, match="ordering"):
         tiny_head("pixel")
     with pytest.raises(ValueError, match="patch_size"):
@@ -321,12 +323,10 @@ def regression_head(**kwargs) -> MambaHead:
 def test_regression_recurrent_steps_match_the_parallel_forward():
     head = regression_head().eval()
     latents = torch.randn(2, 6, 16, 3)
-    head.standardizer.fit_once(latents)  # eval mode: does nothing, statistics stay (0, 1)
-    assert not bool(head.standardizer.fitted)
-    x = head._embed_latents(latents[:, :-1])
-    for block in head.blocks:
-        x, _ = block(x)
-    full = head._frame_latents(x)  # (B, 5, N, D): predictions of frames 1..5
+    head.objective.standardizer.fit_once(latents)  # eval mode: does nothing, statistics stay (0, 1)
+    assert not bool(head.objective.standardizer.fitted)
+    with torch.no_grad():
+        full = head.objective.predict(head.trunk, latents[:, :-1])  # (B, 5, N, D): predictions of frames 1..5
     pred, state = head.prefill(latents[:, :3])
     torch.testing.assert_close(pred, full[:, 2], atol=1e-5, rtol=1e-5)
     for t in (3, 4):
@@ -344,7 +344,7 @@ def test_regression_learns_a_moving_blob_and_beats_copy_last():
         out["loss"].backward()
         opt.step()
     assert set(out) == {"loss", "l1", "mse", "cosine"} and out["cosine"] > 0.9
-    assert bool(head.standardizer.fitted) and "standardizer.mean" in head.state_dict()
+    assert bool(head.objective.standardizer.fitted) and "objective.standardizer.mean" in head.state_dict()
     future = head.rollout(Latents(latents[:, :4]), 4)
     assert future.codes is None and future.latents.shape == (8, 4, 16, 3)
     err = (future.latents - latents[:, 4:]).abs().mean()

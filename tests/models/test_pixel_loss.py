@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from composing import tiny_config
 from futurelat.models.base import Latents
-from futurelat.models.heads.transformer import TransformerHead
 from futurelat.models.latent_video_model import build_model
+
+from head_checks import make_head
 
 
 def _vqvae():
@@ -69,8 +70,7 @@ def test_a_preset_with_the_pixel_loss_adds_it_and_trains_through_the_frozen_deco
     codes = torch.randint(0, model.spec.codebook_size, (2, 20, model.spec.tokens_per_frame))
     z = Latents(F.embedding(codes, model.backbone.codebook), codes)
     out = head(z)
-    loss_name = getattr(head, "loss_name", None) or head.loss  # mamba: loss_name; transformer: loss
-    latent_loss = out[loss_name]
+    latent_loss = out[head.objective.loss_name]
     torch.testing.assert_close(out["loss"], latent_loss + 3 * out["pixel_mse"])
     assert out["pixel_mse"] > 0
     out["loss"].backward()
@@ -97,7 +97,7 @@ def test_the_pixel_loss_is_refused_for_codes_and_for_backbones_without_a_decoder
 
 def test_a_head_built_without_the_builder_says_the_decoder_is_missing():
     model = build_model(tiny_config(["+experiment=mmnist_vqvae_transformer"]))
-    head = TransformerHead(model.spec, 20, pixel_loss_weight=1.0, d_model=32, num_layers=1)
+    head = make_head("transformer", model.spec, 20, pixel_loss_weight=1.0, d_model=32, num_layers=1)
     latents = torch.randn(1, 20, model.spec.tokens_per_frame, model.spec.latent_dim)
     with pytest.raises(RuntimeError, match="no decoder is attached"):
         head(Latents(latents, None))

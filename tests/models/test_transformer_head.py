@@ -1,4 +1,5 @@
-"""Tests of the ``transformer`` head (futurelat/models/heads/transformer.py, attention.py)."""
+"""Tests of the ``transformer`` head (futurelat/models/heads/transformer.py, trunks/transformer.py); the
+attention layers are tested in test_attention.py."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import pytest
 import torch
 
 from futurelat.models.base import LatentSpec, Latents
-from futurelat.models.heads.attention import (POSITIONS, FactorizedBlock, KVCache, SelfAttention, TemporalDepthwiseConv,
-                                              alibi_slopes, apply_rope, axis_angles, conv_over_clip, conv_over_grid,
-                                              sincos_3d)
-from futurelat.models.heads.transformer import LOSSES, TransformerHead
+from futurelat.models.heads.attention import POSITIONS, conv_over_clip, conv_over_grid
+from futurelat.models.heads.objectives.latent_regression import LOSSES
+from futurelat.models.heads.transformer import TransformerHead
 from futurelat.registry import HEADS
 
-from head_checks import assert_bar_rolled_out, assert_causal, assert_rejects_bad_codes, assert_steps_match_parallel
+from head_checks import (assert_bar_rolled_out, assert_causal, assert_rejects_bad_codes, assert_steps_match_parallel,
+                         make_head)
 
 SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
 # (ordering, patch_size): the frame ordering with and without patches of codes, and the token ordering.
@@ -25,14 +26,14 @@ def tiny_head(objective: str = "autoregressive", spec: LatentSpec = SPEC, num_fr
               **kwargs) -> TransformerHead:
     torch.manual_seed(0)
     config = dict(objective=objective, context_frames=3, d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0,
-                  patch_size=1, position="rope")
+                  patch_size=1, position="rope", sampling=None)  # sampling None: greedy
     config.update(kwargs)
-    return TransformerHead(spec, num_frames, **config)
+    return make_head("transformer", spec, num_frames, **config)
 
 
 def random_output(head: TransformerHead) -> TransformerHead:
     """The output layer starts at zero (uniform logits); give it weights so logits depend on the input."""
-    torch.nn.init.normal_(head.to_out.weight, std=0.5)
+    torch.nn.init.normal_(head.objective.to_out.weight, std=0.5)
     return head
 
 
@@ -78,69 +79,6 @@ def train(head: TransformerHead, z: Latents, steps: int, lr: float = 3e-3) -> li
     return losses
 
 
-# ------------------------------------------------------------------------------ attention
-
-
-def reference_attention(layer: SelfAttention, x: torch.Tensor) -> torch.Tensor:
-    """Plain softmax attention with a full ``(L, L)`` mask and bias, for ``x`` ``(B, L, d)``."""
-    b, n, d = x.shape
-    q, k, v = layer.qkv(x).view(b, n, 3, layer.num_heads, -1).permute(2, 0, 3, 1, 4)
-    i, j = torch.arange(n)[:, None], torch.arange(n)[None]
-    frame = layer.grid[0] * layer.grid[1]
-    visible = {"none": torch.ones(n, n, dtype=torch.bool), "causal": j <= i,
-               "block": j // frame <= i // frame}[layer.mask]
-    bias = torch.zeros(layer.num_heads, n, n)
-    if layer.position == "alibi":
-        bias = -alibi_slopes(layer.num_heads)[:, None, None] * (i - j).abs()
-    if layer.position == "rope":
-        coords = torch.stack([torch.arange(n) // frame, torch.arange(n) % frame // layer.grid[1],
-                              torch.arange(n) % layer.grid[1]], -1)
-        angles = axis_angles(coords, q.shape[-1] // 2)
-        q, k = apply_rope(q, angles.cos(), angles.sin()), apply_rope(k, angles.cos(), angles.sin())
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
-    y = scores.masked_fill(~visible, -math.inf).softmax(-1) @ v
-    return layer.out_proj(y.transpose(1, 2).reshape(b, n, d))
-
-
-@pytest.mark.parametrize("position", POSITIONS)
-@pytest.mark.parametrize("mask", ["none", "causal", "block"])
-def test_attention_matches_reference_in_chunks_and_with_a_cache(position, mask):
-    torch.manual_seed(0)
-    layer = SelfAttention(16, 2, position=position, mask=mask, grid=(2, 3), query_chunk=4)  # 6 tokens a frame
-    x = torch.randn(2, 14, 16)
-    with torch.no_grad():
-        full = layer(x)
-        torch.testing.assert_close(full, reference_attention(layer, x), atol=1e-5, rtol=1e-5)
-        if mask != "none":  # cached pieces (whole frames for the block mask) continue the sequence exactly
-            cache, pieces = KVCache(), ([6, 6, 2] if mask == "block" else [5, 1, 8])
-            out = [layer(part, cache) for part in x.split(pieces, dim=1)]
-            torch.testing.assert_close(torch.cat(out, 1), full, atol=1e-5, rtol=1e-5)
-            assert cache.length == 14
-
-
-def test_alibi_slopes_are_geometric():
-    torch.testing.assert_close(alibi_slopes(8), 2.0 ** -torch.arange(1.0, 9.0))
-    torch.testing.assert_close(alibi_slopes(2), torch.tensor([2.0 ** -4, 2.0 ** -8]))
-    six = alibi_slopes(6)  # 4 from the 4-head ladder, then every other one of the 8-head ladder
-    torch.testing.assert_close(six, torch.tensor([2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3]))
-
-
-def test_rope_scores_depend_on_the_relative_position_only():
-    torch.manual_seed(0)
-    q, k = torch.randn(1, 1, 1, 12), torch.randn(1, 1, 1, 12)
-
-    def score(cq, ck):
-        angles = axis_angles(torch.tensor([cq, ck]), 6)
-        cos, sin = angles.cos(), angles.sin()
-        return (apply_rope(q, cos[:1], sin[:1]) * apply_rope(k, cos[1:], sin[1:])).sum()
-
-    base = score([5, 1, 2], [3, 2, 0])
-    torch.testing.assert_close(score([105, 8, 9], [103, 9, 7]), base, atol=1e-4, rtol=1e-4)
-    assert (score([5, 1, 2], [3, 2, 1]) - base).abs() > 1e-3  # every axis matters
-    table = sincos_3d(torch.tensor([[0, 0, 0], [40_000, 15, 15]]), 24)
-    assert table.shape == (2, 24) and table.abs().max() <= 1
-
-
 # --------------------------------------------------------------------------- regression
 
 
@@ -176,24 +114,25 @@ def test_regression_standardizes_with_buffers_estimated_from_the_first_batch():
     torch.manual_seed(1)
     scale, offset = torch.linspace(1, 50, 8), torch.linspace(-100, 100, 8)
     batches = [torch.randn(4, 6, 16, 8) * scale + offset for _ in range(2)]
-    assert set(head.state_dict()) >= {"standardizer.mean", "standardizer.std", "standardizer.fitted"}
+    assert set(head.state_dict()) >= {"objective.standardizer.mean", "objective.standardizer.std",
+                                   "objective.standardizer.fitted"}
     # untrained: zero output layer, identity statistics → predicts the (zero) mean
     assert head.rollout(Latents(batches[0][:, :3]), 1).latents.abs().max() == 0
     head.eval()
     head(Latents(batches[0]))  # no statistics in eval mode
-    assert not bool(head.standardizer.fitted)
+    assert not bool(head.objective.standardizer.fitted)
     head.train()
     for batch in batches:
         head(Latents(batch))
     seen = batches[0].reshape(-1, 8)  # the second batch comes after the estimate froze
-    torch.testing.assert_close(head.standardizer.mean, seen.mean(0), rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(head.standardizer.std, seen.std(0, unbiased=False), rtol=1e-4, atol=1e-3)
-    assert head.standardize(seen).std(0, unbiased=False).sub(1).abs().max() < 1e-3
+    torch.testing.assert_close(head.objective.standardizer.mean, seen.mean(0), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(head.objective.standardizer.std, seen.std(0, unbiased=False), rtol=1e-4, atol=1e-3)
+    assert head.objective.standardize(seen).std(0, unbiased=False).sub(1).abs().max() < 1e-3
     torch.testing.assert_close(head.rollout(Latents(batches[0][:, :3]), 1).latents,
-                               head.standardizer.mean.expand(4, 1, 16, 8))  # zero output → un-standardized mean
+                               head.objective.standardizer.mean.expand(4, 1, 16, 8))  # zero output: the mean
     fresh = tiny_head("regression")
     fresh.load_state_dict(head.state_dict())  # the statistics travel with the checkpoint
-    torch.testing.assert_close(fresh.standardizer.mean, head.standardizer.mean)
+    torch.testing.assert_close(fresh.objective.standardizer.mean, head.objective.standardizer.mean)
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))
@@ -202,8 +141,8 @@ def test_each_regression_loss(loss):
     torch.manual_seed(2)
     z = Latents(torch.randn(2, 6, 16, 8) * 3)
     losses = train(head, z, 8)
-    x = head.standardize(z.latents)
-    expected = LOSSES[loss](head.predict(x[:, :3]), x[:, 3:])
+    x = head.objective.standardize(z.latents)
+    expected = LOSSES[loss](head.objective.predict(head.trunk, x[:, :3]), x[:, 3:])
     torch.testing.assert_close(head(z)["loss"], expected)
     assert losses[-1] < losses[0]
 
@@ -229,15 +168,15 @@ def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention
 
 def test_regression_rollout_feeds_blocks_back():
     head = tiny_head("regression", num_frames=5, context_frames=3)  # trained future: 2 frames
-    torch.nn.init.normal_(head.to_out.weight, std=0.5)
+    torch.nn.init.normal_(head.objective.to_out.weight, std=0.5)
     context = Latents(torch.randn(1, 4, 16, 8))
     out = head.rollout(context, 5).latents
     assert out.shape == (1, 5, 16, 8)
     with torch.no_grad():
-        x = head.standardize(context.latents)[:, -3:]
-        first = head.predict(x)
-        second = head.predict(torch.cat([x, first], 1)[:, -3:])
-    torch.testing.assert_close(out[:, :4], head.unstandardize(torch.cat([first, second], 1)))
+        x = head.objective.standardize(context.latents)[:, -3:]
+        first = head.objective.predict(head.trunk, x)
+        second = head.objective.predict(head.trunk, torch.cat([x, first], 1)[:, -3:])
+    torch.testing.assert_close(out[:, :4], head.objective.unstandardize(torch.cat([first, second], 1)))
 
 
 # ------------------------------------------------------------------------ autoregressive
@@ -298,8 +237,8 @@ def test_token_prior_overfits_a_small_batch():
 @pytest.mark.parametrize("position", POSITIONS)
 def test_a_25600_token_sequence_has_no_position_limit(position):
     spec = LatentSpec(latent_dim=4, grid=(16, 16), codebook_size=8)
-    head = TransformerHead(spec, 100, objective="autoregressive", ordering="token", context_frames=10, d_model=16,
-                           num_layers=1, num_heads=2, position=position).eval()
+    head = make_head("transformer", spec, 100, objective="autoregressive", ordering="token", context_frames=10,
+                     d_model=16, num_layers=1, num_heads=2, position=position).eval()
     codes = torch.randint(0, 8, (1, 100, 256), generator=torch.Generator().manual_seed(0))  # 100 x 16 x 16
     with torch.no_grad():
         logits = head.logits(codes)
@@ -319,7 +258,7 @@ def test_registry_needs_codes_and_objective_errors():
         continuous.prefill(random_codes())
     head = tiny_head()
     assert_rejects_bad_codes(head, random_codes())
-    with pytest.raises(ValueError, match=r"T=6"):
+    with pytest.raises(ValueError, match=r"T == 6"):
         continuous(Latents(torch.zeros(2, 5, 16, 8)))
     with pytest.raises(ValueError, match="num_future"):
         head.rollout(as_codes(random_codes()), 0)
@@ -355,19 +294,19 @@ def mixer_reach(head: TransformerHead, mix, frames: int) -> torch.Tensor:
     Checks that the head's first mixer starts at zero, gives it random weights, and applies it with
     ``mix`` (``conv_over_grid`` or ``conv_over_clip``): ``(frames, 5, 5)`` bool.
     """
-    conv = head.spatial_mixers[0]
+    conv = head.trunk.spatial_mixers[0]
     assert conv.weight.abs().sum() == 0  # zero at init: the head starts as the plain transformer
     torch.nn.init.normal_(conv.weight)
     x = torch.randn(1, frames, 25, 24)
     moved = x.clone()
     moved[0, 1, 12] += 1.0  # frame 1, centre cell (2, 2)
-    return ((mix(conv, moved, head.model_grid) - mix(conv, x, head.model_grid)).abs().sum(-1)[0] > 1e-6).view(
+    return ((mix(conv, moved, head.trunk.grid) - mix(conv, x, head.trunk.grid)).abs().sum(-1)[0] > 1e-6).view(
         frames, 5, 5)
 
 
 def test_spatial_mixer_reaches_the_kernel_neighbourhood_within_a_frame():
     head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3)
-    assert len(head.spatial_mixers) == 2 and head.spatial_mixers[0].groups == head.spatial_mixers[0].in_channels
+    assert len(head.trunk.spatial_mixers) == 2 and head.trunk.spatial_mixers[0].groups == head.trunk.spatial_mixers[0].in_channels
     expected = torch.zeros(2, 5, 5, dtype=torch.bool)
     expected[1, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in the same frame, nothing else
     assert torch.equal(mixer_reach(head, conv_over_grid, frames=2), expected)
@@ -375,7 +314,7 @@ def test_spatial_mixer_reaches_the_kernel_neighbourhood_within_a_frame():
 
 def test_temporal_kernel_reaches_the_neighbourhood_in_adjacent_frames():
     head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3, temporal_kernel=3)
-    conv = head.spatial_mixers[0]
+    conv = head.trunk.spatial_mixers[0]
     assert isinstance(conv, torch.nn.Conv3d) and conv.kernel_size == (3, 3, 3) and conv.groups == conv.in_channels
     expected = torch.zeros(4, 5, 5, dtype=torch.bool)
     expected[0:3, 1:4, 1:4] = True  # the 3 x 3 neighbourhood in frames 0, 1 and 2; nothing in frame 3
@@ -385,29 +324,12 @@ def test_temporal_kernel_reaches_the_neighbourhood_in_adjacent_frames():
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
 
 
-def test_temporal_depthwise_conv_matches_a_depthwise_conv1d_over_frames():
-    torch.manual_seed(0)
-    conv = TemporalDepthwiseConv(6, 3)
-    assert conv.weight.abs().sum() == 0 and conv.bias.abs().sum() == 0  # a residual branch that starts off
-    torch.nn.init.normal_(conv.weight)
-    torch.nn.init.normal_(conv.bias)
-    reference = torch.nn.Conv1d(6, 6, 3, padding=1, groups=6)
-    with torch.no_grad():
-        reference.weight.copy_(conv.weight.T[:, None, :])  # (d, 1, kernel)
-        reference.bias.copy_(conv.bias)
-    x = torch.randn(2, 5, 4, 6)  # (B, T, N, d)
-    expected = reference(x.permute(0, 2, 3, 1).reshape(8, 6, 5)).view(2, 4, 6, 5).permute(0, 3, 1, 2)
-    torch.testing.assert_close(conv(x), expected)
-    with pytest.raises(ValueError, match="odd"):
-        TemporalDepthwiseConv(6, 2)
-
-
 def test_2plus1d_factorization_reaches_the_same_neighbourhood_over_two_steps():
     head = tiny_head("regression", spec=LatentSpec(latent_dim=8, grid=(5, 5)), spatial_kernel=3, temporal_kernel=3,
                      conv_factorization="2+1d")
-    assert all(isinstance(c, torch.nn.Conv2d) for c in head.spatial_mixers) and len(head.temporal_mixers) == 2
+    assert all(isinstance(c, torch.nn.Conv2d) for c in head.trunk.spatial_mixers) and len(head.trunk.temporal_mixers) == 2
     spatial = mixer_reach(head, conv_over_grid, frames=4)  # the first step: the 3 x 3 cells of frame 1
-    temporal = head.temporal_mixers[0]
+    temporal = head.trunk.temporal_mixers[0]
     assert temporal.weight.abs().sum() == 0
     torch.nn.init.normal_(temporal.weight)
     reach = (temporal(spatial.view(1, 4, 25, 1).float().expand(-1, -1, -1, 24)).abs().sum(-1) > 1e-6).view(4, 5, 5)
@@ -419,34 +341,6 @@ def test_2plus1d_factorization_reaches_the_same_neighbourhood_over_two_steps():
     assert temporal.weight.grad is not None and temporal.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"head\.params\.conv_factorization"):
         tiny_head(conv_factorization="3d")
-
-
-def test_short_cpu_attention_takes_the_math_backend_and_matches_the_reference():
-    from futurelat.models.heads import attention
-    torch.manual_seed(0)
-    layer = SelfAttention(16, 2, position="rope", mask="none", grid=(2, 3))
-    for length in (attention.CPU_MATH_MAX_KEYS, attention.CPU_MATH_MAX_KEYS + 6):  # math, then fused kernel
-        x = torch.randn(1, length, 16)
-        with torch.no_grad(), torch.profiler.profile() as prof:
-            y = layer(x)
-        torch.testing.assert_close(y, reference_attention(layer, x), atol=1e-5, rtol=1e-5)
-        math_ops = [e.name for e in prof.events() if e.name == "aten::_scaled_dot_product_attention_math"]
-        assert bool(math_ops) == (length <= attention.CPU_MATH_MAX_KEYS)
-
-
-def test_factorized_block_mixes_space_within_frames_and_time_within_cells():
-    torch.manual_seed(0)
-    block = FactorizedBlock(16, 2, 2.0, 0.0, grid=(2, 2), position="rope")
-    x = torch.randn(1, 3 * 4, 16)  # 3 frames of 2 x 2 tokens
-    moved = x.clone()
-    moved[0, 5] = torch.randn(16)  # frame 1, cell 1
-    spatial = lambda t: block.spatial(block.norm1(t).view(3, 4, 16)).view(1, 12, 16)
-    changed = (spatial(moved) - spatial(x)).abs().sum(-1)[0] > 1e-6
-    assert changed.tolist() == [False] * 4 + [True] * 4 + [False] * 4  # frame 1 only
-    changed = (block(moved) - block(x)).abs().sum(-1)[0] > 1e-6
-    assert changed.all()  # space then time reaches every token in one block
-    with pytest.raises(ValueError, match="no KV cache"):
-        block(x, KVCache())
 
 
 def test_position_widths_and_sampling_keys_are_checked():

@@ -1,4 +1,5 @@
-"""Heads (context latents → future latents), one per module.
+"""Heads (context latents → future latents): a trunk (:mod:`.trunks`) plus an objective (:mod:`.objectives`).
 
-:data:`futurelat.registry.HEADS` maps config names (``head.name``) to them; this package imports nothing.
+The heads named in configs are ``mamba`` (:mod:`.mamba`), ``transformer`` (:mod:`.transformer`) and
+``flow_dit`` (:mod:`.flow_dit`); :mod:`.composed` joins a trunk and an objective into a head.
 """

@@ -100,7 +100,7 @@ def linear_path(x0: Tensor, x1: Tensor, t: Tensor) -> PathSample:
 
 
 @dataclass(frozen=True)
-class SamplerOptions:
+class SamplingOptions:
     """Validated ``sampling`` settings.
 
     Attributes:
@@ -119,9 +119,9 @@ class SamplerOptions:
     noise_scale: float = 1.0
 
 
-def sampler_options(sampling: Mapping[str, Any] | None) -> SamplerOptions:
+def sampling_options(sampling: Mapping[str, Any] | None) -> SamplingOptions:
     """Validate a ``sampling`` mapping (keys of :data:`SAMPLING_DEFAULTS`; missing ones take the
-    defaults) → :class:`SamplerOptions`.
+    defaults) → :class:`SamplingOptions`.
 
     Raises:
         ValueError: an unknown key, an unknown solver, ``steps`` not an integer >= 1, or a
@@ -144,7 +144,7 @@ def sampler_options(sampling: Mapping[str, Any] | None) -> SamplerOptions:
     scale = float(scale)
     if not math.isfinite(scale) or scale < 0:
         raise ValueError(f"head.sampling.guidance_scale must be a finite number >= 0; got {scale}")
-    return SamplerOptions(solver=solver, steps=steps, guidance_scale=scale, noise_scale=noise_scale)
+    return SamplingOptions(solver=solver, steps=steps, guidance_scale=scale, noise_scale=noise_scale)
 
 
 def guided_velocity(velocity: ConditionalVelocityFn, guidance_scale: float) -> VelocityFn:

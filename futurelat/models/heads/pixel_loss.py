@@ -41,8 +41,8 @@ class DecodedPixelLoss:
     backbone, so it must not enter the head's ``state_dict``.
 
     Args:
-        weight: multiplies the per-pixel MSE of frames in [0, 1] (so ``weight=20`` turns a typical
-            Moving MNIST error of 0.035 into 0.7, the size of the latent loss). ``0`` is off.
+        weight: multiplies the per-pixel MSE of frames in [0, 1]; choose it so the weighted term is
+            on the scale of the latent loss. ``0`` is off.
         frames: predicted frames per clip that are decoded (distinct, drawn at random each step;
             all of them when a clip has fewer). The decoder's cost grows with it.
     """

@@ -1,0 +1,1 @@
+"""Worked examples of extending futurelat (not part of the installed package)."""

@@ -1,0 +1,204 @@
+"""``code_prior``: a prior over a discrete backbone's codes, next-code cross-entropy, sampled.
+
+Shape notation: ``B`` batch, ``T`` latent frames, ``N = h * w`` codes per frame, ``K`` codebook
+size, ``p`` patch side, ``M = N / p**2`` tokens per frame, ``d`` trunk width; codes ``(B, T, N)``
+int64 in ``[0, K)``.
+
+Two orderings (``head.params.ordering``), each on a trunk of the matching causality:
+
+- ``"frame"`` (a trunk with ``causal == "frame"``): a token holds the codes of a ``p x p`` patch
+  (the sum of one learned embedding per (position in patch, code)), sees its own frame and every
+  earlier one, and predicts the ``p*p*K`` logits of the same patch in the next frame: all codes of
+  frame ``t + 1`` from frames ``<= t`` at once. Rollouts step one frame at a time.
+- ``"token"`` (``causal == "token"``): VideoGPT's raster order (Yan et al. 2021, arXiv:2104.10157):
+  frame, row, column, led by a start token (index ``K``), one code per step.
+
+Training may corrupt a fraction ``input_noise`` of the *input* codes with uniformly random ones
+(targets stay clean), so the prior learns to recover from its own sampling errors (exposure bias;
+cf. GameNGen's noise augmentation, Valevski et al. 2024). Rollouts draw codes greedily or by
+ancestral sampling with temperature and top-k (:mod:`futurelat.models.heads.sampling`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from futurelat.models.base import Latents, LatentSpec, check_codes
+from futurelat.models.heads.patches import patchify, unpatchify
+from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
+
+ORDERINGS = ("frame", "token")
+#: How features become logits: ``"linear"`` (a linear layer with bias), ``"tied"`` (the code embedding
+#: transposed, plus ``logit_bias``; Press & Wolf 2017) or ``"untied"`` (a bias-free linear plus ``logit_bias``).
+READOUTS = ("linear", "tied", "untied")
+
+
+class CodePrior(nn.Module):
+    """Next-code cross-entropy over ``(B, T, N)`` codes on a trunk; see the module docstring.
+
+    Args (keyword-only):
+        spec: the backbone's :class:`LatentSpec`; needs ``codebook_size``.
+        ordering: ``"frame"`` or ``"token"``.
+        patch_size: ``p`` for the frame ordering (must divide the grid; the head checks it); the
+            token ordering uses 1.
+        width: ``d``, the trunk's width.
+        readout: one of :data:`READOUTS`.
+        input_noise: fraction in ``[0, 1)`` of input codes replaced by random codes in training.
+        name: the head's name, for messages.
+
+    Layers keep PyTorch's initialization; the head initializes them.
+    """
+
+    needs_codes = True
+
+    def __init__(self, spec: LatentSpec, *, ordering: str, patch_size: int, width: int, readout: str,
+                 input_noise: float, name: str):
+        super().__init__()
+        if spec.codebook_size is None or ordering not in ORDERINGS or readout not in READOUTS:
+            raise ValueError(f"code_prior needs a spec with codes, ordering in {ORDERINGS} and readout in "
+                             f"{READOUTS}; got {spec}, {ordering!r}, {readout!r}")
+        p = 1 if ordering == "token" else patch_size
+        self.ordering, self.patch_size, self.name, self.input_noise = ordering, p, name, input_noise
+        self.num_codes, self.grid, self.tokens_per_frame = spec.codebook_size, tuple(spec.grid), spec.tokens_per_frame
+        self.frame_tokens = (spec.grid[0] // p) * (spec.grid[1] // p)  # M
+        # frame: one table per position inside a patch; token: one table plus the start token (index K).
+        self.code_embed = nn.Embedding(self.num_codes * p * p + (ordering == "token"), width)
+        num_out = self.num_codes * p * p
+        if readout == "linear":
+            self.to_out = nn.Linear(width, num_out)
+        else:
+            self.to_logits = None if readout == "tied" else nn.Linear(width, num_out, bias=False)
+            self.logit_bias = nn.Parameter(torch.zeros(num_out))
+        self.readout_kind = readout
+
+    def check_trunk(self, trunk: nn.Module) -> None:
+        """Raise ``ValueError`` unless ``trunk.causal`` fits the ordering (``"frame"`` or ``"token"``)."""
+        if getattr(trunk, "causal", None) != self.ordering:
+            raise ValueError(f"code_prior with ordering={self.ordering!r} needs a trunk with causal="
+                             f"{self.ordering!r}; {type(trunk).__name__} has causal={getattr(trunk, 'causal', None)!r}")
+
+    # -- embeddings and logits ----------------------------------------------------------------
+
+    def embed_frames(self, codes: Tensor) -> Tensor:
+        """Frame-ordering inputs: codes ``(B, T, N)`` → tokens ``(B, T * M, d)``."""
+        p = self.patch_size
+        patches = patchify(codes[..., None], self.grid, p)  # (B, T, M, p*p)
+        patches = patches + self.num_codes * torch.arange(p * p, device=codes.device)
+        return self.code_embed(patches).sum(-2).flatten(1, 2)
+
+    def readout(self, x: Tensor) -> Tensor:
+        """Features ``(..., d)`` → logits ``(..., p*p*K)``."""
+        if self.readout_kind == "linear":
+            return self.to_out(x)
+        num_out = self.logit_bias.shape[0]
+        weight = self.code_embed.weight[:num_out] if self.to_logits is None else self.to_logits.weight
+        return F.linear(x, weight, self.logit_bias)
+
+    def frame_logits(self, x: Tensor) -> Tensor:
+        """Frame-ordering outputs ``(B, T * M, d)`` → logits ``(B, T, N, K)`` in raster order."""
+        out = self.readout(x)
+        return unpatchify(out.view(x.shape[0], -1, self.frame_tokens, out.shape[-1]), self.grid, self.patch_size)
+
+    def token_inputs(self, codes: Tensor) -> Tensor:
+        """Token-ordering inputs: the start token (index ``K``) then ``codes`` ``(B, T, N)`` flat → ``(B, 1 + T*N)``.
+
+        Input ``i`` holds token ``i - 1`` and sits at the position of token ``i``, the one it predicts.
+        """
+        start = codes.new_full((codes.shape[0], 1), self.num_codes)
+        return torch.cat([start, codes.flatten(1)], dim=1)
+
+    def logits(self, trunk: nn.Module, codes: Tensor) -> Tensor:
+        """Teacher-forced logits for a clip ``codes`` ``(B, T, N)`` → ``(B, T', N, K)``, in parallel.
+
+        ``"frame"``: ``T' = T - 1``, row ``t`` predicts frame ``t + 1`` from frames ``<= t``.
+        ``"token"``: ``T' = T``, entry ``(t, j)`` predicts code ``j`` of frame ``t`` from all
+        codes before it in raster order. The targets are ``codes[:, T - T':]``.
+        """
+        if self.ordering == "frame":
+            return self.frame_logits(trunk(self.embed_frames(codes[:, :-1])))
+        x = trunk(self.code_embed(self.token_inputs(codes)[:, :-1]))  # (B, T*N, d)
+        return self.readout(x).view(*codes.shape, self.num_codes)
+
+    # -- training -----------------------------------------------------------------------------
+
+    def _check_codes(self, codes: Tensor | None, name: str, min_frames: int) -> Tensor:
+        return check_codes(codes, f"{self.name} head: {name}.codes", self.tokens_per_frame, self.num_codes, min_frames)
+
+    def loss(self, trunk: nn.Module, z: Latents) -> dict[str, Tensor]:
+        """Teacher-forced next-code cross-entropy on ``z.codes`` ``(B, T, N)`` (``T >= 2`` for ``"frame"``).
+
+        Returns ``loss`` (mean nats per code), ``accuracy`` (argmax = target, in [0, 1]) and
+        ``bits_per_token`` (loss / ln 2), all scalars.
+
+        Raises:
+            ValueError: missing codes, wrong shape/dtype, or codes outside ``[0, K)``.
+        """
+        codes = self._check_codes(z.codes, "z", 2 if self.ordering == "frame" else 1)
+        inputs = codes
+        if self.training and self.input_noise > 0:
+            noisy = torch.rand(codes.shape, device=codes.device) < self.input_noise
+            inputs = torch.where(noisy, torch.randint_like(codes, self.num_codes), codes)
+        logits = self.logits(trunk, inputs)
+        return code_cross_entropy(logits, codes[:, codes.shape[1] - logits.shape[1]:])
+
+    # -- rollout ------------------------------------------------------------------------------
+
+    def prefill(self, trunk: nn.Module, context: Tensor) -> tuple[Tensor, Any]:
+        """Run the context codes ``(B, Tc, N)`` once, in parallel → (next logits, trunk state).
+
+        ``"frame"`` (``Tc >= 1``): logits ``(B, N, K)`` of frame ``Tc``. ``"token"``: logits
+        ``(B, 1, K)`` of the code after the raster-order prefix (``context`` ``(B, Tc, N)`` with
+        ``Tc >= 0``, or a flat ``(B, L)``, e.g. ending mid-frame). Feed the drawn codes to :meth:`step`.
+        """
+        if self.ordering == "frame":
+            x, state = trunk.prefill(self.embed_frames(context))
+            return self.frame_logits(x[:, -self.frame_tokens:])[:, 0], state
+        x, state = trunk.prefill(self.code_embed(self.token_inputs(context)))
+        return self.readout(x[:, -1:]), state
+
+    def step(self, trunk: nn.Module, codes: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed the codes just drawn and advance the trunk state by one step.
+
+        ``"frame"``: ``codes`` ``(B, N)`` (one frame) → logits ``(B, N, K)`` of the next frame.
+        ``"token"``: ``codes`` ``(B, 1)`` → logits ``(B, 1, K)`` of the next code.
+        """
+        if self.ordering == "frame":
+            x, state = trunk.step(self.embed_frames(codes[:, None]), state)
+            return self.frame_logits(x)[:, 0], state
+        x, state = trunk.step(self.code_embed(codes), state)
+        return self.readout(x), state
+
+    def rollout(self, trunk: nn.Module, context: Latents, num_future: int, *, sampling: Mapping[str, Any] | None,
+                generator: torch.Generator | None) -> Latents:
+        """Sample ``num_future`` frames of codes after ``context.codes`` ``(B, Tc, N)``.
+
+        The context is read once (:meth:`prefill`), then each frame (``"frame"``) or code
+        (``"token"``) costs one :meth:`step`; codes are drawn per ``sampling``
+        (:func:`~futurelat.models.heads.sampling.sampling_options`) with ``generator`` (or torch's
+        global one). Call in eval mode, under ``no_grad``.
+
+        Returns:
+            :class:`Latents` with ``codes`` ``(B, num_future, N)`` int64 in ``[0, K)`` and ``latents``
+            an empty ``(B, num_future, N, 0)`` float tensor (the backbone decodes the codes).
+
+        Raises:
+            ValueError: missing/bad context codes, or bad ``sampling`` keys.
+        """
+        codes = self._check_codes(context.codes, "context", 1 if self.ordering == "frame" else 0)
+        options = sampling_options(sampling)
+        bsz, n = codes.shape[0], self.tokens_per_frame
+        steps = num_future if self.ordering == "frame" else num_future * n
+        logits, state = self.prefill(trunk, codes)
+        drawn = []
+        for i in range(steps):
+            drawn.append(sample_codes(logits, **options, generator=generator))  # (B, N) or (B, 1)
+            if i + 1 < steps:
+                logits, state = self.step(trunk, drawn[-1], state)
+        future = torch.cat(drawn, dim=1).view(bsz, num_future, n)
+        empty = torch.empty(bsz, num_future, n, 0, device=codes.device, dtype=self.code_embed.weight.dtype)
+        return Latents(latents=empty, codes=future)

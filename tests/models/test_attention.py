@@ -1,0 +1,116 @@
+"""Tests of the attention layers of the transformer trunk (futurelat/models/heads/attention.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from futurelat.models.heads.attention import (POSITIONS, FactorizedBlock, KVCache, SelfAttention, TemporalDepthwiseConv,
+                                              alibi_slopes, apply_rope, axis_angles, sincos_3d)
+
+
+def reference_attention(layer: SelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """Plain softmax attention with a full ``(L, L)`` mask and bias, for ``x`` ``(B, L, d)``."""
+    b, n, d = x.shape
+    q, k, v = layer.qkv(x).view(b, n, 3, layer.num_heads, -1).permute(2, 0, 3, 1, 4)
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None]
+    frame = layer.grid[0] * layer.grid[1]
+    visible = {"none": torch.ones(n, n, dtype=torch.bool), "causal": j <= i,
+               "block": j // frame <= i // frame}[layer.mask]
+    bias = torch.zeros(layer.num_heads, n, n)
+    if layer.position == "alibi":
+        bias = -alibi_slopes(layer.num_heads)[:, None, None] * (i - j).abs()
+    if layer.position == "rope":
+        coords = torch.stack([torch.arange(n) // frame, torch.arange(n) % frame // layer.grid[1],
+                              torch.arange(n) % layer.grid[1]], -1)
+        angles = axis_angles(coords, q.shape[-1] // 2)
+        q, k = apply_rope(q, angles.cos(), angles.sin()), apply_rope(k, angles.cos(), angles.sin())
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+    y = scores.masked_fill(~visible, -math.inf).softmax(-1) @ v
+    return layer.out_proj(y.transpose(1, 2).reshape(b, n, d))
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("mask", ["none", "causal", "block"])
+def test_attention_matches_reference_in_chunks_and_with_a_cache(position, mask):
+    torch.manual_seed(0)
+    layer = SelfAttention(16, 2, position=position, mask=mask, grid=(2, 3), query_chunk=4)  # 6 tokens a frame
+    x = torch.randn(2, 14, 16)
+    with torch.no_grad():
+        full = layer(x)
+        torch.testing.assert_close(full, reference_attention(layer, x), atol=1e-5, rtol=1e-5)
+        if mask != "none":  # cached pieces (whole frames for the block mask) continue the sequence exactly
+            cache, pieces = KVCache(), ([6, 6, 2] if mask == "block" else [5, 1, 8])
+            out = [layer(part, cache) for part in x.split(pieces, dim=1)]
+            torch.testing.assert_close(torch.cat(out, 1), full, atol=1e-5, rtol=1e-5)
+            assert cache.length == 14
+
+
+def test_alibi_slopes_are_geometric():
+    torch.testing.assert_close(alibi_slopes(8), 2.0 ** -torch.arange(1.0, 9.0))
+    torch.testing.assert_close(alibi_slopes(2), torch.tensor([2.0 ** -4, 2.0 ** -8]))
+    six = alibi_slopes(6)  # 4 from the 4-head ladder, then every other one of the 8-head ladder
+    torch.testing.assert_close(six, torch.tensor([2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8, 2.0 ** -1, 2.0 ** -3]))
+
+
+def test_rope_scores_depend_on_the_relative_position_only():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 12), torch.randn(1, 1, 1, 12)
+
+    def score(cq, ck):
+        angles = axis_angles(torch.tensor([cq, ck]), 6)
+        cos, sin = angles.cos(), angles.sin()
+        return (apply_rope(q, cos[:1], sin[:1]) * apply_rope(k, cos[1:], sin[1:])).sum()
+
+    base = score([5, 1, 2], [3, 2, 0])
+    torch.testing.assert_close(score([105, 8, 9], [103, 9, 7]), base, atol=1e-4, rtol=1e-4)
+    assert (score([5, 1, 2], [3, 2, 1]) - base).abs() > 1e-3  # every axis matters
+    table = sincos_3d(torch.tensor([[0, 0, 0], [40_000, 15, 15]]), 24)
+    assert table.shape == (2, 24) and table.abs().max() <= 1
+
+
+def test_temporal_depthwise_conv_matches_a_depthwise_conv1d_over_frames():
+    torch.manual_seed(0)
+    conv = TemporalDepthwiseConv(6, 3)
+    assert conv.weight.abs().sum() == 0 and conv.bias.abs().sum() == 0  # a residual branch that starts off
+    torch.nn.init.normal_(conv.weight)
+    torch.nn.init.normal_(conv.bias)
+    reference = torch.nn.Conv1d(6, 6, 3, padding=1, groups=6)
+    with torch.no_grad():
+        reference.weight.copy_(conv.weight.T[:, None, :])  # (d, 1, kernel)
+        reference.bias.copy_(conv.bias)
+    x = torch.randn(2, 5, 4, 6)  # (B, T, N, d)
+    expected = reference(x.permute(0, 2, 3, 1).reshape(8, 6, 5)).view(2, 4, 6, 5).permute(0, 3, 1, 2)
+    torch.testing.assert_close(conv(x), expected)
+    with pytest.raises(ValueError, match="odd"):
+        TemporalDepthwiseConv(6, 2)
+
+
+def test_short_cpu_attention_takes_the_math_backend_and_matches_the_reference():
+    from futurelat.models.heads import attention
+    torch.manual_seed(0)
+    layer = SelfAttention(16, 2, position="rope", mask="none", grid=(2, 3))
+    for length in (attention.CPU_MATH_MAX_KEYS, attention.CPU_MATH_MAX_KEYS + 6):  # math, then fused kernel
+        x = torch.randn(1, length, 16)
+        with torch.no_grad(), torch.profiler.profile() as prof:
+            y = layer(x)
+        torch.testing.assert_close(y, reference_attention(layer, x), atol=1e-5, rtol=1e-5)
+        math_ops = [e.name for e in prof.events() if e.name == "aten::_scaled_dot_product_attention_math"]
+        assert bool(math_ops) == (length <= attention.CPU_MATH_MAX_KEYS)
+
+
+def test_factorized_block_mixes_space_within_frames_and_time_within_cells():
+    torch.manual_seed(0)
+    block = FactorizedBlock(16, 2, 2.0, 0.0, grid=(2, 2), position="rope")
+    x = torch.randn(1, 3 * 4, 16)  # 3 frames of 2 x 2 tokens
+    moved = x.clone()
+    moved[0, 5] = torch.randn(16)  # frame 1, cell 1
+    spatial = lambda t: block.spatial(block.norm1(t).view(3, 4, 16)).view(1, 12, 16)
+    changed = (spatial(moved) - spatial(x)).abs().sum(-1)[0] > 1e-6
+    assert changed.tolist() == [False] * 4 + [True] * 4 + [False] * 4  # frame 1 only
+    changed = (block(moved) - block(x)).abs().sum(-1)[0] > 1e-6
+    assert changed.all()  # space then time reaches every token in one block
+    with pytest.raises(ValueError, match="no KV cache"):
+        block(x, KVCache())
