@@ -14,6 +14,8 @@ A component of your own is added by target or by path, before the config that na
 
     @HEADS.register("my_head")                              # or as a decorator
     class MyHead(Head): ...
+
+or named by its path right in the config (``head.name: my_package.heads:MyHead``), with no registration.
 """
 
 from __future__ import annotations
@@ -63,15 +65,20 @@ class Registry:
         return target
 
     def get(self, name: str) -> Any:
-        """The target registered under ``name``, imported if it was given as ``"module:attr"``.
+        """The target registered under ``name``, imported if it was given as ``"module:attr"``; a
+        ``name`` that is itself a ``"module:attr"`` path (a component of your own) is imported as is.
 
         Raises:
             KeyError: unknown name; the message lists the valid names.
             ImportError: the ``"module:attr"`` of ``name`` names no attribute of its module (an
                 error importing the module itself propagates unchanged).
         """
+        if name not in self._entries and ":" in name:
+            _check_target(name, self.kind, name)
+            return _import(name, self.kind, name)
         if name not in self._entries:
-            raise KeyError(f"unknown {self.kind} '{name}'; valid {self.kind}s: {', '.join(self.names())}")
+            raise KeyError(f"unknown {self.kind} '{name}'; valid {self.kind}s: {', '.join(self.names())} "
+                           "(or a 'module:attr' path to your own)")
         target = self._entries[name]
         if isinstance(target, str):
             target = _import(target, self.kind, name)

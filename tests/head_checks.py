@@ -11,19 +11,23 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from futurelat.config.dataset import MovingMNISTConfig
+from futurelat.config.head import FlowDiTParams, MambaParams, TransformerParams
 from futurelat.models.base import Latents, LatentSpec
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-#: The importable class of each head config (``configs/head/<name>.yaml``).
+#: The importable class and the ``head.params`` schema of each head config (``configs/head/<name>.yaml``).
 HEAD_CLASSES = {"mamba": "futurelat.models.heads.mamba:MambaHead",
                 "transformer": "futurelat.models.heads.transformer:TransformerHead",
                 "flow_dit": "futurelat.models.heads.flow_dit:FlowDiTHead"}
+HEAD_SCHEMAS = {"mamba": MambaParams, "transformer": TransformerParams, "flow_dit": FlowDiTParams}
 
 
 def head_params(name: str, **overrides: Any) -> dict[str, Any]:
-    """``configs/head/<name>.yaml``'s ``params`` with ``overrides`` (a ``sampling`` override replaces the
-    whole mapping, as a test sets it)."""
-    params = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "head" / f"{name}.yaml").params, resolve=True)
+    """``head.params`` of ``configs/head/<name>.yaml`` (its schema's defaults, then what the YAML sets),
+    with ``overrides`` (a ``sampling`` override replaces the whole mapping, as a test sets it)."""
+    yaml = OmegaConf.load(CONFIG_DIR / "head" / f"{name}.yaml").get("params") or {}
+    params = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(HEAD_SCHEMAS[name]), yaml), resolve=True)
     params.update(overrides)
     return params
 
@@ -36,8 +40,7 @@ def make_head(name: str, spec: LatentSpec, num_frames: int, **overrides: Any):
     """
     params = head_params(name, **overrides)
     if "context_frames" in params and params["context_frames"] is None:
-        dataset = OmegaConf.load(CONFIG_DIR / "dataset" / "moving_mnist.yaml")
-        params["context_frames"] = int(dataset.context_frames) // spec.temporal_downsample
+        params["context_frames"] = MovingMNISTConfig().context_frames // spec.temporal_downsample
     module, attr = HEAD_CLASSES[name].split(":")
     return getattr(importlib.import_module(module), attr)(spec, num_frames, **params)
 

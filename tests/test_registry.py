@@ -64,6 +64,17 @@ def test_user_components_by_object_by_path_and_as_decorator():
     assert registry.get("ordered") is OrderedDict
 
 
+def test_a_module_attr_path_is_a_name_without_registration():
+    from collections import OrderedDict
+
+    registry = Registry("widget")
+    assert registry.get("collections:OrderedDict") is OrderedDict and registry.names() == []
+    with pytest.raises(ImportError, match="collections has no attribute 'Nope'"):
+        registry.get("collections:Nope")
+    with pytest.raises(ValueError, match="must be 'module:attr'"):
+        registry.get("collections:a:b")
+
+
 def test_a_second_target_under_one_name_is_refused():
     with pytest.raises(KeyError, match=r"head 'mamba' is registered twice \(futurelat.models.heads.mamba:MambaHead"):
         HEADS.register("mamba", type("Other", (), {}))

@@ -15,9 +15,10 @@ is new and tiny, and the objective is reused:
   frame ``t`` (teacher forcing, ``loss`` on standardized latents) and rolls out by feeding each
   prediction back. So the head predicts every frame from the last one it saw.
 
-To use it from a config, register the class path ``examples.heads.last_frame_mlp:LastFrameMLPHead``
-under a name and write ``configs/head/<name>.yaml`` with ``params: {d_model, mlp_ratio, patch_size,
-loss}`` (every keyword argument below, no more).
+To use it from a config, write ``configs/head/<name>.yaml`` naming the class by its path,
+``name: examples.heads.last_frame_mlp:LastFrameMLPHead`` (or a name registered in
+``futurelat.registry.HEADS``), with ``params: {d_model, num_layers, mlp_ratio, patch_size, loss}``
+(every keyword argument below, no more); README.md, "Add a head".
 """
 
 from __future__ import annotations
@@ -35,21 +36,27 @@ from futurelat.models.heads.pixel_loss import DecodedPixelLoss
 
 
 class TokenMLPTrunk(nn.Module):
-    """``x + MLP(LayerNorm(x))`` per token, then a LayerNorm: ``(B, L, d)`` → ``(B, L, d)``.
+    """``num_layers`` residual blocks ``x + MLP(LayerNorm(x))`` per token, then a LayerNorm:
+    ``(B, L, d)`` → ``(B, L, d)``.
 
     Args:
-        d_model: ``d``. mlp_ratio: hidden width in multiples of ``d``. grid: ``(h', w')`` tokens per frame.
+        d_model: ``d``. num_layers: blocks. mlp_ratio: hidden width in multiples of ``d``.
+        grid: ``(h', w')`` tokens per frame.
     """
 
     causal = "frame"  # frame t's features see frame t only, so they never see a later frame
 
-    def __init__(self, *, d_model: int, mlp_ratio: float, grid: tuple[int, int]):
+    def __init__(self, *, d_model: int, num_layers: int, mlp_ratio: float, grid: tuple[int, int]):
         super().__init__()
         self.width, self.grid, self.frame_tokens = d_model, tuple(grid), grid[0] * grid[1]
-        self.norm, self.mlp, self.norm_out = nn.LayerNorm(d_model), MLP(d_model, mlp_ratio, 0.0), nn.LayerNorm(d_model)
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(num_layers))
+        self.mlps = nn.ModuleList(MLP(d_model, mlp_ratio, 0.0) for _ in range(num_layers))
+        self.norm_out = nn.LayerNorm(d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.norm_out(x + self.mlp(self.norm(x)))
+        for norm, mlp in zip(self.norms, self.mlps):
+            x = x + mlp(norm(x))
+        return self.norm_out(x)
 
     def prefill(self, x: Tensor) -> tuple[Tensor, Any]:
         """Rollout start: ``(B, L, d)`` → features and a state (none: nothing is carried over)."""
@@ -66,7 +73,8 @@ class LastFrameMLPHead(ComposedHead):
     Args:
         spec: the backbone's :class:`LatentSpec` (any backbone: it reads ``latents``).
         num_frames: latent frames per training clip (recorded; the head does not depend on it).
-        d_model: ``d``. mlp_ratio: the MLP's hidden width in multiples of ``d`` (> 0).
+        d_model: ``d``. num_layers: MLP blocks (>= 1). mlp_ratio: the MLP's hidden width in multiples
+            of ``d`` (> 0).
         patch_size: ``p``, divides the grid. loss: ``"l1" | "mse" | "smooth_l1"`` on standardized latents.
 
     ``forward(z)`` returns ``loss``, ``l1``, ``mse``, ``cosine``; ``rollout(context, n)`` returns
@@ -78,16 +86,17 @@ class LastFrameMLPHead(ComposedHead):
 
     name = "last_frame_mlp"
 
-    def __init__(self, spec: LatentSpec, num_frames: int, *, d_model: int, mlp_ratio: float, patch_size: int,
-                 loss: str):
+    def __init__(self, spec: LatentSpec, num_frames: int, *, d_model: int, num_layers: int, mlp_ratio: float,
+                 patch_size: int, loss: str):
         super().__init__()
         check_patch_size(patch_size, spec.grid)
-        if loss not in LOSSES or not mlp_ratio > 0 or d_model < 1:
-            raise ValueError(f"head.params.loss must be one of {tuple(LOSSES)}, head.params.mlp_ratio > 0 and "
-                             f"head.params.d_model >= 1; got {loss!r}, {mlp_ratio!r}, {d_model!r}")
+        if loss not in LOSSES or not mlp_ratio > 0 or d_model < 1 or num_layers < 1:
+            raise ValueError(f"head.params.loss must be one of {tuple(LOSSES)}, head.params.mlp_ratio > 0, "
+                             f"head.params.d_model >= 1 and head.params.num_layers >= 1; got {loss!r}, "
+                             f"{mlp_ratio!r}, {d_model!r}, {num_layers!r}")
         self.spec, self.num_frames = spec, num_frames
         self.pixel_loss = DecodedPixelLoss(0.0, 1)  # off; the builder reads it
-        self.trunk = TokenMLPTrunk(d_model=d_model, mlp_ratio=mlp_ratio,
+        self.trunk = TokenMLPTrunk(d_model=d_model, num_layers=num_layers, mlp_ratio=mlp_ratio,
                                    grid=(spec.grid[0] // patch_size, spec.grid[1] // patch_size))
         self.objective = NextFrameRegression(spec, patch_size=patch_size, width=d_model, loss=loss, input_noise=0.0,
                                              pixel_loss=self.pixel_loss, name=self.name)

@@ -9,7 +9,7 @@ heads when they are built, before training.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Dict, Optional
 
 
 @dataclass
@@ -21,6 +21,16 @@ class HeadConfig:
     name: str = "mamba"
     checkpoint: Optional[str] = None
     allow_config_mismatch: bool = False
+
+
+@dataclass
+class AnyHeadConfig(HeadConfig):
+    """``base_head``: a head of your own (``name``: a ``"module:attr"`` path or a name registered in
+    :data:`futurelat.registry.HEADS`), whose ``params`` are its constructor's keywords, unchecked here
+    (the builder refuses keys the constructor does not take)."""
+
+    name: str = "???"
+    params: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

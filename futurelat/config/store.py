@@ -7,7 +7,7 @@ from hydra.core.config_store import ConfigStore
 
 from futurelat.config.backbone import VJEPA2Config, VJEPA2TinyConfig, VQVAEConfig
 from futurelat.config.dataset import KineticsConfig, LatentCacheConfig, MovingMNISTConfig
-from futurelat.config.head import FlowDiTConfig, MambaConfig, TransformerConfig
+from futurelat.config.head import AnyHeadConfig, FlowDiTConfig, MambaConfig, TransformerConfig
 from futurelat.config.run import CacheConfig, EvalConfig, LoggerConfig, RunConfig, WandbLoggerConfig
 from futurelat.config.trainer import TrainerSettings
 
@@ -23,6 +23,7 @@ SCHEMAS = (
     ("head", "base_mamba", MambaConfig),
     ("head", "base_transformer", TransformerConfig),
     ("head", "base_flow_dit", FlowDiTConfig),
+    ("head", "base_head", AnyHeadConfig),
     ("trainer", "base_trainer", TrainerSettings),
     ("eval", "base_eval", EvalConfig),
     ("cache", "base_cache", CacheConfig),

@@ -24,7 +24,7 @@ def example_module():
 def test_example_head_trains_and_rolls_out():
     head_cls = example_module().LastFrameMLPHead
     torch.manual_seed(0)
-    head = head_cls(SPEC, 5, d_model=16, mlp_ratio=2.0, patch_size=2, loss="mse")
+    head = head_cls(SPEC, 5, d_model=16, num_layers=2, mlp_ratio=2.0, patch_size=2, loss="mse")
     latents = torch.randn(2, 5, 16, 3) * 4 + 2
     out = head(Latents(latents))
     assert set(out) == {"loss", "l1", "mse", "cosine"} and out["loss"].ndim == 0
@@ -43,6 +43,6 @@ def test_example_head_trains_and_rolls_out():
 def test_example_head_names_bad_settings():
     head_cls = example_module().LastFrameMLPHead
     with pytest.raises(ValueError, match=r"head\.params\.patch_size"):
-        head_cls(SPEC, 5, d_model=16, mlp_ratio=2.0, patch_size=3, loss="mse")
+        head_cls(SPEC, 5, d_model=16, num_layers=2, mlp_ratio=2.0, patch_size=3, loss="mse")
     with pytest.raises(ValueError, match=r"head\.params\.loss"):
-        head_cls(SPEC, 5, d_model=16, mlp_ratio=2.0, patch_size=2, loss="huber")
+        head_cls(SPEC, 5, d_model=16, num_layers=2, mlp_ratio=2.0, patch_size=2, loss="huber")

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from futurelat.config.head import FlowSampling
 
 #: ``velocity(x, t)``: ``x`` ``(B, ...)``, ``t`` ``(B,)`` in [0, 1] → ``dx/dt`` ``(B, ...)``.
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
@@ -46,8 +48,9 @@ ConditionalVelocityFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 SOLVERS = ("euler", "heun")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
-#: Keys of a flow head's ``sampling`` dict (configs/head/*.yaml ``sampling:``) and their defaults.
-SAMPLING_DEFAULTS: dict[str, Any] = {"solver": "heun", "steps": 10, "guidance_scale": 1.0, "noise_scale": 1.0}
+#: Keys of a flow head's ``sampling`` dict (``head.params.sampling``) and their defaults
+#: (:class:`futurelat.config.head.FlowSampling`).
+SAMPLING_DEFAULTS: dict[str, Any] = asdict(FlowSampling())
 
 
 # ---------------------------------------------------------------------------------------------

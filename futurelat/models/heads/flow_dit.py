@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import Tensor
 
+from futurelat.config.head import FlowDiTParams
 from futurelat.models.base import LatentSpec
 from futurelat.models.heads.composed import ComposedHead
 from futurelat.models.heads.flow import TIME_SAMPLINGS, SamplingOptions, sampling_options
@@ -55,6 +56,9 @@ def _check_config(spec: LatentSpec, num_frames: int, context_frames: int, d_mode
     for bad, key, value, rule in problems:
         if bad:
             raise ValueError(f"head.params.{key}={value!r} {rule}")
+
+#: ``head.params`` defaults (:class:`futurelat.config.head.FlowDiTParams`): the constructor's too.
+_DEFAULTS = FlowDiTParams()
 
 
 class FlowDiTHead(ComposedHead):
@@ -108,11 +112,13 @@ class FlowDiTHead(ComposedHead):
     name = "flow_dit"
     needs_codes = False
 
-    def __init__(self, spec: LatentSpec, num_frames: int, *, context_frames: int = 10, d_model: int = 128,
-                 num_layers: int = 4, num_heads: int = 4, mlp_ratio: float = 4.0, patch_size: int = 2,
-                 conditioning: str = "in_context", context_dropout: float = 0.1, time_sampling: str = "uniform",
-                 sampling: Mapping[str, Any] | None = None, dropout: float = 0.0, target: str = "absolute",
-                 position: str = "sincos", prediction: str = "velocity"):
+    def __init__(self, spec: LatentSpec, num_frames: int, *, context_frames: int, d_model: int = _DEFAULTS.d_model,
+                 num_layers: int = _DEFAULTS.num_layers, num_heads: int = _DEFAULTS.num_heads,
+                 mlp_ratio: float = _DEFAULTS.mlp_ratio, patch_size: int = _DEFAULTS.patch_size,
+                 conditioning: str = _DEFAULTS.conditioning, context_dropout: float = _DEFAULTS.context_dropout,
+                 time_sampling: str = _DEFAULTS.time_sampling, sampling: Mapping[str, Any] | None = None,
+                 dropout: float = _DEFAULTS.dropout, target: str = _DEFAULTS.target,
+                 position: str = _DEFAULTS.position, prediction: str = _DEFAULTS.prediction):
         super().__init__()
         options = sampling_options(sampling)
         if target not in TARGETS:

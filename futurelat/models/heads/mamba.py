@@ -35,6 +35,7 @@ from typing import Any
 
 from torch import Tensor
 
+from futurelat.config.head import MambaParams
 from futurelat.models.base import LatentSpec
 from futurelat.models.heads.composed import ComposedHead
 from futurelat.models.heads.objectives.code_prior import CodePrior
@@ -46,6 +47,9 @@ from futurelat.models.heads.trunks.mamba import MambaFrameTrunk, MambaTokenTrunk
 
 ORDERINGS = ("frame", "token")
 OBJECTIVES = ("autoregressive", "regression")
+
+#: ``head.params`` defaults (:class:`futurelat.config.head.MambaParams`): the constructor's too.
+_DEFAULTS = MambaParams()
 
 
 class MambaHead(ComposedHead):
@@ -98,13 +102,17 @@ class MambaHead(ComposedHead):
     def config_needs_codes(cls, params: dict) -> bool:
         return params.get("objective", "autoregressive") == "autoregressive"
 
-    def __init__(self, spec: LatentSpec, num_frames: int, *, objective: str = "autoregressive", loss: str = "l1",
-                 ordering: str = "frame", d_model: int = 128,
-                 num_layers: int = 4, d_state: int = 32, expand: int = 2, head_dim: int = 32,
-                 conv_kernel: int = 4, spatial_kernel: int = 3, patch_size: int = 2, mlp_ratio: float = 2.0,
-                 tie_embeddings: bool = True, chunk_size: int = 64, dropout: float = 0.0, input_noise: float = 0.0,
-                 backend: str = "auto", sampling: Mapping[str, Any] | None = None, pixel_loss_weight: float = 0.0,
-                 pixel_loss_frames: int = 2):
+    def __init__(self, spec: LatentSpec, num_frames: int, *, objective: str = _DEFAULTS.objective,
+                 loss: str = _DEFAULTS.loss, ordering: str = _DEFAULTS.ordering, d_model: int = _DEFAULTS.d_model,
+                 num_layers: int = _DEFAULTS.num_layers, d_state: int = _DEFAULTS.d_state,
+                 expand: int = _DEFAULTS.expand, head_dim: int = _DEFAULTS.head_dim,
+                 conv_kernel: int = _DEFAULTS.conv_kernel, spatial_kernel: int = _DEFAULTS.spatial_kernel,
+                 patch_size: int = _DEFAULTS.patch_size, mlp_ratio: float = _DEFAULTS.mlp_ratio,
+                 tie_embeddings: bool = _DEFAULTS.tie_embeddings, chunk_size: int = _DEFAULTS.chunk_size,
+                 dropout: float = _DEFAULTS.dropout, input_noise: float = _DEFAULTS.input_noise,
+                 backend: str = _DEFAULTS.backend, sampling: Mapping[str, Any] | None = None,
+                 pixel_loss_weight: float = _DEFAULTS.pixel_loss_weight,
+                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"head.params.objective must be one of {OBJECTIVES}; got {objective!r}")

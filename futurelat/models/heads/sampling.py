@@ -13,6 +13,7 @@ Top-k sampling: Fan, Lewis & Dauphin 2018, "Hierarchical Neural Story Generation
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,8 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: Keys of a head's ``sampling`` dict (configs/head/*.yaml ``sampling:``) and their defaults.
-SAMPLING_DEFAULTS: dict[str, Any] = {"greedy": True, "temperature": 1.0, "top_k": None}
+from futurelat.config.head import CodeSampling
+
+#: Keys of a code prior's ``sampling`` dict (``head.params.sampling``) and their defaults
+#: (:class:`futurelat.config.head.CodeSampling`).
+SAMPLING_DEFAULTS: dict[str, Any] = asdict(CodeSampling())
 
 
 def code_cross_entropy(logits: Tensor, targets: Tensor) -> dict[str, Tensor]:

@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from futurelat.config.head import TransformerParams
 from futurelat.models.base import LatentSpec
 from futurelat.models.heads.attention import POSITIONS
 from futurelat.models.heads.composed import ComposedHead
@@ -108,6 +108,9 @@ def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: s
 # The head
 # ---------------------------------------------------------------------------------------------
 
+#: ``head.params`` defaults (:class:`futurelat.config.head.TransformerParams`): the constructor's too.
+_DEFAULTS = TransformerParams()
+
 
 class TransformerHead(ComposedHead):
     """Transformer head over ``(B, T, N, D)`` latents or ``(B, T, N)`` codes; see the module docstring.
@@ -181,13 +184,18 @@ class TransformerHead(ComposedHead):
     def config_needs_codes(cls, params: dict) -> bool:
         return params.get("objective", "regression") == "autoregressive"
 
-    def __init__(self, spec: LatentSpec, num_frames: int, *, objective: str = "regression", ordering: str = "frame",
-                 context_frames: int = 10, d_model: int = 128, num_layers: int = 4, num_heads: int = 4,
-                 mlp_ratio: float = 4.0, dropout: float = 0.0, patch_size: int = 2, position: str = "rope",
-                 loss: str = "mse", query_chunk: int = 1024,
-                 sampling: Mapping[str, Any] | None = None, target: str = "absolute", attention: str = "full",
-                 spatial_kernel: int = 0, temporal_kernel: int = 1, conv_factorization: str = "joint",
-                 pixel_loss_weight: float = 0.0, pixel_loss_frames: int = 2):
+    def __init__(self, spec: LatentSpec, num_frames: int, *, context_frames: int,
+                 objective: str = _DEFAULTS.objective, ordering: str = _DEFAULTS.ordering,
+                 d_model: int = _DEFAULTS.d_model, num_layers: int = _DEFAULTS.num_layers,
+                 num_heads: int = _DEFAULTS.num_heads, mlp_ratio: float = _DEFAULTS.mlp_ratio,
+                 dropout: float = _DEFAULTS.dropout, patch_size: int = _DEFAULTS.patch_size,
+                 position: str = _DEFAULTS.position, loss: str = _DEFAULTS.loss,
+                 query_chunk: int = _DEFAULTS.query_chunk, sampling: Mapping[str, Any] | None = None,
+                 target: str = _DEFAULTS.target, attention: str = _DEFAULTS.attention,
+                 spatial_kernel: int = _DEFAULTS.spatial_kernel, temporal_kernel: int = _DEFAULTS.temporal_kernel,
+                 conv_factorization: str = _DEFAULTS.conv_factorization,
+                 pixel_loss_weight: float = _DEFAULTS.pixel_loss_weight,
+                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames):
         super().__init__()
         check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression")
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
