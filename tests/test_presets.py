@@ -1,0 +1,43 @@
+"""Every preset in configs/experiment/ runs its tiny variant end to end (``+experiment=NAME
++debug=tiny``): train, evaluate, finite metrics. Slow (all presets, ~10 s to a minute each): run with
+``pytest -m slow tests/test_presets.py``. The default suite composes and builds every preset
+(tests/test_configs.py) and runs the default job and the V-JEPA 2 path (test_main, test_vjepa2_pipeline)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from composing import EXPERIMENTS, compose_config
+from futurelat.cache import run_cache
+from futurelat.datasets.toy_videos import make_toy_kinetics
+from futurelat.main import run
+
+#: V-JEPA 2 presets read a latent cache: the tiny random V-JEPA 2 (no hub weights), no Moving MNIST sizes.
+VJEPA2 = ["debug/backbone@backbone=none", "debug/dataset@dataset=none", "backbone=vjepa2_tiny",
+          "trainer.predictor.max_steps=2", "head.params.sampling.steps=1"]
+
+
+@pytest.fixture(scope="module")
+def toy_videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    make_toy_kinetics(root, num_train=4, num_test=2, frames=16, corrupt=0)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_preset_runs_its_tiny_variant(experiment, tmp_path, toy_videos):
+    overrides = [f"+experiment={experiment}", "+debug=tiny"]
+    if experiment.startswith("vjepa2"):
+        overrides += [*VJEPA2, f"dataset.source.root={toy_videos}", f"dataset.dir={tmp_path / 'cache'}",
+                      "cache.progress=false"]
+        if experiment.endswith("deterministic") or experiment.endswith("deterministic_tiny"):
+            overrides.remove("head.params.sampling.steps=1")
+    cfg = compose_config(overrides)
+    if experiment.startswith("vjepa2"):
+        run_cache(cfg)
+    metrics = run(cfg, tmp_path / "run")
+    error = "test/l1" if experiment.startswith("vjepa2") else "test/mse"
+    assert math.isfinite(metrics[error]) and metrics["test/num_sequences"] > 0, metrics
