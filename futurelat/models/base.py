@@ -73,7 +73,8 @@ class LatentSpec:
 
 
 class Backbone(nn.Module, ABC):
-    """Frames ↔ latents. Subclasses register with ``@BACKBONES.register("name")``.
+    """Frames ↔ latents. Subclasses are listed by name in :data:`futurelat.registry.BACKBONES`, or
+    named in a config by their ``"module:attr"`` path (``backbone.name: my_package.backbones:MyBackbone``).
 
     ``forward(frames)`` is the stage-1 (tokenizer) training step and returns a dict of
     scalar tensors with at least ``"loss"``; everything else in the dict is logged.
@@ -132,7 +133,9 @@ class Backbone(nn.Module, ABC):
 
 
 class Head(nn.Module, ABC):
-    """Predicts future latents from context latents. Registered with ``@HEADS.register``.
+    """Predicts future latents from context latents. Subclasses are listed by name in
+    :data:`futurelat.registry.HEADS`, or named in a config by their ``"module:attr"`` path
+    (``head.name: my_package.heads:MyHead``).
 
     Constructed as ``Head(spec: LatentSpec, num_frames: int, **config)`` where
     ``num_frames`` is the number of latent frames in a training clip (context + future).

@@ -6,47 +6,23 @@ of ``world_size`` ranks, so ``batch_size * grad_accum_steps * world_size`` sampl
 Under ``torchrun`` the module is wrapped in ``DistributedDataParallel`` (gradients are
 all-reduced on the last micro-step; the others run under ``no_sync()``).
 
-Settings (``cfg``, usually ``configs/trainer/default.yaml``; missing keys take these defaults):
+Settings: ``cfg`` (usually ``configs/trainer/default.yaml``) is read as
+:class:`futurelat.config.trainer.TrainerSettings` and each stage's ``stage_cfg`` as
+:class:`futurelat.config.trainer.StageSchedule`; their docstrings list every key, its default
+(missing keys take it; a stage schedule has none, every key is required) and its range. How the
+trainer applies some of them:
 
-=========================  =========  =====================================================
-key                        default    meaning
-=========================  =========  =====================================================
-``device``                 auto       ``auto`` | ``cpu`` | ``cuda``; must agree with the
-                                      process group's device when ``dist`` is given
-``precision``              fp32       ``fp32`` | ``bf16`` (autocast) | ``fp16`` (CUDA only,
-                                      autocast + ``torch.amp.GradScaler``)
-``grad_clip``              1.0        max global gradient L2 norm; ``null`` = no clipping
-``weight_decay``           0.05       AdamW decoupled weight decay (2-d+ parameters only)
-``betas``                  [0.9,0.95] AdamW betas
-``log_every``              25         optimizer steps between logged metrics
-``ckpt_every``             250        optimizer steps between ``{name}_last.pt`` saves
-                                      (``null``/0: only at the end and on a stop signal)
-``resume``                 auto       ``auto``: continue from ``checkpoints/{name}_last.pt``
-                                      when it exists, else start fresh; ``true``: continue
-                                      (an error when there is none); ``false``: start fresh
-``stop_signals``           TERM,USR1, signals that end training after the current step,
-                           USR2       which is saved to ``{name}_last.pt``
-                                      (:mod:`futurelat.training.preemption`)
-``skip_nonfinite``         0          consecutive steps with a non-finite loss or gradient
-                                      norm to skip (no update, logged) before stopping
-``num_workers``            0          DataLoader worker processes per rank
-``seed``                   0          data order and RNG seed (rank ``r`` uses ``seed + r``)
-``grad_accum_steps``       1          micro-batches per optimizer step
-``progress``               true       rich progress bar on rank 0
-``find_unused_parameters`` false      passed to ``DistributedDataParallel``
-``cpu_malloc``             system     ``system`` | ``reuse``: on CPU, keep freed memory for
-                                      the next step instead of page-faulting it in again
-                                      (:mod:`futurelat.utils.cpu_memory`)
-``gradient_checkpointing`` false      recompute each trunk block's activations in backward
-                                      (less memory, ~1 more forward per step); a stage
-                                      whose module has no checkpointable blocks (the
-                                      VQ-VAE tokenizer) logs a warning and trains without
-                                      (:mod:`futurelat.models.heads.checkpointing`)
-=========================  =========  =====================================================
-
-Stage schedule (``stage_cfg``, all required): ``max_steps`` (optimizer steps), ``batch_size``
-(samples per rank per micro-step), ``lr`` (peak), ``warmup_steps``, ``min_lr_ratio``
-(cosine decays to ``lr * min_lr_ratio``); see :mod:`futurelat.training.optim`.
+- ``precision``: ``bf16`` and ``fp16`` run the forward pass under autocast; ``fp16`` (CUDA only)
+  adds a ``torch.amp.GradScaler``.
+- ``resume``: ``true`` is an error when there is no ``checkpoints/{name}_last.pt``.
+- ``stop_signals``: the step during which a signal arrives is finished and saved to
+  ``{name}_last.pt`` (:mod:`futurelat.training.preemption`).
+- ``skip_nonfinite``: up to that many steps in a row with a non-finite loss or gradient norm
+  make no update (the schedule moves on) and are logged; the next one raises ``FloatingPointError``.
+- ``gradient_checkpointing``: a stage whose module has no checkpointable blocks (the VQ-VAE
+  tokenizer) logs a warning and trains without (:mod:`futurelat.models.heads.checkpointing`).
+- the schedule: linear warmup, then cosine decay to ``lr * min_lr_ratio``
+  (:mod:`futurelat.training.optim`).
 
 Outputs in ``run_dir``: ``checkpoints/{name}_last.pt`` (every ``ckpt_every`` steps and at the
 end), ``checkpoints/{name}_final.pt`` (at the end; format in

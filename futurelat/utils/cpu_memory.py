@@ -3,21 +3,19 @@
 PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves every block larger
 than its mmap threshold (dynamic, at most 32 MiB on 64-bit Linux) with a fresh ``mmap`` and
 returns it to the kernel on ``free``; the next step's tensor of the same size then faults in
-and zeroes every 4 KiB page again. Long sequences cross that threshold: the mamba head's
-training step at 16,384 tokens (batch 2, width 256) spends more than half its time in page
-faults, so its time per token was 2.1x that at 1,024 tokens although its arithmetic is linear
-in the length (``benchmarks/bench_head_scaling.py``, README). Large batches do too: a VQ-VAE
+and zeroes every 4 KiB page again. Long sequences cross that threshold (the mamba head's
+training step at 16,384 tokens spends much of its time in page faults although its arithmetic
+is linear in the length; ``benchmarks/bench_head_scaling.py``), and so do large batches (a VQ-VAE
 tokenizer step on 64 frames of 32 x 32 codes builds ``(65,536, K)`` distance and one-hot tensors in
-``vector_quantize_pytorch`` (67 MB each at K = 256) and took 0.71 s; with reuse, 0.37 s (the
-``mmnist_vqvae_transformer`` preset's tokenizer stage). Calling :func:`reuse_freed_memory`
+``vector_quantize_pytorch``). Measurements: docs/cpu_scan_study.md. Calling :func:`reuse_freed_memory`
 once makes glibc serve all blocks from its heap and keep freed memory for the next step, the
 glibc equivalent of the jemalloc/tcmalloc ``LD_PRELOAD`` that PyTorch's CPU performance guide
 recommends.
 
 PyTorch asks for 64-byte-aligned blocks, which a freed block of the same size cannot always
 serve, so the heap grows for the first steps until it holds blocks that fit (time a training
-step after two or three warm-up steps). The price is resident memory: the process keeps its peak and some fragmentation until it exits
-(12.4 GiB instead of 6.6 GiB above the baseline for that 16k-token step). Select it with
+step after two or three warm-up steps). The price is resident memory: the process keeps its peak
+and some fragmentation until it exits (docs/cpu_scan_study.md). Select it with
 ``trainer.cpu_malloc=reuse``; the default ``system`` leaves glibc's settings alone.
 """
 

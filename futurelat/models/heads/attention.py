@@ -41,8 +41,8 @@ MASKS = ("none", "causal", "block")
 #: Base of the geometric frequency ladders of rope and sincos (the Transformer's 10,000).
 FREQUENCY_BASE = 10_000.0
 #: On CPU, unmasked attention over at most this many keys runs SDPA's math backend: for the short
-#: sequences of factorized attention (64 tokens per frame, 20 frames) it beats the fused CPU kernel
-#: (README, "Heads"). Longer sequences keep the fused kernel, which never holds the L x L scores.
+#: sequences of factorized attention (64 tokens per frame, 20 frames) it is faster than the fused CPU
+#: kernel (docs/ablations.md). Longer sequences keep the fused kernel, which never holds the L x L scores.
 CPU_MATH_MAX_KEYS = 256
 
 

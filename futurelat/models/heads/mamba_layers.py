@@ -162,7 +162,7 @@ def ssd_chunk_scan(
 
     # 3. Recurrence across chunk boundaries, one chunk at a time: O(c) state updates. (ssd_minimal
     #    does this with a (c + 1) x (c + 1) decay matrix, which is O(c^2) and dominated the step at
-    #    16k tokens: 2.4x the time per token of 1k tokens.)
+    #    16k tokens; docs/cpu_scan_study.md.)
     #    unbind, not indexing, inside the loop: each index's backward would allocate a gradient the
     #    size of all chunks' states.
     chunk_decay = torch.exp(a_cum[..., -1])[..., None, None].unbind(2)  # c x (b, h, 1, 1): decay across a chunk

@@ -91,7 +91,8 @@ def sample_codes(logits: Tensor, *, greedy: bool = True, temperature: float = 1.
             kth = flat.topk(top_k, dim=-1).values[:, -1:]  # (M, 1), the k-th largest logit
             flat = flat.masked_fill(flat < kth, float("-inf"))
     # Inverse-CDF draw: one uniform per position against the cumulative probabilities. Same
-    # distribution as torch.multinomial, which on CPU draws K exponentials per position (3x slower).
+    # distribution as torch.multinomial, which on CPU draws K exponentials per position (slower;
+    # docs/ablations.md).
     cdf = torch.softmax(flat, dim=-1).cumsum_(dim=-1)  # (M, K)
     uniform = torch.rand(flat.shape[0], 1, device=flat.device, generator=generator) * cdf[:, -1:]
     codes = torch.searchsorted(cdf, uniform, right=True).clamp_(max=num_codes - 1)  # (M, 1)
