@@ -5,6 +5,7 @@ and cache settings) read their defaults from them."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 
 import pytest
@@ -22,9 +23,11 @@ from futurelat.registry import HEADS
 
 from composing import CONFIG_DIR
 
+#: Schemas of the heads in configs/head/ (base_head, AnyHeadConfig, is for a head of one's own).
+HEAD_SCHEMAS = [(n.removeprefix("base_"), s) for g, n, s in SCHEMAS if g == "head" and n != "base_head"]
 #: YAML option -> the schema its defaults list starts with.
 OPTIONS = {f"{group}/{name.removeprefix('base_')}.yaml": (name, schema)
-           for group, name, schema in SCHEMAS if group is not None}
+           for group, name, schema in SCHEMAS if group is not None and name != "base_head"}
 OPTIONS.update({"dataset/kinetics_400_cached.yaml": OPTIONS.pop("dataset/latent_cache.yaml"),
                 "trainer/default.yaml": OPTIONS.pop("trainer/trainer.yaml"),
                 "eval/default.yaml": OPTIONS.pop("eval/eval.yaml"),
@@ -71,11 +74,24 @@ def test_backbone_constructors_default_to_the_schema():
     assert {**dataclasses.asdict(VJEPA2Params()), "init_seed": VJEPA2TinyParams.init_seed} == vjepa2
 
 
-@pytest.mark.parametrize("name, schema", [(n.removeprefix("base_"), s) for g, n, s in SCHEMAS if g == "head"])
+@pytest.mark.parametrize("name, schema", HEAD_SCHEMAS)
 def test_head_params_are_the_head_constructor_keywords(name, schema):
     keywords = set(inspect.signature(HEADS.get(name).__init__).parameters) - {"self", "spec", "num_frames"}
     params = {f.name for f in dataclasses.fields(schema.__dataclass_fields__["params"].default_factory())}
     assert params <= keywords, params - keywords
+
+
+@pytest.mark.parametrize("name, schema", HEAD_SCHEMAS)
+def test_head_constructors_default_to_the_schema(name, schema):
+    """One source: a head built in Python gets what the config gets (``sampling=None``: the schema's
+    sampling; ``context_frames`` has no default, the builder derives it from the dataset)."""
+    params = dataclasses.asdict(schema.__dataclass_fields__["params"].default_factory())
+    defaults = _defaults(HEADS.get(name).__init__)
+    assert defaults.pop("sampling") is None and "context_frames" not in defaults
+    assert defaults == {k: v for k, v in params.items() if k not in ("sampling", "context_frames")}
+    sampling = importlib.import_module("futurelat.models.heads.flow" if name == "flow_dit"
+                                       else "futurelat.models.heads.sampling").SAMPLING_DEFAULTS
+    assert sampling == params["sampling"]
 
 
 def test_trainer_settings_take_the_schema_defaults_and_refuse_unknown_keys():
