@@ -1,4 +1,5 @@
-"""Tests of the attention layers of the transformer trunk (futurelat/models/heads/attention.py)."""
+"""Tests of the heads' attention layers (futurelat/models/heads/attention.py) and position codes
+(futurelat/models/heads/positions.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import math
 import pytest
 import torch
 
-from futurelat.models.heads.attention import (POSITIONS, FactorizedBlock, KVCache, SelfAttention, TemporalDepthwiseConv,
-                                              alibi_slopes, apply_rope, axis_angles, sincos_3d)
+from futurelat.models.heads.attention import Attention, FactorizedBlock, KVCache, TemporalDepthwiseConv
+from futurelat.models.heads.positions import (POSITIONS, alibi_slopes, apply_rope, axis_angles, axis_split,
+                                              frequencies, grid_coords, rotary, sincos)
 
 
-def reference_attention(layer: SelfAttention, x: torch.Tensor) -> torch.Tensor:
+def reference_attention(layer: Attention, x: torch.Tensor) -> torch.Tensor:
     """Plain softmax attention with a full ``(L, L)`` mask and bias, for ``x`` ``(B, L, d)``."""
     b, n, d = x.shape
     q, k, v = layer.qkv(x).view(b, n, 3, layer.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -36,7 +38,7 @@ def reference_attention(layer: SelfAttention, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("mask", ["none", "causal", "block"])
 def test_attention_matches_reference_in_chunks_and_with_a_cache(position, mask):
     torch.manual_seed(0)
-    layer = SelfAttention(16, 2, position=position, mask=mask, grid=(2, 3), query_chunk=4)  # 6 tokens a frame
+    layer = Attention(16, 2, position=position, mask=mask, grid=(2, 3), query_chunk=4)  # 6 tokens a frame
     x = torch.randn(2, 14, 16)
     with torch.no_grad():
         full = layer(x)
@@ -67,7 +69,7 @@ def test_rope_scores_depend_on_the_relative_position_only():
     base = score([5, 1, 2], [3, 2, 0])
     torch.testing.assert_close(score([105, 8, 9], [103, 9, 7]), base, atol=1e-4, rtol=1e-4)
     assert (score([5, 1, 2], [3, 2, 1]) - base).abs() > 1e-3  # every axis matters
-    table = sincos_3d(torch.tensor([[0, 0, 0], [40_000, 15, 15]]), 24)
+    table = sincos(torch.tensor([[0, 0, 0], [40_000, 15, 15]]), 24)
     assert table.shape == (2, 24) and table.abs().max() <= 1
 
 
@@ -91,7 +93,7 @@ def test_temporal_depthwise_conv_matches_a_depthwise_conv1d_over_frames():
 def test_short_cpu_attention_takes_the_math_backend_and_matches_the_reference():
     from futurelat.models.heads import attention
     torch.manual_seed(0)
-    layer = SelfAttention(16, 2, position="rope", mask="none", grid=(2, 3))
+    layer = Attention(16, 2, position="rope", mask="none", grid=(2, 3))
     for length in (attention.CPU_MATH_MAX_KEYS, attention.CPU_MATH_MAX_KEYS + 6):  # math, then fused kernel
         x = torch.randn(1, length, 16)
         with torch.no_grad(), torch.profiler.profile() as prof:
@@ -114,3 +116,75 @@ def test_factorized_block_mixes_space_within_frames_and_time_within_cells():
     assert changed.all()  # space then time reaches every token in one block
     with pytest.raises(ValueError, match="no KV cache"):
         block(x, KVCache())
+
+
+def test_cross_attention_matches_reference_with_the_context_before_the_queries():
+    """Queries at ``start + S ..`` attend to the ``S`` context tokens at ``start ..`` only."""
+    torch.manual_seed(0)
+    layer = Attention(12, 2, position="rope", mask="none", grid=(2, 2), cross=True)
+    assert [n for n, _ in layer.named_parameters()] == ["q.weight", "q.bias", "kv.weight", "kv.bias",
+                                                        "out_proj.weight", "out_proj.bias"]
+    x, context = torch.randn(2, 4, 12), torch.randn(2, 8, 12)
+    with torch.no_grad():
+        q = layer.q(x).view(2, 4, 2, 6).transpose(1, 2)
+        k, v = layer.kv(context).view(2, 8, 2, 2, 6).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, *rotary(12, 4, (2, 2), 6)), apply_rope(k, *rotary(4, 8, (2, 2), 6))
+        y = (q @ k.transpose(-1, -2) / math.sqrt(6)).softmax(-1) @ v
+        expected = layer.out_proj(y.transpose(1, 2).reshape(2, 4, 12))
+        torch.testing.assert_close(layer(x, context=context, start=4), expected, atol=1e-5, rtol=1e-5)
+        shifted = layer(x, context=context)  # rope scores depend on offsets only: the same up to rounding
+        torch.testing.assert_close(shifted, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cross-attention layer takes a context"):
+        layer(x)
+    with pytest.raises(ValueError, match="self-attention layer takes no context"):
+        Attention(12, 2, position="rope", mask="none", grid=(2, 2))(x, context=context)
+
+
+def test_start_places_the_rope_coordinates_of_a_self_attention():
+    torch.manual_seed(0)
+    layer = Attention(12, 2, position="rope", mask="none", grid=(2, 2))
+    x = torch.randn(1, 8, 12)
+    with torch.no_grad():
+        q, k, v = layer.qkv(x).view(1, 8, 3, 2, 6).permute(2, 0, 3, 1, 4)
+        cos, sin = rotary(4, 8, (2, 2), 6)  # tokens 4 .. 11
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = (q @ k.transpose(-1, -2) / math.sqrt(6)).softmax(-1) @ v
+        expected = layer.out_proj(y.transpose(1, 2).reshape(1, 8, 12))
+        torch.testing.assert_close(layer(x, start=4), expected, atol=1e-5, rtol=1e-5)
+        # a whole frame later the relative offsets are unchanged; half a frame moves rows across frames
+        torch.testing.assert_close(layer(x, start=8), expected, atol=1e-5, rtol=1e-5)
+        assert (layer(x, start=2) - expected).abs().max() > 1e-4
+
+
+def test_sincos_layouts_are_the_per_axis_ladders_in_two_orders():
+    coords = grid_coords(5, 20, (2, 3))  # (20, 3)
+    for dim in (12, 24, 26):
+        pairs = axis_split(dim // 2)  # time gets the rest
+        assert sum(pairs) == dim // 2 and pairs[1] == pairs[2] == dim // 6
+        angles = axis_angles(coords, dim // 2)
+        per_axis = sincos(coords, dim, layout="per_axis")
+        blocks = angles.split(pairs, dim=-1)
+        expected = torch.cat([torch.cat([a.sin(), a.cos()], -1) for a in blocks], -1)
+        assert torch.equal(per_axis, expected)
+        assert torch.equal(sincos(coords, dim), torch.cat([angles.sin(), angles.cos()], -1))  # grouped
+        # one axis: [sin(x f), cos(x f)] over the whole ladder
+        one = sincos(coords[:, :1], dim, layout="per_axis")
+        f = frequencies(dim // 2)
+        assert torch.equal(one, torch.cat([(coords[:, :1] * f).sin(), (coords[:, :1] * f).cos()], -1))
+    # an odd width: a zero column after the time features (per axis) or at the end (grouped)
+    odd = sincos(coords, 27, layout="per_axis")
+    time = 27 - 4 * (27 // 6)  # 11: 5 pairs and the zero column
+    assert odd.shape == (20, 27) and odd[:, time - 1].abs().sum() == 0
+    assert torch.equal(odd[:, :time - 1], sincos(coords[:, :1], 10, layout="per_axis"))
+    rows, cols = (coords[:, a:a + 1] * frequencies(4) for a in (1, 2))
+    assert torch.equal(odd[:, time:], torch.cat([rows.sin(), rows.cos(), cols.sin(), cols.cos()], -1))
+    assert sincos(coords, 27)[:, -1].abs().sum() == 0
+
+
+def test_frequency_ladders_agree_up_to_rounding():
+    for n in (1, 4, 5, 128):
+        power, exp = frequencies(n), frequencies(n, ladder="exp")
+        assert power[0] == exp[0] == 1 and (power[1:] < 1).all()
+        torch.testing.assert_close(exp, power, atol=0, rtol=1e-6)
+        assert torch.equal(exp, torch.exp(torch.arange(n, dtype=torch.float32) * (-math.log(10_000.0) / n)))
+    assert frequencies(0, ladder="exp").shape == (0,)

@@ -3,6 +3,8 @@ trunks/dit.py, objectives/flow_matching.py)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -283,6 +285,61 @@ def test_rope_positions_make_the_velocity_depend_on_where_tokens_are(conditionin
     v = head.velocity(future, t, context, uncond)
     v_swapped = head.velocity(future[:, :, swap], t, context, uncond)
     assert not torch.allclose(v_swapped, v[:, :, swap], atol=1e-4)
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_trained_checkpoints_keep_their_layout(conditioning):
+    """The names and shapes a trained DiT's state_dict holds per block (a checkpoint loads strictly)."""
+    head = tiny_head(conditioning)
+    block = {k[len("trunk.blocks.0."):]: tuple(v.shape) for k, v in head.state_dict().items()
+             if k.startswith("trunk.blocks.0.")}
+    expected = {"attn.qkv.weight": (96, 32), "attn.qkv.bias": (96,), "attn.out_proj.weight": (32, 32),
+                "attn.out_proj.bias": (32,), "mlp.fc1.weight": (128, 32), "mlp.fc1.bias": (128,),
+                "mlp.fc2.weight": (32, 128), "mlp.fc2.bias": (32,)}
+    if conditioning == "cross_attention":
+        expected.update({"cross_attn.q.weight": (32, 32), "cross_attn.q.bias": (32,), "cross_attn.kv.weight": (64, 32),
+                         "cross_attn.kv.bias": (64,), "cross_attn.out_proj.weight": (32, 32),
+                         "cross_attn.out_proj.bias": (32,), "ada.1.weight": (288, 32), "ada.1.bias": (288,)})
+    else:
+        expected.update({"ada.1.weight": (192, 32), "ada.1.bias": (192,)})
+    assert block == expected
+
+
+def test_time_and_position_codes_are_dits_bit_for_bit():
+    """DiT's sin-cos (``exp(-k ln(10^4) / n)`` ladder, each axis' [sin, cos] in turn; an odd width pads the
+    frame part), recomputed here as DiT writes it: trained checkpoints keep their exact inputs."""
+    def dit_sincos(pos, dim):
+        half = dim // 2
+        freqs = torch.exp(torch.arange(half, dtype=torch.float32) * (-math.log(10_000.0) / half))
+        angles = pos.float()[..., None] * freqs
+        return torch.nn.functional.pad(torch.cat([angles.sin(), angles.cos()], dim=-1), (0, dim % 2))
+
+    head, seen = tiny_head(), []
+    head.trunk.time_embed.mlp[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    t = torch.rand(5)
+    head.trunk.time_embed(t)
+    assert torch.equal(seen[0], dit_sincos(1000 * t, 256))
+    for width in (32, 27):
+        head = tiny_head(d_model=width, num_heads=1)
+        frames, (h, w) = range(2, 5), head.trunk.patch_grid
+        axes = torch.cartesian_prod(torch.arange(2, 5), torch.arange(h), torch.arange(w))
+        space = 2 * (width // 6)
+        expected = torch.cat([dit_sincos(axes[:, 0], width - 2 * space), dit_sincos(axes[:, 1], space),
+                              dit_sincos(axes[:, 2], space)], -1)
+        assert torch.equal(head.trunk._positions(frames.start, len(frames), torch.device("cpu")), expected)
+
+
+def test_dit_attention_leaves_the_kernel_choice_to_torch():
+    """Short CPU attention in the transformer trunk takes SDPA's math backend; the DiT's does not (its
+    checkpoints were trained on torch's own choice, whose results differ in the last bits)."""
+    head = tiny_head().eval()
+    z = random_latents(batch=1)
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        head.velocity(z.latents[:, CONTEXT:], torch.full((1,), 0.5), z.latents[:, :CONTEXT],
+                      torch.zeros(1, dtype=torch.bool))
+    names = {e.name for e in prof.events()}
+    assert "aten::scaled_dot_product_attention" in names
+    assert "aten::_scaled_dot_product_attention_math" not in names
 
 
 @pytest.mark.parametrize("solver", ["euler", "heun"])

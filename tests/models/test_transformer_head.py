@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from futurelat.models.base import LatentSpec, Latents
-from futurelat.models.heads.attention import POSITIONS, conv_over_clip, conv_over_grid
+from futurelat.models.heads.attention import conv_over_clip, conv_over_grid
 from futurelat.models.heads.objectives.latent_regression import LOSSES
+from futurelat.models.heads.positions import POSITIONS
 from futurelat.models.heads.transformer import TransformerHead
 from futurelat.registry import HEADS
 

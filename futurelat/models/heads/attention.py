@@ -1,23 +1,21 @@
-"""Attention building blocks for transformer heads: position encodings, masks, a KV cache, a block.
+"""Attention building blocks of the heads: one attention layer (self- or cross-), masks, a KV cache, blocks.
 
-Shape notation: ``B`` batch, ``L`` tokens in the call, ``S`` tokens already in a :class:`KVCache`,
-``H`` heads, ``d`` model width, ``e = d / H`` head width. Tokens are laid out in raster order over
-frames of a ``(h, w)`` token grid, ``M = h * w`` tokens per frame: token index ``i`` sits at frame
-``i // M``, row ``(i % M) // w``, column ``i % w`` (see :func:`grid_coords`).
+Shape notation: ``B`` batch, ``L`` tokens in the call, ``S`` tokens before them (in a
+:class:`KVCache`, or the context of a cross-attention), ``H`` heads, ``d`` model width,
+``e = d / H`` head width. Tokens are laid out in raster order over frames of a ``(h, w)`` token
+grid, ``M = h * w`` tokens per frame: token index ``i`` sits at frame ``i // M``, row
+``(i % M) // w``, column ``i % w`` (:func:`~futurelat.models.heads.positions.grid_coords`).
 
-Position encodings (``position``); every one is computed from token indices on the fly, so no
-sequence length is ever out of range:
+Position encodings (``position``, one of :data:`~futurelat.models.heads.positions.POSITIONS`; the
+codes themselves are in :mod:`futurelat.models.heads.positions`):
 
-- ``"alibi"``: Press, Smith & Lewis 2022, "Train Short, Test Long" (arXiv:2108.12409). Head ``k``
-  adds ``-slope_k * |i - j|`` to the score of query ``i`` on key ``j`` (1-D raster distance),
-  slopes a geometric sequence (:func:`alibi_slopes`). The bias is built per chunk of queries, so
-  memory stays ``O(H * query_chunk * L)`` instead of ``O(H * L**2)``.
-- ``"rope"``: rotary embedding (Su et al. 2021, RoFormer, arXiv:2104.09864), factorized in 3-D:
-  the ``e / 2`` rotation pairs of a head are split between the time, row and column coordinates
-  (:func:`axis_angles`), so scores depend on the relative ``(t, y, x)`` offset.
-- ``"sincos"``: fixed factorized sin-cos of ``(t, y, x)`` added to the input (Vaswani et al. 2017;
-  3-D variant of MAE's 2-D table, He et al. 2022); :func:`sincos_3d`. The attention layers then
-  add no position information of their own.
+- ``"alibi"``: head ``k`` adds ``-slope_k * |i - j|`` to the score of query ``i`` on key ``j``
+  (1-D raster distance). The bias is built per chunk of queries, so memory stays
+  ``O(H * query_chunk * L)`` instead of ``O(H * L**2)``.
+- ``"rope"``: factorized 3-D rotary embedding of the queries and keys, so scores depend on the
+  relative ``(t, y, x)`` offset.
+- ``"sincos"``: fixed sin-cos features added to the input tokens by the trunk; the attention layers
+  then add no position information of their own.
 
 Masks (``mask``): ``"none"`` (bidirectional), ``"causal"`` (key ``j <= i``) and ``"block"``
 (block-causal over frames: key frame ``<=`` query frame, so tokens of a frame see each other and
@@ -36,88 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-POSITIONS = ("alibi", "rope", "sincos")
+from futurelat.models.heads.positions import POSITIONS, alibi_slopes, apply_rope, rotary
+
 MASKS = ("none", "causal", "block")
-#: Base of the geometric frequency ladders of rope and sincos (the Transformer's 10,000).
-FREQUENCY_BASE = 10_000.0
 #: On CPU, unmasked attention over at most this many keys runs SDPA's math backend: for the short
 #: sequences of factorized attention (64 tokens per frame, 20 frames) it is faster than the fused CPU
 #: kernel (docs/ablations.md). Longer sequences keep the fused kernel, which never holds the L x L scores.
 CPU_MATH_MAX_KEYS = 256
-
-
-# ---------------------------------------------------------------------------------------------
-# Positions
-# ---------------------------------------------------------------------------------------------
-
-
-def grid_coords(start: int, length: int, grid: tuple[int, int], device: torch.device | None = None) -> Tensor:
-    """``(t, y, x)`` of tokens ``start .. start + length - 1`` laid out in raster order over frames.
-
-    Returns:
-        ``(length, 3)`` int64: frame, row in ``[0, h)``, column in ``[0, w)``.
-    """
-    h, w = grid
-    index = torch.arange(start, start + length, device=device)
-    return torch.stack([index // (h * w), index % (h * w) // w, index % w], dim=-1)
-
-
-def axis_split(pairs: int) -> tuple[int, int, int]:
-    """Frequency pairs given to (time, row, column): ``pairs // 3`` to each spatial axis, the rest to time."""
-    spatial = pairs // 3
-    return pairs - 2 * spatial, spatial, spatial
-
-
-def axis_angles(coords: Tensor, pairs: int) -> Tensor:
-    """Angles ``(L, pairs)`` float32 of the factorized 3-D ladder for ``coords`` ``(L, 3)``.
-
-    Each axis ``a`` with ``n_a`` pairs (:func:`axis_split`) contributes ``coord_a * base**(-k / n_a)``
-    for ``k = 0 .. n_a - 1``.
-    """
-    parts = []
-    for axis, n in enumerate(axis_split(pairs)):
-        freqs = FREQUENCY_BASE ** (-torch.arange(n, device=coords.device, dtype=torch.float32) / n)
-        parts.append(coords[:, axis, None].float() * freqs)
-    return torch.cat(parts, dim=-1)
-
-
-def rotary(start: int, length: int, grid: tuple[int, int], head_dim: int,
-           device: torch.device | None = None) -> tuple[Tensor, Tensor]:
-    """Factorized 3-D RoPE ``(cos, sin)``, each ``(length, head_dim / 2)`` float32, of tokens
-    ``start .. start + length - 1`` in raster order over frames of ``grid`` (for :func:`apply_rope`)."""
-    angles = axis_angles(grid_coords(start, length, grid, device), head_dim // 2)
-    return angles.cos(), angles.sin()
-
-
-def sincos_3d(coords: Tensor, dim: int) -> Tensor:
-    """Fixed factorized sin-cos embedding ``(L, dim)`` float32 in ``[-1, 1]`` of ``coords`` ``(L, 3)``.
-
-    ``dim`` must be even and ``>= 6`` (one sin/cos pair per axis at least).
-    """
-    angles = axis_angles(coords, dim // 2)
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the pairs ``(x[..., k], x[..., k + e/2])`` of ``x`` ``(B, H, L, e)`` by angles ``(L, e/2)``.
-
-    ``cos`` and ``sin`` are those of the angles (:func:`axis_angles`); computed in float32.
-    """
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
-
-
-def alibi_slopes(num_heads: int) -> Tensor:
-    """ALiBi's per-head slopes ``(H,)`` in ``(0, 1)``: ``2**(-8 k / H)``, ``k = 1 .. H`` for a power of two.
-
-    Other head counts take the ladder of the next lower power of two ``m`` and add every other
-    slope of the ``2 m`` ladder, as in the paper.
-    """
-    def ladder(n: int) -> list[float]:
-        return [2.0 ** (-8.0 * (k + 1) / n) for k in range(n)]
-
-    m = 2 ** int(math.log2(num_heads))
-    return torch.tensor(ladder(m) + ladder(2 * m)[0::2][:num_heads - m])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,25 +85,35 @@ class KVCache:
 # ---------------------------------------------------------------------------------------------
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over raster-ordered tokens: ``(B, L, d)`` → ``(B, L, d)``.
+class Attention(nn.Module):
+    """Multi-head attention over raster-ordered tokens: self-attention ``(B, L, d)`` → ``(B, L, d)``,
+    or with ``cross=True`` attention from tokens ``(B, L, d)`` to the ``(B, S, d)`` tokens before them.
+
+    Self-attention projects queries, keys and values with one fused linear (``qkv``); cross-attention
+    projects the queries (``q``) and the context's keys and values (``kv``) apart. Both end with
+    ``out_proj``.
 
     Args:
         dim: ``d``. num_heads: ``H``, divides ``d``.
-        position: one of :data:`POSITIONS` (``"sincos"`` is added to the input by the caller; the
-            layer then uses no position information itself).
+        position: one of :data:`~futurelat.models.heads.positions.POSITIONS` (``"sincos"`` is added
+            to the input by the caller; the layer then uses no position information itself).
         mask: one of :data:`MASKS`.
         grid: ``(h, w)`` tokens per frame: rope coordinates and the frames of the ``"block"`` mask.
         dropout: attention-weight dropout probability, in training only.
         query_chunk: queries per attention call whenever an explicit mask or ALiBi bias is needed;
             bounds that tensor to ``H * query_chunk * (S + L)`` elements.
+        cross: attend from the tokens to a context (:meth:`forward`'s ``context``) instead of to each other.
+        cpu_math_max_keys: on CPU, attention in which every query sees every key, over at most this
+            many keys, runs SDPA's math backend (:data:`CPU_MATH_MAX_KEYS`); 0 leaves the choice of
+            kernel to torch (the DiT trunk's attention, as its checkpoints were trained).
 
     Raises:
         ValueError: ``position`` or ``mask`` not among the valid names (listed in the message).
     """
 
     def __init__(self, dim: int, num_heads: int, *, position: str, mask: str, grid: tuple[int, int],
-                 dropout: float = 0.0, query_chunk: int = 1024):
+                 dropout: float = 0.0, query_chunk: int = 1024, cross: bool = False,
+                 cpu_math_max_keys: int = CPU_MATH_MAX_KEYS):
         super().__init__()
         if position not in POSITIONS or mask not in MASKS:
             raise ValueError(f"attention position must be one of {POSITIONS} and mask one of {MASKS}; "
@@ -189,26 +122,48 @@ class SelfAttention(nn.Module):
         self.position, self.mask, self.grid = position, mask, tuple(grid)
         self.frame_tokens = grid[0] * grid[1]
         self.dropout, self.query_chunk = dropout, query_chunk
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.cross, self.cpu_math_max_keys = cross, cpu_math_max_keys
+        if cross:
+            self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
         if position == "alibi":
             self.register_buffer("slopes", alibi_slopes(num_heads), persistent=False)
 
-    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        """Attend tokens ``x`` ``(B, L, d)`` at indices ``S .. S + L - 1`` → ``(B, L, d)``.
+    def forward(self, x: Tensor, cache: KVCache | None = None, *, context: Tensor | None = None,
+                start: int = 0) -> Tensor:
+        """Attend tokens ``x`` ``(B, L, d)``, at indices ``start + S .. start + S + L - 1``, → ``(B, L, d)``.
 
-        Without a cache ``S = 0`` and the tokens attend to each other; with one, ``S = cache.length``,
-        the new keys/values are appended to it and the queries attend to all ``S + L`` keys.
+        Self-attention: without a cache ``S = 0`` and the tokens attend to each other; with one,
+        ``S = cache.length``, the new keys/values are appended to it and the queries attend to all
+        ``S + L`` keys. Cross-attention: ``context`` ``(B, S, d)`` holds the tokens at
+        ``start .. start + S - 1``, and the queries attend to them only. ``start`` places the rope
+        coordinates; masks and ALiBi count from it.
+
+        Raises:
+            ValueError: ``context`` missing (cross-attention) or given (self-attention), or a cache
+                given to a cross-attention.
         """
+        if self.cross != (context is not None) or (self.cross and cache is not None):
+            raise ValueError(f"a {'cross' if self.cross else 'self'}-attention layer takes "
+                             f"{'a context and no cache' if self.cross else 'no context'}")
         bsz, length, dim = x.shape
-        start = cache.length if cache is not None else 0
-        q, k, v = self.qkv(x).view(bsz, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if self.cross:
+            before = context.shape[1]
+            q = self.q(x).view(bsz, length, self.num_heads, self.head_dim).transpose(1, 2)
+            k, v = self.kv(context).view(bsz, before, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        else:
+            before = cache.length if cache is not None else 0
+            q, k, v = self.qkv(x).view(bsz, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if self.position == "rope":
-            cos, sin = rotary(start, length, self.grid, self.head_dim, x.device)
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            cos, sin = rotary(start + before, length, self.grid, self.head_dim, x.device)
+            q = apply_rope(q, cos, sin)
+            k = apply_rope(k, *rotary(start, before, self.grid, self.head_dim, x.device)) if self.cross else \
+                apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.append(k, v)
-        y = self._attend(q, k, v, start)  # (B, H, L, e)
+        y = self._attend(q, k, v, before)  # (B, H, L, e)
         return self.out_proj(y.transpose(1, 2).reshape(bsz, length, dim))
 
     def _limit(self, index: int | Tensor, num_keys: int) -> int | Tensor:
@@ -220,12 +175,13 @@ class SelfAttention(nn.Module):
         return num_keys
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, start: int) -> Tensor:
-        """Queries ``(B, H, L, e)`` at ``start ..``, keys/values ``(B, H, S + L, e)`` → ``(B, H, L, e)``."""
+        """Queries ``(B, H, L, e)`` at ``start ..`` (counted from the first key), keys/values
+        ``(B, H, S + L, e)`` (or ``(B, H, S, e)``: a cross-attention's) → ``(B, H, L, e)``."""
         num_queries, num_keys = q.shape[2], k.shape[2]
         dropout = self.dropout if self.training else 0.0
         if self.position != "alibi":
             if self._limit(start, num_keys) >= num_keys:  # every query sees every key
-                short_on_cpu = q.device.type == "cpu" and num_keys <= CPU_MATH_MAX_KEYS
+                short_on_cpu = q.device.type == "cpu" and num_keys <= self.cpu_math_max_keys
                 with sdpa_kernel(SDPBackend.MATH) if short_on_cpu else contextlib.nullcontext():
                     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
             if self.mask == "causal" and num_queries == num_keys:
@@ -351,19 +307,19 @@ class TemporalDepthwiseConv(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block ``x + attn(LN(x))``, then ``x + mlp(LN(x))``: ``(B, L, d)`` → ``(B, L, d)``.
 
-    Keyword arguments (position, mask, grid, query_chunk) go to :class:`SelfAttention`; ``dropout``
+    Keyword arguments (position, mask, grid, query_chunk) go to :class:`Attention`; ``dropout``
     applies to attention weights, MLP hidden units and both residual branches (training only).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, dropout: float, **attention):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, num_heads, dropout=dropout, **attention)
+        self.attn = Attention(dim, num_heads, dropout=dropout, **attention)
         self.mlp = MLP(dim, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        """``x`` ``(B, L, d)``; with ``cache`` the tokens continue the cached sequence (see :class:`SelfAttention`)."""
+        """``x`` ``(B, L, d)``; with ``cache`` the tokens continue the cached sequence (see :class:`Attention`)."""
         x = x + self.drop(self.attn(self.norm1(x), cache))
         return x + self.drop(self.mlp(self.norm2(x)))
 
@@ -389,9 +345,9 @@ class FactorizedBlock(nn.Module):
         super().__init__()
         self.frame_tokens = grid[0] * grid[1]
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.spatial = SelfAttention(dim, num_heads, position=position, mask="none", grid=grid, dropout=dropout)
+        self.spatial = Attention(dim, num_heads, position=position, mask="none", grid=grid, dropout=dropout)
         # one "frame" of one token per step: rope coordinates (t, 0, 0)
-        self.temporal = SelfAttention(dim, num_heads, position=position, mask="none", grid=(1, 1), dropout=dropout)
+        self.temporal = Attention(dim, num_heads, position=position, mask="none", grid=(1, 1), dropout=dropout)
         self.mlp = MLP(dim, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
 

@@ -32,12 +32,12 @@ from torch import Tensor, nn
 
 from futurelat.config.head import TransformerParams
 from futurelat.models.base import LatentSpec
-from futurelat.models.heads.attention import POSITIONS
 from futurelat.models.heads.composed import ComposedHead
 from futurelat.models.heads.objectives.code_prior import CodePrior
 from futurelat.models.heads.objectives.latent_regression import LOSSES, BlockRegression
 from futurelat.models.heads.patches import check_patch_size
 from futurelat.models.heads.pixel_loss import DecodedPixelLoss, check_pixel_loss
+from futurelat.models.heads.positions import POSITIONS
 from futurelat.models.heads.sampling import sampling_options
 from futurelat.models.heads.standardize import TARGETS
 from futurelat.models.heads.trunks.transformer import TransformerTrunk
@@ -134,7 +134,7 @@ class TransformerHead(ComposedHead):
         dropout: on attention weights, MLP hidden units and residual branches (training only).
         patch_size: ``p``, divides the grid: each token holds a ``p x p`` patch (regression and frame
             ordering), ``p**2`` times fewer tokens. Ignored (1) for the token ordering.
-        position: ``"alibi" | "rope" | "sincos"`` (see :mod:`~futurelat.models.heads.attention`); rope
+        position: ``"alibi" | "rope" | "sincos"`` (see :mod:`~futurelat.models.heads.positions`); rope
             needs an even head width ``d / num_heads >= 6``, sincos an even ``d >= 6``. ALiBi's bias depends on
             ``|i - j|`` only, so wherever attention is not causal (the regression, and inside a frame
             of the frame ordering) it cannot tell left from right; it suits the token ordering best.

@@ -10,8 +10,8 @@ DiT (Peebles & Xie 2023, "Scalable Diffusion Models with Transformers", arXiv:22
   ``p * p * D`` → linear → ``d``. Each token's (frame, row, column) coordinates enter either as
   fixed factorized sin-cos embeddings added to it (``position="sincos"``, as in DiT) or as
   factorized 3-D rotary embeddings of every attention's queries and keys (``"rope"``, Su et al.
-  2021, as in video DiTs such as CogVideoX; scores then depend on relative offsets). Both are
-  computed, so no table caps the length;
+  2021, as in video DiTs such as CogVideoX; scores then depend on relative offsets), both from
+  :mod:`futurelat.models.heads.positions`. Both are computed, so no table caps the length;
 - the flow time enters every block by adaLN-Zero: ``sin-cos(1000 t) → MLP → c``, and each block
   regresses a shift, scale and gate per residual branch from ``c`` with a zero-initialised linear,
   so every block starts as the identity; the final layer (adaLN shift/scale + linear to
@@ -30,19 +30,16 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
-from futurelat.models.heads.attention import MLP, apply_rope, rotary
+from futurelat.models.heads.attention import MLP, Attention
 from futurelat.models.heads.checkpointing import CheckpointableBlocks
 from futurelat.models.heads.patches import patchify, unpatchify
+from futurelat.models.heads.positions import grid_coords, sincos
 
 CONDITIONINGS = ("in_context", "cross_attention")
 #: Where token positions enter: ``sincos`` added to the input tokens, or ``rope`` rotating queries and keys.
 DIT_POSITIONS = ("sincos", "rope")
-#: Rotary ``(cos, sin)`` angles of a token sequence, each ``(L, e/2)``.
-Rotation = tuple[Tensor, Tensor]
 #: Width of the sinusoidal features of the flow time (before the time MLP), as in DiT.
 TIME_FEATURES = 256
 
@@ -52,40 +49,20 @@ TIME_FEATURES = 256
 # ---------------------------------------------------------------------------------------------
 
 
-def sincos(pos: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """Fixed sinusoidal features of real positions ``pos`` ``(...)`` → ``(..., dim)`` float32.
-
-    ``[sin(pos * f_i), cos(pos * f_i)]`` for ``f_i = max_period ** (-i / (dim // 2))``; an odd
-    ``dim`` ends with a zero column.
-    """
-    half = dim // 2
-    freqs = torch.exp(torch.arange(half, device=pos.device, dtype=torch.float32) * (-math.log(max_period) / half))
-    angles = pos.float()[..., None] * freqs
-    return F.pad(torch.cat([angles.sin(), angles.cos()], dim=-1), (0, dim % 2))
-
-
-def spacetime_positions(frames: range, grid: tuple[int, int], dim: int, device: torch.device) -> Tensor:
-    """Factorized sin-cos embedding of the tokens of ``frames`` x ``grid`` → ``(len(frames) * h * w, dim)``.
-
-    Tokens are in (frame, row, column) raster order; ``dim`` is split into a frame, a row and a
-    column part (``2 * (dim // 6)`` each for row and column, the rest for the frame).
-    """
-    h, w = grid
-    axes = torch.cartesian_prod(torch.arange(frames.start, frames.stop, device=device),
-                                torch.arange(h, device=device), torch.arange(w, device=device))  # (L, 3)
-    space = 2 * (dim // 6)
-    return torch.cat([sincos(axes[:, 0], dim - 2 * space), sincos(axes[:, 1], space), sincos(axes[:, 2], space)], -1)
-
-
 class TimestepEmbedder(nn.Module):
-    """Flow times ``t`` ``(B,)`` in [0, 1] → ``(B, d)``: ``sincos(1000 t)`` → Linear → SiLU → Linear."""
+    """Flow times ``t`` ``(B,)`` in [0, 1] → ``(B, d)``: ``sincos(1000 t)`` → Linear → SiLU → Linear.
+
+    The sin-cos features are DiT's: one axis, :data:`TIME_FEATURES` wide, ``"exp"`` ladder
+    (:func:`~futurelat.models.heads.positions.sincos`).
+    """
 
     def __init__(self, dim: int):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(TIME_FEATURES, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sincos(1000 * t, TIME_FEATURES).to(self.mlp[0].weight.dtype))
+        features = sincos((1000 * t)[:, None], TIME_FEATURES, layout="per_axis", ladder="exp")  # (B, TIME_FEATURES)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,39 +75,6 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
-class Attention(nn.Module):
-    """Bidirectional multi-head attention (``scaled_dot_product_attention``).
-
-    Self-attention ``x`` ``(B, L, d)`` → ``(B, L, d)`` (one fused q/k/v projection), or with
-    ``cross=True`` attention from ``x`` to ``y`` ``(B, S, d)`` → ``(B, L, d)``.
-    """
-
-    def __init__(self, dim: int, heads: int, dropout: float, cross: bool = False):
-        super().__init__()
-        self.heads, self.dropout = heads, dropout
-        if cross:
-            self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
-        else:
-            self.qkv = nn.Linear(dim, 3 * dim)
-        self.out_proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor, y: Tensor | None = None, rope_q: Rotation | None = None,
-                rope_k: Rotation | None = None) -> Tensor:
-        """``rope_q`` / ``rope_k``: ``(cos, sin)`` ``(L, e/2)`` / ``(S, e/2)`` rotary angles of the
-        queries / keys (:func:`~futurelat.models.heads.attention.apply_rope`), or None."""
-        if y is None:
-            q, k, v = self.qkv(x).chunk(3, dim=-1)
-        else:
-            q, (k, v) = self.q(x), self.kv(y).chunk(2, dim=-1)
-        q, k, v = (rearrange(a, "b l (n e) -> b n l e", n=self.heads) for a in (q, k, v))
-        if rope_q is not None:
-            q = apply_rope(q, *rope_q)
-        if rope_k is not None:
-            k = apply_rope(k, *rope_k)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(rearrange(out, "b n l e -> b l (n e)"))
-
-
 class DiTBlock(nn.Module):
     """adaLN-Zero transformer block: ``x`` ``(B, L, d)``, time embedding ``c`` ``(B, d)`` (and, with
     ``cross=True``, context tokens ``(B, S, d)``) → ``(B, L, d)``.
@@ -138,28 +82,33 @@ class DiTBlock(nn.Module):
     Every residual branch (self-attention, [cross-attention], MLP) is
     ``x + gate * branch(LayerNorm(x) * (1 + scale) + shift)`` with ``(shift, scale, gate)`` regressed
     from ``c`` by ``self.ada``, whose last linear is zero-initialised: the block starts as identity.
+    The attentions are bidirectional :class:`~futurelat.models.heads.attention.Attention` layers
+    over tokens in (frame, patch row, patch column) order on the ``grid`` of patches; ``position``
+    ``"rope"`` rotates their queries and keys by those coordinates.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, cross: bool):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, cross: bool, *, position: str,
+                 grid: tuple[int, int]):
         super().__init__()
+        attention = dict(position=position, mask="none", grid=grid, dropout=dropout, cpu_math_max_keys=0)
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, heads, dropout)
+        self.attn = Attention(dim, heads, **attention)
         self.norm_cross = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6) if cross else None
-        self.cross_attn = Attention(dim, heads, dropout, cross=True) if cross else None
+        self.cross_attn = Attention(dim, heads, cross=True, **attention) if cross else None
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = MLP(dim, mlp_ratio, dropout)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, (9 if cross else 6) * dim))
 
-    def forward(self, x: Tensor, c: Tensor, context: Tensor | None = None, rope: Rotation | None = None,
-                context_rope: Rotation | None = None) -> Tensor:
-        """``rope`` / ``context_rope``: rotary angles of ``x`` / ``context`` tokens (position ``"rope"``), or None."""
+    def forward(self, x: Tensor, c: Tensor, context: Tensor | None = None) -> Tensor:
+        """``x`` ``(B, L, d)``: the tokens from index 0 (in-context), or with ``context`` ``(B, S, d)``
+        (cross-attention) the tokens at ``S ..`` after the context's ``0 .. S - 1``."""
         mods = self.ada(c).chunk(9 if self.cross_attn is not None else 6, dim=-1)  # each (B, d)
+        first = context.shape[1] if context is not None else 0
         shift, scale, gate = mods[0:3]
-        x = x + gate[:, None] * self.attn(modulate(self.norm1(x), shift, scale), rope_q=rope, rope_k=rope)
+        x = x + gate[:, None] * self.attn(modulate(self.norm1(x), shift, scale), start=first)
         if self.cross_attn is not None:
             shift, scale, gate = mods[6:9]
-            x = x + gate[:, None] * self.cross_attn(modulate(self.norm_cross(x), shift, scale), context,
-                                                    rope_q=rope, rope_k=context_rope)
+            x = x + gate[:, None] * self.cross_attn(modulate(self.norm_cross(x), shift, scale), context=context)
         shift, scale, gate = mods[3:6]
         return x + gate[:, None] * self.mlp(modulate(self.norm2(x), shift, scale))
 
@@ -200,7 +149,7 @@ class DiTTrunk(nn.Module):
                  num_heads: int, mlp_ratio: float, conditioning: str, dropout: float, position: str):
         super().__init__()
         self.grid, self.patch_size, self.conditioning = tuple(grid), patch_size, conditioning
-        self.position, self.head_dim = position, d_model // num_heads
+        self.position = position
         self.patch_grid = (grid[0] // patch_size, grid[1] // patch_size)
         token_dim, cross = patch_size * patch_size * latent_dim, conditioning == "cross_attention"
 
@@ -210,8 +159,8 @@ class DiTTrunk(nn.Module):
         self.null_context = nn.Parameter(torch.zeros(d_model))
         self.context_type = None if cross else nn.Parameter(torch.zeros(d_model))
         self.context_norm = nn.LayerNorm(d_model) if cross else None
-        self.blocks = CheckpointableBlocks(DiTBlock(d_model, num_heads, mlp_ratio, dropout, cross)
-                                           for _ in range(num_layers))
+        self.blocks = CheckpointableBlocks(DiTBlock(d_model, num_heads, mlp_ratio, dropout, cross, position=position,
+                                                    grid=self.patch_grid) for _ in range(num_layers))
         self.final = FinalLayer(d_model, token_dim)
         self._init_weights(num_layers)
 
@@ -250,13 +199,12 @@ class DiTTrunk(nn.Module):
         return unpatchify(tokens.unflatten(1, (-1, m)), self.grid, self.patch_size)
 
     def _positions(self, first: int, frames: int, device: torch.device) -> Tensor:
-        """Sin-cos embedding ``(frames * M, d)`` of frames ``first .. first + frames - 1``."""
-        return spacetime_positions(range(first, first + frames), self.patch_grid, self.null_context.shape[0], device)
-
-    def _rotation(self, first: int, frames: int, device: torch.device) -> Rotation:
-        """Rotary ``(cos, sin)``, each ``(frames * M, e/2)``, of frames ``first .. first + frames - 1``."""
+        """DiT's sin-cos embedding ``(frames * M, d)`` float32 of frames ``first .. first + frames - 1``:
+        each of (frame, patch row, patch column) in turn, ``"exp"`` ladder
+        (:func:`~futurelat.models.heads.positions.sincos`)."""
         m = self.patch_grid[0] * self.patch_grid[1]
-        return rotary(first * m, frames * m, self.patch_grid, self.head_dim, device)
+        coords = grid_coords(first * m, frames * m, self.patch_grid, device)  # (frames * M, 3)
+        return sincos(coords, self.null_context.shape[0], layout="per_axis", ladder="exp")
 
     def forward(self, x_t: Tensor, t: Tensor, context: Tensor, uncond: Tensor) -> Tensor:
         """The network output for noisy future latents (the objective reads it as a velocity or a data estimate).
@@ -278,16 +226,13 @@ class DiTTrunk(nn.Module):
         x = self.future_in(self.patchify(x_t))  # (B, Tf' * M, d)
         if self.position == "sincos":
             ctx, x = ctx + self._positions(0, tc, device), x + self._positions(tc, tf, device)
-        rope = self.position == "rope"
         if self.conditioning == "in_context":  # one sequence (context, future)
             seq = torch.cat([ctx + self.context_type, x], dim=1)
-            seq_rope = self._rotation(0, tc + tf, device) if rope else None
             for block in self.blocks:
-                seq = self.blocks.run(block, seq, c, rope=seq_rope)
+                seq = self.blocks.run(block, seq, c)
             x = seq[:, ctx.shape[1]:]
         else:
             ctx = self.context_norm(ctx)
-            ctx_rope, x_rope = (self._rotation(0, tc, device), self._rotation(tc, tf, device)) if rope else (None, None)
             for block in self.blocks:
-                x = self.blocks.run(block, x, c, ctx, rope=x_rope, context_rope=ctx_rope)
+                x = self.blocks.run(block, x, c, ctx)
         return self.unpatchify(self.final(x, c))

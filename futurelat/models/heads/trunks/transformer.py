@@ -4,11 +4,11 @@ Shape notation: ``B`` batch, ``L`` tokens in a call, ``S`` tokens already cached
 ``(h', w')`` the token grid of a frame (:attr:`TransformerTrunk.grid`), ``M = h' w'`` tokens per
 frame. Token ``i`` sits at frame ``i // M``, row ``(i % M) // w'``, column ``i % w'``.
 
-The attention, position encodings (``alibi``, ``rope``, ``sincos``), masks and the KV cache are in
-:mod:`futurelat.models.heads.attention`. The mask decides what the trunk fits
-(:attr:`TransformerTrunk.causal`): ``"none"`` (bidirectional: every token sees every token),
-``"block"`` (block-causal over frames: a frame's tokens see their frame and every earlier one) or
-``"causal"`` (token by token, raster order). Optional depthwise convolutions over each frame's
+The attention, masks and the KV cache are in :mod:`futurelat.models.heads.attention`, the position
+encodings (``alibi``, ``rope``, ``sincos``) in :mod:`futurelat.models.heads.positions`. The mask
+decides what the trunk fits (:attr:`TransformerTrunk.causal`): ``"none"`` (bidirectional: every
+token sees every token), ``"block"`` (block-causal over frames: a frame's tokens see their frame
+and every earlier one) or ``"causal"`` (token by token, raster order). Optional depthwise convolutions over each frame's
 token grid (and over frames) run before every block: CPVT's conditional positional encoding (Chu et
 al. 2021, arXiv:2102.10882), extended over time as SimVP's stacked convolutions (Gao et al. 2022,
 arXiv:2206.05099), optionally factorized as R(2+1)D (Tran et al. 2018, arXiv:1711.11248).
@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from futurelat.models.heads.attention import (Block, FactorizedBlock, KVCache, TemporalDepthwiseConv,
-                                              channels_last_weight, conv_over_clip, conv_over_grid, grid_coords,
-                                              sincos_3d)
+                                              channels_last_weight, conv_over_clip, conv_over_grid)
 from futurelat.models.heads.checkpointing import CheckpointableBlocks
+from futurelat.models.heads.positions import grid_coords, sincos
 
 #: What each mask lets a trunk model: see :attr:`TransformerTrunk.causal`.
 CAUSALITY = {"none": "none", "block": "frame", "causal": "token"}
@@ -99,7 +99,7 @@ class TransformerTrunk(nn.Module):
         """Tokens ``x`` ``(B, L, d)`` at indices ``start ..``: plus the sin-cos table when ``position="sincos"``."""
         if self.position != "sincos":
             return x
-        table = sincos_3d(grid_coords(start, x.shape[1], self.grid, x.device), x.shape[-1])
+        table = sincos(grid_coords(start, x.shape[1], self.grid, x.device), x.shape[-1])  # (L, d), "grouped"
         return x + table.to(x.dtype)
 
     def _layer(self, i: int, x: Tensor, cache: KVCache | None) -> Tensor:
