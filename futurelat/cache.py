@@ -90,7 +90,7 @@ from futurelat.datasets.latent_cache import FAILED_COLUMNS, failed_csv_path, is_
 from futurelat.training.distributed import (DistInfo, all_gather_objects, barrier, init_distributed,
                                             resolve_device)
 from futurelat.utils import launch_time
-from futurelat.utils.precision import PRECISIONS as AUTOCAST  # the name CacheSettings checks
+from futurelat.utils.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
 launch_time.register()  # ${launch_time:...} in hydra.run.dir: one run directory for all torchrun ranks
@@ -110,7 +110,7 @@ class CacheSettings(CacheConfig):
     @property
     def precision_dtype(self) -> torch.dtype | None:
         """The autocast dtype of ``precision`` (``None`` for fp32)."""
-        return AUTOCAST[self.precision]
+        return PRECISIONS[self.precision]
 
     @classmethod
     def from_cfg(cls, cfg: Mapping[str, Any] | DictConfig) -> "CacheSettings":
@@ -130,8 +130,8 @@ class CacheSettings(CacheConfig):
                              f"got {s.batch_size} and {s.num_workers}")
         if s.dtype not in DTYPES:
             raise ValueError(f"cache.dtype must be one of {list(DTYPES)}; got {s.dtype!r}")
-        if s.precision not in AUTOCAST:
-            raise ValueError(f"cache.precision must be one of {list(AUTOCAST)}; got {s.precision!r}")
+        if s.precision not in PRECISIONS:
+            raise ValueError(f"cache.precision must be one of {list(PRECISIONS)}; got {s.precision!r}")
         if s.max_items is not None and s.max_items < 1:
             raise ValueError(f"cache.max_items must be null or >= 1; got {s.max_items}")
         return s

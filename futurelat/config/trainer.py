@@ -140,10 +140,6 @@ class TrainerSettings:
         return s
 
 
-#: The name the other groups' schemas follow (``<Group>Config``).
-TrainerConfig = TrainerSettings
-
-
 def _to_plain(cfg: Mapping | DictConfig | None) -> dict[str, Any]:
     """A resolved plain dict of ``cfg`` (interpolations such as ``${seed}`` need the whole config)."""
     if cfg is None:

@@ -18,7 +18,7 @@ def test_trainer_and_cache_read_the_same_map():
     from futurelat import cache
     from futurelat.config import trainer
 
-    assert trainer.PRECISIONS is PRECISIONS and cache.AUTOCAST is PRECISIONS
+    assert trainer.PRECISIONS is PRECISIONS and cache.PRECISIONS is PRECISIONS
 
 
 def test_fp32_is_no_autocast_and_bf16_computes_in_bfloat16_on_cpu():
