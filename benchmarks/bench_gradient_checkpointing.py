@@ -94,7 +94,7 @@ def preset_head(trunk: str, frames: int | None) -> dict:
         if "context_frames" in params:
             params["context_frames"] = frames // 2
     return {"name": cfg.head.name, "params": params, "num_frames": num_frames, "preset": preset,
-            "preset_batch": int(cfg.trainer.predictor.batch_size),
+            "preset_batch": int(cfg.trainer.head.batch_size),
             "spec": dict(latent_dim=spec.latent_dim, grid=list(spec.grid), codebook_size=spec.codebook_size)}
 
 

@@ -2,11 +2,11 @@
 
 Each preset runs as ``python -m futurelat.main +experiment=NAME`` in ``OUT/NAME`` (a subprocess,
 so every run is exactly what a user gets). Presets that keep the default Moving MNIST VQ-VAE
-tokenizer (the same ``backbone`` and ``trainer.tokenizer`` config) share it: it is trained once
+tokenizer (the same ``backbone`` and ``trainer.backbone`` config) share it: it is trained once
 (``OUT/tokenizer``) and each of them trains its head on it (``backbone.checkpoint=...``); the
 table's "time" column adds that shared tokenizer time to each preset's own, i.e. what a full
 ``python -m futurelat.main +experiment=NAME`` takes. A preset with its own tokenizer config (one
-that sets ``backbone.params`` or ``trainer.tokenizer``) trains it inside its run, and its time is
+that sets ``backbone.params`` or ``trainer.backbone``) trains it inside its run, and its time is
 its run's.
 
     python benchmarks/compare_heads.py                         # the five Moving MNIST presets (hours on CPU)
@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def tokenizer_config(overrides: list[str]) -> dict:
-    """The resolved ``backbone`` (less its checkpoint) and ``trainer.tokenizer`` of a composed config."""
+    """The resolved ``backbone`` (less its checkpoint) and ``trainer.backbone`` of a composed config."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -62,7 +62,7 @@ def tokenizer_config(overrides: list[str]) -> dict:
         cfg = compose(config_name="main", overrides=overrides)
     backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
     backbone.pop("checkpoint", None)
-    return {"backbone": backbone, "tokenizer": OmegaConf.to_container(cfg.trainer.tokenizer, resolve=True)}
+    return {"backbone": backbone, "tokenizer": OmegaConf.to_container(cfg.trainer.backbone, resolve=True)}
 
 
 def run_main(overrides: list[str], run_dir: Path) -> float:
@@ -82,10 +82,10 @@ def run_main(overrides: list[str], run_dir: Path) -> float:
 
 
 def head_parameters(run_dir: Path) -> int | None:
-    """Parameters of the head in ``run_dir/checkpoints/predictor_final.pt`` (None if missing)."""
+    """Parameters of the head in ``run_dir/checkpoints/head_final.pt`` (None if missing)."""
     import torch
 
-    path = run_dir / "checkpoints" / "predictor_final.pt"
+    path = run_dir / "checkpoints" / "head_final.pt"
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)["model"]
@@ -102,9 +102,10 @@ def head_label(config_path: Path) -> str:
 
 
 def tokenizer_seconds(run_dir: Path) -> float:
-    """Seconds stage 1 took in a finished run: ``tokenizer/elapsed_s`` of its last tokenizer log line."""
+    """Seconds stage 1 took in a finished run: ``backbone/elapsed_s`` of its last tokenizer log line."""
     lines = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
-    elapsed = [row["tokenizer/elapsed_s"] for row in lines if "tokenizer/elapsed_s" in row]
+    keys = ("backbone/elapsed_s", "tokenizer/elapsed_s")  # the stage's name since / before 2026-11-30
+    elapsed = [row[k] for row in lines for k in keys if k in row]
     if not elapsed:
         raise SystemExit(f"{run_dir}/train_log.jsonl has no tokenizer lines with elapsed_s")
     return float(elapsed[-1])
@@ -133,7 +134,7 @@ def table(presets: list[str], out: Path, tokenizer_seconds: float, own: set[str]
         change = 100 * (m["test/mse"] / m["test/copy_last/mse"] - 1)  # negative: lower MSE than copy-last
         rows.append(f"| {name} | {head} | {m['test/mse']:.1f} | {m['test/mae']:.1f} | {m['test/ssim']:.3f} | "
                     f"{m['test/psnr']:.2f} | {change:+.1f} % | {params / 1e6 if params else float('nan'):.2f}M | "
-                    f"{seconds / 60:.1f} | {m.get('tokenizer/psnr', float('nan')):.2f} dB{' (own)' if name in own else ''} |")
+                    f"{seconds / 60:.1f} | {m.get('reconstruction/psnr', float('nan')):.2f} dB{' (own)' if name in own else ''} |")
         baselines = baselines or m
     if baselines:
         for label, key in (("copy last frame", "copy_last"), ("black frames", "zeros")):
@@ -152,16 +153,16 @@ def main() -> None:
     own = {name for name in args.presets
            if not shared or tokenizer_config([f"+experiment={name}", *args.overrides]) != default}
     if not args.table_only:
-        if set(args.presets) - own and not (tokenizer_dir / "checkpoints" / "tokenizer_final.pt").exists():
-            run_main(["stages=[tokenizer]", *args.overrides], tokenizer_dir)
+        if set(args.presets) - own and not (tokenizer_dir / "checkpoints" / "backbone_final.pt").exists():
+            run_main(["stages=[backbone]", *args.overrides], tokenizer_dir)
         for name in args.presets:
             if (args.out / name / "metrics.json").exists():
                 print(f"{name}: finished earlier, not run again", flush=True)
                 continue
             extra = []
             if name not in own:
-                extra = ["stages=[predictor,evaluate]",
-                         f"backbone.checkpoint={tokenizer_dir / 'checkpoints' / 'tokenizer_final.pt'}"]
+                extra = ["stages=[head,evaluate]",
+                         f"backbone.checkpoint={tokenizer_dir / 'checkpoints' / 'backbone_final.pt'}"]
             run_main([f"+experiment={name}", *extra, *args.overrides], args.out / name)
     shared_seconds = 0.0
     if shared:

@@ -5,9 +5,9 @@
     torchrun --nproc_per_node 8 -m futurelat.cache +experiment=NAME      # DDP: rank r encodes items r::world
     # Moving MNIST -> latents of a trained VQ-VAE
     python -m futurelat.cache dataset=kinetics_400_cached dataset@dataset.source=moving_mnist \\
-        backbone.checkpoint=RUN_DIR/checkpoints/tokenizer_final.pt cache.dtype=float32
+        backbone.checkpoint=RUN_DIR/checkpoints/backbone_final.pt cache.dtype=float32
     # then train a head on the cache: an experiment (or override) with dataset=kinetics_400_cached
-    python -m futurelat.main +experiment=NAME stages=[predictor,evaluate] backbone.checkpoint=...
+    python -m futurelat.main +experiment=NAME stages=[head,evaluate] backbone.checkpoint=...
 
 Design
 ------
@@ -24,7 +24,7 @@ and writes into ``dataset.dir``; training reads ``dataset.dir`` through
 on-disk format is documented in :mod:`futurelat.datasets.latent_cache`.
 
 The backbone is built from ``backbone`` as for training. With ``backbone.checkpoint`` set, its weights are
-loaded (``load_checked_weights``, e.g. a ``tokenizer_final.pt``, refused if the config stored in it defines
+loaded (``load_checked_weights``, e.g. a ``backbone_final.pt``, refused if the config stored in it defines
 another backbone; ``backbone.allow_config_mismatch=true`` accepts it); without one a backbone that futurelat
 trains (``trainable = True``, e.g. ``vqvae``) is refused (random weights make a useless cache), while a
 frozen pretrained backbone (e.g. V-JEPA 2) is used as it builds itself. It is frozen and run in eval mode

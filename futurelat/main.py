@@ -1,4 +1,4 @@
-"""``python -m futurelat.main``: train the tokenizer, then the predictor, then evaluate.
+"""``python -m futurelat.main``: train the backbone, then the head on it, then evaluate.
 
     python -m futurelat.main                               # Moving MNIST -> VQ-VAE -> Mamba prior
     python -m futurelat.main +experiment=mmnist_vqvae_mamba_large
@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 launch_time.register()  # ${launch_time:...} in hydra.run.dir: one run directory for all torchrun ranks
 register_configs()  # the schemas (base_*) that configs/ builds on: futurelat/config/
 
-STAGES = ("tokenizer", "predictor", "evaluate")
+STAGES = ("backbone", "head", "evaluate")
+#: The stage names used before 2026-11-30, refused with their new name.
+RENAMED_STAGES = {"tokenizer": "backbone", "predictor": "head"}
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
@@ -66,21 +68,25 @@ def sample_frames(batch: Mapping[str, Tensor], frames_per_clip: int) -> dict[str
 
 def _check_stages(cfg: DictConfig) -> list[str]:
     stages = list(cfg.stages)
+    renamed = [f"{s} -> {RENAMED_STAGES[s]}" for s in stages if s in RENAMED_STAGES]
+    if renamed:
+        raise ValueError(f"stage(s) renamed: {', '.join(renamed)} (stages=[backbone,head,evaluate]; "
+                         "trainer.tokenizer/trainer.predictor are now trainer.backbone/trainer.head)")
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown} in `stages`; valid: {list(STAGES)}")
     cached = is_latent_cache(cfg.dataset)
-    if cached and "tokenizer" in stages:  # the cache was written by a fixed backbone: nothing to train
-        log.info("dataset '%s' is a latent cache: skipping the tokenizer stage", cfg.dataset.name)
-        stages.remove("tokenizer")
-    needs_weights = "evaluate" in stages or ("predictor" in stages and not cached)
-    if ("tokenizer" not in stages and BACKBONES.get(cfg.backbone.name).trainable and not cfg.backbone.checkpoint
+    if cached and "backbone" in stages:  # the cache was written by a fixed backbone: nothing to train
+        log.info("dataset '%s' is a latent cache: skipping the backbone stage", cfg.dataset.name)
+        stages.remove("backbone")
+    needs_weights = "evaluate" in stages or ("head" in stages and not cached)
+    if ("backbone" not in stages and BACKBONES.get(cfg.backbone.name).trainable and not cfg.backbone.checkpoint
             and needs_weights):
-        raise ValueError("stages without `tokenizer` need a trained backbone: set backbone.checkpoint=PATH "
-                         "(e.g. <run_dir>/checkpoints/tokenizer_final.pt)")
-    if "predictor" not in stages and not cfg.head.checkpoint and "evaluate" in stages:
-        raise ValueError("stages without `predictor` need a trained head: set head.checkpoint=PATH "
-                         "(e.g. <run_dir>/checkpoints/predictor_final.pt)")
+        raise ValueError("stages without `backbone` need a trained backbone: set backbone.checkpoint=PATH "
+                         "(e.g. <run_dir>/checkpoints/backbone_final.pt)")
+    if "head" not in stages and not cfg.head.checkpoint and "evaluate" in stages:
+        raise ValueError("stages without `head` need a trained head: set head.checkpoint=PATH "
+                         "(e.g. <run_dir>/checkpoints/head_final.pt)")
     return stages
 
 
@@ -110,24 +116,24 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
     train_set = None
     preempted = False
     try:
-        # ---- stage 1: tokenizer
+        # ---- stage 1: the backbone
         if cfg.backbone.checkpoint:
             load_checked_weights(cfg, "backbone", model.backbone)
-        elif "tokenizer" in stages and model.backbone.trainable:
+        elif "backbone" in stages and model.backbone.trainable:
             train_set = build_dataset(cfg.dataset, "train")
             k = int(cfg.backbone.get("frames_per_clip") or cfg.dataset.context_frames + cfg.dataset.future_frames)
-            Trainer(model.backbone, train_set, cfg.trainer, cfg.trainer.tokenizer, run_dir, name="tokenizer",
+            Trainer(model.backbone, train_set, cfg.trainer, cfg.trainer.backbone, run_dir, name="backbone",
                     prepare=lambda batch: sample_frames(batch, k), logger=logger,
                     config_to_save=resolved, dist=dist).fit()
         model.backbone.freeze()
         model.to(dist.device)
 
-        # ---- stage 2: predictor on the frozen backbone
+        # ---- stage 2: the head on the frozen backbone
         if cfg.head.checkpoint:
             load_checked_weights(cfg, "head", model.head)
-        elif "predictor" in stages:
+        elif "head" in stages:
             train_set = train_set or build_dataset(cfg.dataset, "train")
-            Trainer(model.head, train_set, cfg.trainer, cfg.trainer.predictor, run_dir, name="predictor",
+            Trainer(model.head, train_set, cfg.trainer, cfg.trainer.head, run_dir, name="head",
                     prepare=model.head_inputs, logger=logger, config_to_save=resolved, dist=dist).fit()
         _report_skipped(train_set, "train")
         if dist.is_main:
@@ -229,8 +235,8 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
                                for m in ("mse", "mae", "ssim", "psnr")))
     console = Console()
     console.print(table)
-    if "tokenizer/psnr" in metrics:
-        console.print(f"tokenizer reconstruction PSNR: {metrics['tokenizer/psnr']:.2f} dB")
+    if "reconstruction/psnr" in metrics:
+        console.print(f"backbone reconstruction PSNR: {metrics['reconstruction/psnr']:.2f} dB")
     console.print(f"outputs: {run_dir}")
 
 

@@ -38,4 +38,4 @@ def test_the_readme_adds_a_head_in_one_file_and_one_yaml(tmp_path):
     assert "name: my_heads.last_frame_mlp:LastFrameMLPHead" in saved and "num_layers: 1" in saved
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert math.isfinite(metrics["test/mse"]) and "test/copy_last/mse" in metrics
-    assert (run_dir / "checkpoints" / "predictor_final.pt").exists()
+    assert (run_dir / "checkpoints" / "head_final.pt").exists()

@@ -41,12 +41,12 @@ def _fake_digits(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    """A tiny VQ-VAE "trained" for one step (k-means initialises its codebook), saved as tokenizer_final.pt."""
+    """A tiny VQ-VAE "trained" for one step (k-means initialises its codebook), saved as backbone_final.pt."""
     torch.manual_seed(0)
     backbone = build_backbone(compose_config(TINY))
     backbone.train()
     backbone(torch.rand(2, 2, 3, 64, 64))
-    return save_checkpoint({"model": backbone.state_dict()}, tmp_path_factory.mktemp("run") / "tokenizer_final.pt")
+    return save_checkpoint({"model": backbone.state_dict()}, tmp_path_factory.mktemp("run") / "backbone_final.pt")
 
 
 def cached_config(root, tokenizer, *extra):
@@ -259,7 +259,7 @@ def test_a_split_where_every_item_fails_stops_the_run(tmp_path, tokenizer, monke
 def test_raw_datasets_and_untrained_tokenizers_are_refused(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="'moving_mnist' is a raw dataset.*dataset=kinetics_400_cached"):
         run_cache(compose_config(TINY), SINGLE)
-    with pytest.raises(ValueError, match="no backbone.checkpoint.*tokenizer_final.pt"):
+    with pytest.raises(ValueError, match="no backbone.checkpoint.*backbone_final.pt"):
         run_cache(cached_config(tmp_path, tokenizer, "backbone.checkpoint=null"), SINGLE)
     with pytest.raises(ValueError, match=r"cache.splits must be a non-empty subset of \['train', 'test'\]; got"):
         run_cache(cached_config(tmp_path, tokenizer, "cache.splits=[val]"), SINGLE)

@@ -53,7 +53,7 @@ def test_optuna_search_minimises_the_returned_metric(tmp_path):
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     trials = [json.loads((tmp_path / job / "metrics.json").read_text())["test/mse"] for job in ("0", "1")]
     assert math.isfinite(best["best_value"]) and best["best_value"] == min(trials)
-    assert set(best["best_params"]) == {"trainer.predictor.lr"}  # TINY fixes the head's width and depth
+    assert set(best["best_params"]) == {"trainer.head.lr"}  # TINY fixes the head's width and depth
 
 
 def _wait_for(find, what: str, timeout_s: float):
@@ -71,14 +71,14 @@ def test_a_requeued_job_runs_again_in_its_job_dir(tmp_path):
     job must write to the same job dir (where trainer.resume finds its checkpoint), although the
     sweep dir holds ``${now:}``, with microseconds: it is resolved once, at submission."""
     out = tmp_path / "sweep.log"
-    args = ["-m", "hydra/launcher=local", *TINY, "trainer.tokenizer.max_steps=600",
+    args = ["-m", "hydra/launcher=local", *TINY, "trainer.backbone.max_steps=600",
             f"hydra.sweep.dir={tmp_path}/" + "${now:%H-%M-%S-%f}"]
     with out.open("w") as log:
         sweep = subprocess.Popen([sys.executable, "-m", "futurelat.main", *args], cwd=ROOT, stdout=log,
                                  stderr=subprocess.STDOUT, env={**ONE_THREAD, **CI_ENV})
     try:
         main_log = _wait_for(lambda: next((p for p in tmp_path.glob("*/0/main.log")
-                                           if "tokenizer step 5/" in p.read_text()), None), "training", 300)
+                                           if "backbone step 5/" in p.read_text()), None), "training", 300)
         controller = int(next((main_log.parents[1] / ".submitit").glob("[0-9]*")).name)  # job id = its pid
         task = _wait_for(lambda: Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
                          or None, "submitit task", 10)

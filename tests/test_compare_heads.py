@@ -19,7 +19,7 @@ def test_presets_with_their_own_tokenizer_config_are_told_apart():
     script = _script()
     default = script.tokenizer_config([])
     assert script.tokenizer_config(["+experiment=mmnist_vqvae_mamba_regression"]) == default
-    assert script.tokenizer_config(["backbone.checkpoint=/some/tokenizer_final.pt"]) == default  # not part of it
+    assert script.tokenizer_config(["backbone.checkpoint=/some/backbone_final.pt"]) == default  # not part of it
     own = script.tokenizer_config(["+experiment=mmnist_vqvae_transformer"])  # 32x32 codes of dimension 8
     assert own != default and own["backbone"]["params"]["channel_mult"] == [1]
 
@@ -32,7 +32,7 @@ def test_the_table_adds_the_shared_tokenizer_time_only_to_presets_that_share_it(
         metrics.update({f"test/{key}/{m}": 200.0 for m in ("mse", "mae", "ssim", "psnr")})
     for name in ("shared", "own"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps({**metrics, "tokenizer/psnr": 30.0}))
+        (tmp_path / name / "metrics.json").write_text(json.dumps({**metrics, "reconstruction/psnr": 30.0}))
         (tmp_path / name / "wall_seconds.txt").write_text("600\n")
         (tmp_path / name / "config.yaml").write_text("head:\n  name: transformer\n  params:\n    objective: regression\n")
     rows = script.table(["shared", "own"], tmp_path, tokenizer_seconds=120.0, own={"own"}).splitlines()

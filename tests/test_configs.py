@@ -16,7 +16,7 @@ def test_default_config_composes_to_the_main_job():
     cfg = compose_config()
     assert (cfg.dataset.name, cfg.backbone.name, cfg.head.name) == ("moving_mnist", "vqvae", "mamba")
     assert cfg.logger.name == "wandb" and cfg.logger.mode == "offline"
-    assert list(cfg.stages) == ["tokenizer", "predictor", "evaluate"]
+    assert list(cfg.stages) == ["backbone", "head", "evaluate"]
 
 
 def test_default_preset_equals_default_config():

@@ -8,40 +8,40 @@ import math
 import pytest
 from PIL import Image
 
-from composing import ROOT, TINY
+from composing import ROOT, TINY, tiny_config
 from running import run_main
 
 
 def test_main_job_end_to_end(tiny_run, tmp_path):
     run_dir = tiny_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("test/mse", "test/mae", "test/ssim", "test/psnr", "tokenizer/psnr",
+    for key in ("test/mse", "test/mae", "test/ssim", "test/psnr", "reconstruction/psnr",
                 "test/copy_last/mse", "test/zeros/ssim", "test/mse/step_01"):
         assert math.isfinite(metrics[key]), key
     gif = Image.open(run_dir / "predictions.gif")
     assert gif.n_frames == 20
     assert (run_dir / "predictions.png").exists()
     assert (run_dir / "config.yaml").exists()
-    for stage in ("tokenizer", "predictor"):
+    for stage in ("backbone", "head"):
         assert (run_dir / "checkpoints" / f"{stage}_final.pt").exists()
     assert (run_dir / "train_log.jsonl").read_text().strip()
     with Image.open(run_dir / "curves.png") as img:  # the training log drawn, one row per stage
-        assert img.text["Description"] == "tokenizer: loss, learning rate, codebook; predictor: loss, learning rate"
+        assert img.text["Description"] == "backbone: loss, learning rate, codebook; head: loss, learning rate"
 
     # The stages also run alone, from the checkpoints of the first run.
     ckpt = run_dir / "checkpoints"
     again = tmp_path / "eval_only"
     result = run_main([*TINY, f"hydra.run.dir={again}", "stages=[evaluate]",
-                       f"backbone.checkpoint={ckpt / 'tokenizer_final.pt'}",
-                       f"head.checkpoint={ckpt / 'predictor_final.pt'}"], cwd=ROOT)
+                       f"backbone.checkpoint={ckpt / 'backbone_final.pt'}",
+                       f"head.checkpoint={ckpt / 'head_final.pt'}"], cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((again / "metrics.json").read_text())["test/mse"] == pytest.approx(metrics["test/mse"])
 
     # An eval-only run whose model config differs from the one stored in the head checkpoint stops before scoring.
     changed = tmp_path / "changed"
     result = run_main([*TINY, f"hydra.run.dir={changed}", "stages=[evaluate]", "head.params.mlp_ratio=3.0",
-                       f"backbone.checkpoint={ckpt / 'tokenizer_final.pt'}",
-                       f"head.checkpoint={ckpt / 'predictor_final.pt'}"], cwd=ROOT)
+                       f"backbone.checkpoint={ckpt / 'backbone_final.pt'}",
+                       f"head.checkpoint={ckpt / 'head_final.pt'}"], cwd=ROOT)
     assert result.returncode != 0
     assert "head.params.mlp_ratio: checkpoint 2.0, this run 3.0" in result.stderr, result.stderr[-3000:]
     assert "head.allow_config_mismatch=true" in result.stderr and not (changed / "metrics.json").exists()
@@ -55,7 +55,7 @@ def test_print_config_and_bad_override(tmp_path):
 
 
 def test_stage_without_checkpoint_is_refused_before_training(tmp_path):
-    result = run_main([*TINY, f"hydra.run.dir={tmp_path}", "stages=[predictor]"], cwd=ROOT)
+    result = run_main([*TINY, f"hydra.run.dir={tmp_path}", "stages=[head]"], cwd=ROOT)
     assert result.returncode != 0 and "backbone.checkpoint" in result.stderr
     assert not (tmp_path / "checkpoints").exists()
 
@@ -94,3 +94,17 @@ def test_optimized_metric_is_the_runs_main_error_unless_named():
     assert optimized_value(latents, "test/cosine") == 0.9
     with pytest.raises(KeyError, match=r"optimized_metric='test/l1'.*\['test/mse', 'test/ssim'\]"):
         optimized_value(pixels, "test/l1")
+
+
+@pytest.mark.parametrize("stages, message", [
+    ("[tokenizer,predictor,evaluate]", r"renamed: tokenizer -> backbone, predictor -> head"),
+    ("[backbone,train]", r"unknown stage\(s\) \['train'\]"),
+    ("[head,evaluate]", r"stages without `backbone` need a trained backbone: set backbone.checkpoint"),
+    ("[evaluate]", r"stages without `backbone`"),
+])
+def test_stages_are_checked_before_anything_runs(stages, message):
+    from futurelat.main import _check_stages
+
+    with pytest.raises(ValueError, match=message):
+        _check_stages(tiny_config([f"stages={stages}"]))
+    assert _check_stages(tiny_config(["stages=[backbone,head]"])) == ["backbone", "head"]

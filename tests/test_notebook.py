@@ -39,8 +39,8 @@ def test_quickstart_runs_on_a_finished_run(tiny_run, monkeypatch):
 
     cells = _execute(monkeypatch, run_dir)
     text = _text(cells)
-    assert f"backbone (vqvae): {run_dir / 'checkpoints' / 'tokenizer_final.pt'}" in text
-    assert f"head (mamba): {run_dir / 'checkpoints' / 'predictor_final.pt'}" in text
+    assert f"backbone (vqvae): {run_dir / 'checkpoints' / 'backbone_final.pt'}" in text
+    assert f"head (mamba): {run_dir / 'checkpoints' / 'head_final.pt'}" in text
     # The metrics table: the model beside both baselines, the values of metrics.json.
     for label, prefix in (("model", "test"), ("copy last frame", "test/copy_last"), ("black frames", "test/zeros")):
         row = f"{label:<20}" + "".join(f"{metrics[f'{prefix}/{m}']:>10.4g}" for m in ("mse", "mae", "ssim", "psnr"))

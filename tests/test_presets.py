@@ -16,7 +16,7 @@ from futurelat.main import run
 
 #: V-JEPA 2 presets read a latent cache: the tiny random V-JEPA 2 (no hub weights), no Moving MNIST sizes.
 VJEPA2 = ["debug/backbone@backbone=none", "debug/dataset@dataset=none", "backbone=vjepa2_tiny",
-          "trainer.predictor.max_steps=2", "head.params.sampling.steps=1"]
+          "trainer.head.max_steps=2", "head.params.sampling.steps=1"]
 
 
 @pytest.fixture(scope="module")

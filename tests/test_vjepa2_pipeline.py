@@ -22,7 +22,7 @@ def test_videos_to_cache_to_trained_flow_head_to_latent_metrics(tmp_path, monkey
     make_toy_kinetics(tmp_path / "videos", num_train=6, num_test=3, frames=16, corrupt=1)
     cfg = compose_config([o for o in TINY_COMMON if not o.startswith("dataset.")] + [
         "+experiment=vjepa2_flow_tiny", f"dataset.source.root={tmp_path / 'videos'}",
-        f"dataset.dir={tmp_path / 'cache'}", "cache.progress=false", "trainer.predictor.max_steps=3",
+        f"dataset.dir={tmp_path / 'cache'}", "cache.progress=false", "trainer.head.max_steps=3",
         "head.params.sampling.steps=1"])
 
     summaries = run_cache(cfg)
@@ -52,4 +52,4 @@ def test_videos_to_cache_to_trained_flow_head_to_latent_metrics(tmp_path, monkey
     assert metrics["test/num_sequences"] == 3 and metrics["test/skipped_videos"] == 0  # the corrupt clip is in train
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/l1"] == metrics["test/l1"]
     assert (tmp_path / "run" / "latent_predictions.png").stat().st_size > 0
-    assert not (tmp_path / "run" / "checkpoints" / "tokenizer_final.pt").exists()  # no stage 1 for a cache
+    assert not (tmp_path / "run" / "checkpoints" / "backbone_final.pt").exists()  # no stage 1 for a cache

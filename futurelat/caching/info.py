@@ -33,7 +33,7 @@ def build_frozen_backbone(cfg: DictConfig) -> tuple[Backbone, LatentSpec]:
     elif backbone.trainable:
         raise ValueError(f"backbone '{cfg.backbone.name}' is trained by futurelat (stage 1) and has no "
                          "backbone.checkpoint: caching random weights is useless. Set "
-                         "backbone.checkpoint=<run_dir>/checkpoints/tokenizer_final.pt")
+                         "backbone.checkpoint=<run_dir>/checkpoints/backbone_final.pt")
     size = int(cfg.dataset.image_size)
     return backbone.freeze(), backbone.latent_spec((size, size))
 

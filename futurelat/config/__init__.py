@@ -10,7 +10,7 @@ while Hydra composes; :func:`check_config` catches the keys ``+key=value`` appen
     dataset             MovingMNISTConfig, KineticsConfig, LatentCacheConfig (dataset.py)
     backbone            VQVAEConfig, VJEPA2Config, VJEPA2TinyConfig (backbone.py)
     head                MambaConfig, TransformerConfig, FlowDiTConfig (head.py)
-    trainer             TrainerSettings with StageSchedule tokenizer / predictor (trainer.py)
+    trainer             TrainerSettings with StageSchedule backbone / head (trainer.py)
     eval, cache, logger EvalConfig, CacheConfig, LoggerConfig, WandbLoggerConfig (run.py)
     (primary)           RunConfig: stages, seed, optimized_metric and the groups (run.py)
 """

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 class BackboneConfig:
     """What every backbone option has besides ``params``.
 
-    ``checkpoint``: weights to load (a ``tokenizer_final.pt`` skips stage 1). ``allow_config_mismatch``:
+    ``checkpoint``: weights to load (a ``backbone_final.pt`` skips stage 1). ``allow_config_mismatch``:
     load ``checkpoint`` even if the config stored in it defines another model (a warning, not an
     error). ``frames_per_clip``: stage 1 trains on this many random frames of each clip; null when
     the backbone is frozen (no stage 1).

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 @dataclass
 class HeadConfig:
-    """What every head option has besides ``params``: ``checkpoint`` (a ``predictor_final.pt``
+    """What every head option has besides ``params``: ``checkpoint`` (a ``head_final.pt``
     skips stage 2) and ``allow_config_mismatch`` (load it even if the config stored in it defines
     another model: a warning, not an error)."""
 

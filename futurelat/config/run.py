@@ -16,7 +16,7 @@ class EvalConfig:
     ``batch_size`` (>= 1): test clips per step. ``max_sequences``: score the first K test clips
     (null = all). ``num_visualize``: sequences drawn in the pictures. ``num_samples`` (>= 1):
     futures drawn per context (``test/*`` is their mean, ``test/best_of_k/*`` the best).
-    ``reconstruct_sequences``: the tokenizer's reconstruction ceiling (``tokenizer/*``) on the
+    ``reconstruct_sequences``: the backbone's reconstruction ceiling (``reconstruction/*``) on the
     first K test clips (null = all). ``backbone_predictor``: latent-space evaluation also scores the
     backbone's own pretrained predictor (V-JEPA 2) on the raw test frames.
     """
@@ -69,14 +69,14 @@ class WandbLoggerConfig(LoggerConfig):
 class RunConfig:
     """The whole run (``configs/main.yaml``).
 
-    ``stages``: run in order, among ``tokenizer``, ``predictor``, ``evaluate``. ``seed``: the run's
+    ``stages``: run in order, among ``backbone`` (train it), ``head`` (train the head on the frozen backbone), ``evaluate``. ``seed``: the run's
     seed (``trainer.seed`` follows it). ``optimized_metric``: the metric ``main`` returns to
     sweepers; null = the run's main error (``test/mse`` for pixel runs, ``test/l1`` for latent
     runs). ``dataset``, ``backbone``, ``head`` and ``logger`` are typed by their group option's own
     schema (:mod:`futurelat.config.store`).
     """
 
-    stages: List[str] = field(default_factory=lambda: ["tokenizer", "predictor", "evaluate"])
+    stages: List[str] = field(default_factory=lambda: ["backbone", "head", "evaluate"])
     seed: int = 0
     optimized_metric: Optional[str] = None
     dataset: Any = None

@@ -1,5 +1,5 @@
 """Schema of ``trainer`` (``configs/trainer/*.yaml``): the settings every stage shares, then each
-stage's schedule (``trainer.tokenizer``: stage 1, the backbone; ``trainer.predictor``: stage 2,
+stage's schedule (``trainer.backbone``: stage 1, the backbone; ``trainer.head``: stage 2,
 the head on the frozen backbone).
 
 :class:`TrainerSettings` and :class:`StageSchedule` are both the Hydra schema (OmegaConf checks
@@ -27,7 +27,7 @@ RESUME_MODES = (True, False, "auto")
 @dataclass
 class StageSchedule:
     """One stage's schedule: ``max_steps`` (> 0) optimizer steps of ``batch_size`` (> 0) samples
-    per rank per micro-step (clips; the tokenizer stage sees ``backbone.frames_per_clip`` frames of each), peak learning rate ``lr`` (> 0), linear warmup over ``warmup_steps``
+    per rank per micro-step (clips; the backbone stage sees ``backbone.frames_per_clip`` frames of each), peak learning rate ``lr`` (> 0), linear warmup over ``warmup_steps``
     (in [0, max_steps]), cosine decay to ``lr * min_lr_ratio`` (in [0, 1]); see
     :mod:`futurelat.training.optim`. Every key is required (no schedule suits both stages)."""
 
@@ -102,9 +102,9 @@ class TrainerSettings:
     find_unused_parameters: bool = False
     cpu_malloc: str = "system"
     gradient_checkpointing: bool = False
-    tokenizer: StageSchedule = field(default_factory=lambda: StageSchedule(
+    backbone: StageSchedule = field(default_factory=lambda: StageSchedule(
         max_steps=400, batch_size=32, lr=2.0e-3, warmup_steps=50, min_lr_ratio=0.1))
-    predictor: StageSchedule = field(default_factory=lambda: StageSchedule(
+    head: StageSchedule = field(default_factory=lambda: StageSchedule(
         max_steps=700, batch_size=8, lr=3.0e-3, warmup_steps=100, min_lr_ratio=0.1))
 
     @classmethod

@@ -3,7 +3,7 @@
 The trainer appends one JSON object per logged step to ``run_dir/train_log.jsonl`` (rank 0 only,
 every ``trainer.log_every`` optimizer steps)::
 
-    {"stage": "tokenizer", "step": 25, "tokenizer/loss": 0.31, "tokenizer/lr": 0.0002, ...}
+    {"stage": "backbone", "step": 25, "backbone/loss": 0.31, "backbone/lr": 0.0002, ...}
 
 :func:`write_curves` draws it as one row per stage (in the order the stages first appear), with
 x = the stage's optimizer step and one panel per quantity the stage logs, from :data:`PANELS`:
@@ -83,7 +83,7 @@ def stage_panels(curves: Curves) -> dict[str, list[str]]:
 
 
 def describe(curves: Curves) -> str:
-    """The panels as one line, e.g. ``"tokenizer: loss, learning rate, codebook; predictor: loss, learning rate"``;
+    """The panels as one line, e.g. ``"backbone: loss, learning rate, codebook; head: loss, learning rate"``;
     stored as the PNG's ``Description`` text."""
     return "; ".join(f"{stage}: {', '.join(titles)}" for stage, titles in stage_panels(curves).items())
 

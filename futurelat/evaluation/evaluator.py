@@ -15,7 +15,7 @@ scores, for each sequence, the sample with the lowest MSE (an oracle pick, the u
 of stochastic video prediction, e.g. Denton & Fergus 2018).
 
 If the model can reconstruct frames (``model.reconstruct``, e.g. a tokenizer's encode → decode),
-the reconstruction of all ``Tc + Tf`` frames is scored as ``tokenizer/*``: the ceiling a
+the reconstruction of all ``Tc + Tf`` frames is scored as ``reconstruction/*``: the ceiling a
 latent-space predictor can reach.
 """
 
@@ -82,8 +82,8 @@ def _check_output(out: Tensor, expected: tuple[int, ...], what: str) -> None:
 def _metric_keys(future_frames: int) -> set[str]:
     """Every key :func:`evaluate_frames` can compute for ``future_frames`` steps."""
     width = max(2, len(str(future_frames)))
-    keys = {"test/num_sequences", "test/num_samples", "tokenizer/num_sequences",
-            *(f"tokenizer/{m}" for m in METRIC_NAMES)}
+    keys = {"test/num_sequences", "test/num_samples", "reconstruction/num_sequences",
+            *(f"reconstruction/{m}" for m in METRIC_NAMES)}
     for prefix in ("test/", "test/best_of_k/", *(f"test/{b}/" for b in BASELINES)):
         for m in METRIC_NAMES:
             keys.add(prefix + m)
@@ -112,7 +112,7 @@ def evaluate_frames(
         model: any object with ``rollout(context, num_future)`` mapping ``(B, Tc, C, H, W)`` in
             [0, 1] to ``(B, Tf, C, H, W)`` in [0, 1] (predictions are clamped to [0, 1] before
             scoring) and optionally ``reconstruct(frames)`` mapping ``(B, T, C, H, W)`` to the same
-            shape (``None`` or a missing method skips ``tokenizer/*``). An ``nn.Module`` is moved
+            shape (``None`` or a missing method skips ``reconstruction/*``). An ``nn.Module`` is moved
             to ``device`` and put in eval mode for the call (its train/eval mode is restored after).
             Runs under ``torch.no_grad()``; sampling randomness is the model's (seed beforehand).
         dataset: map-style dataset of dicts ``{"frames": (T, C, H, W)}`` float in [0, 1] with
@@ -127,7 +127,7 @@ def evaluate_frames(
         progress: show a rich progress bar.
         extra_metrics: merged into the returned dict and ``metrics.json`` (e.g. step, checkpoint).
         num_samples: ``k`` rollouts per context (for stochastic models); the pictures show the first.
-        reconstruct_sequences: score ``tokenizer/*`` on the first this many sequences only (``None``:
+        reconstruct_sequences: score ``reconstruction/*`` on the first this many sequences only (``None``:
             all): the ceiling is a sanity figure, and encoding, decoding and scoring all ``T`` frames
             of every sequence can cost as much as the rollouts.
 
@@ -138,8 +138,8 @@ def evaluate_frames(
           (mean over the ``k`` samples); ``test/best_of_k/...`` the same keys for the per-sequence
           lowest-MSE sample, only when ``k > 1``; ``test/num_samples`` = ``k``;
         - ``test/copy_last/...`` and ``test/zeros/...``: same keys for the two baselines;
-        - ``tokenizer/{mse,ssim,psnr}``: reconstruction of all ``T`` frames (if available), of
-          ``tokenizer/num_sequences`` sequences;
+        - ``reconstruction/{mse,ssim,psnr}``: reconstruction of all ``T`` frames (if available), of
+          ``reconstruction/num_sequences`` sequences;
         - ``test/num_sequences``; plus ``extra_metrics``.
 
     Raises:
@@ -173,7 +173,7 @@ def evaluate_frames(
     if num_samples > 1:
         accumulators["test/best_of_k/"] = MetricAccumulator()
     accumulators.update({f"test/{b}/": MetricAccumulator() for b in BASELINES})
-    tokenizer_acc: MetricAccumulator | None = None
+    reconstruction_acc: MetricAccumulator | None = None
     reconstructed = 0
     reconstruct = getattr(model, "reconstruct", None)
     reconstruct = reconstruct if callable(reconstruct) else None
@@ -208,14 +208,14 @@ def evaluate_frames(
             if reconstruct is not None and todo > 0:
                 recon = reconstruct(frames[:todo].clone())
                 if recon is None:
-                    if tokenizer_acc is not None:
+                    if reconstruction_acc is not None:
                         raise ValueError("model.reconstruct returned None after returning frames "
                                          f"for earlier batches (batch starting at {start})")
-                    reconstruct = None  # no tokenizer: skip tokenizer/*
+                    reconstruct = None  # no decoder: skip reconstruction/*
                 else:
                     _check_output(recon, tuple(frames[:todo].shape), "model.reconstruct(frames)")
-                    tokenizer_acc = tokenizer_acc or MetricAccumulator()
-                    tokenizer_acc.update(frame_metrics(recon, frames[:todo]))
+                    reconstruction_acc = reconstruction_acc or MetricAccumulator()
+                    reconstruction_acc.update(frame_metrics(recon, frames[:todo]))
                     reconstructed += todo
 
             if num_shown < num_visualize:
@@ -227,13 +227,13 @@ def evaluate_frames(
             start += b
             bar.update(task, advance=b)
 
-    tokenizer: dict[str, float] = {}
-    if tokenizer_acc is not None:
-        tok = tokenizer_acc.compute("tokenizer/", per_step=False)
-        tokenizer = {k: v for k, v in tok.items() if k.split("/")[-1] in ("mse", "ssim", "psnr")}
-        tokenizer["tokenizer/num_sequences"] = float(reconstructed)
+    reconstruction: dict[str, float] = {}
+    if reconstruction_acc is not None:
+        tok = reconstruction_acc.compute("reconstruction/", per_step=False)
+        reconstruction = {k: v for k, v in tok.items() if k.split("/")[-1] in ("mse", "ssim", "psnr")}
+        reconstruction["reconstruction/num_sequences"] = float(reconstructed)
     metrics = collect_metrics(accumulators, num_sequences=start, num_samples=num_samples,
-                              extra={**tokenizer, **(extra_metrics or {})})
+                              extra={**reconstruction, **(extra_metrics or {})})
 
     if out_dir is not None:
         out_dir = write_metrics(metrics, out_dir).parent
@@ -245,9 +245,9 @@ def evaluate_frames(
 
 
 def summarize(metrics: Mapping[str, float]) -> str:
-    """One line per scorer (model, baselines, tokenizer) with MSE / MAE / SSIM / PSNR, for logs."""
+    """One line per scorer (model, baselines, reconstruction) with MSE / MAE / SSIM / PSNR, for logs."""
     rows = [("model", "test/"), ("best of k", "test/best_of_k/"), *((b, f"test/{b}/") for b in BASELINES),
-            ("tokenizer", "tokenizer/")]
+            ("reconstruction", "reconstruction/")]
     lines = []
     for label, prefix in rows:
         parts = [f"{m.upper()} {float(metrics[prefix + m]):.4g}" for m in METRIC_NAMES

@@ -76,7 +76,7 @@ class Backbone(nn.Module, ABC):
     """Frames ↔ latents. Subclasses are listed by name in :data:`futurelat.registry.BACKBONES`, or
     named in a config by their ``"module:attr"`` path (``backbone.name: my_package.backbones:MyBackbone``).
 
-    ``forward(frames)`` is the stage-1 (tokenizer) training step and returns a dict of
+    ``forward(frames)`` is the stage-1 (backbone) training step and returns a dict of
     scalar tensors with at least ``"loss"``; everything else in the dict is logged.
     """
 

@@ -5,7 +5,7 @@ A trainer checkpoint is a dict (everything in it loadable by
 
     {
         "format": 1,
-        "name": "tokenizer",            # stage name
+        "name": "backbone",            # stage name
         "step": 250,                    # completed optimizer steps
         "world_size": 2,
         "model": module.state_dict(),   # unwrapped (no "module." prefix)
@@ -154,7 +154,7 @@ def load_module_weights(path: str | os.PathLike, module: nn.Module, *, key: str 
                         check: Callable[[Mapping[str, Any]], None] | None = None) -> nn.Module:
     """Load only the model weights ``checkpoint[key]`` of a trainer checkpoint into ``module``.
 
-    Used e.g. to build a frozen tokenizer from ``run_dir/checkpoints/tokenizer_final.pt``.
+    Used e.g. to build a frozen backbone from ``run_dir/checkpoints/backbone_final.pt``.
     ``check``, if given, is called with the whole checkpoint dict before the weights are loaded
     (e.g. :func:`futurelat.training.config_match.check_stored_config`); what it raises propagates.
 

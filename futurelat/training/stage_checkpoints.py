@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # annotations only: the trainer imports this module
 
 log = logging.getLogger(__name__)
 
+#: Stage names of runs written before 2026-11-30 (``tokenizer`` / ``predictor``): a run directory
+#: holding only their ``last`` checkpoint resumes from it under the new name.
+LEGACY_STAGE_NAMES = {"backbone": "tokenizer", "head": "predictor"}
+
 
 def resume_stage(trainer: Trainer) -> dict[str, Any] | None:
     """Load ``{name}_last.pt`` into ``trainer`` if present; returns this rank's RNG state to restore.
@@ -35,6 +39,11 @@ def resume_stage(trainer: Trainer) -> dict[str, Any] | None:
     """
     name, dist, max_steps = trainer.name, trainer.dist, trainer.schedule.max_steps
     path = trainer.checkpoint_path("last")
+    legacy = path.with_name(path.name.replace(name, LEGACY_STAGE_NAMES.get(name, name), 1))
+    if not path.is_file() and legacy.is_file():
+        if dist.is_main:
+            log.info("stage '%s': resuming from %s, written under the stage's old name", name, legacy)
+        path = legacy
     if not path.is_file():
         if trainer.settings.resume is True:
             raise FileNotFoundError(f"stage '{name}': trainer.resume=true but there is no {path} to "

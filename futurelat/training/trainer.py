@@ -1,4 +1,4 @@
-"""futurelat's one trainer: tokenizer training (stage 1) and predictor training on a frozen
+"""futurelat's one trainer: backbone training (stage 1) and head training on a frozen
 backbone (stage 2) both run through :class:`Trainer`.
 
 One optimizer step = ``grad_accum_steps`` micro-batches of ``batch_size`` samples on each
@@ -90,7 +90,7 @@ class Trainer:
     """
 
     def __init__(self, module: nn.Module, dataset: Dataset, cfg: Mapping | DictConfig,
-                 stage_cfg: Mapping | DictConfig, run_dir: str | Path, name: str = "tokenizer",
+                 stage_cfg: Mapping | DictConfig, run_dir: str | Path, name: str = "backbone",
                  prepare: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
                  logger: Any | None = None, config_to_save: Mapping | DictConfig | None = None,
                  dist: DistInfo | None = None):

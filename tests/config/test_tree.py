@@ -58,7 +58,7 @@ def test_tiny_presets_inherit_their_full_preset(tiny, full):
 def test_debug_tiny_is_the_test_shrink():
     cfg = tiny_config()
     assert cfg == compose_config(["+debug=tiny"])  # the tests' TINY is configs/debug/tiny.yaml
-    assert cfg.logger.name == "none" and cfg.trainer.device == "cpu" and cfg.trainer.predictor.max_steps == 2
+    assert cfg.logger.name == "none" and cfg.trainer.device == "cpu" and cfg.trainer.head.max_steps == 2
     assert (cfg.backbone.params.hidden_channels, cfg.backbone.params.codebook_size) == (8, 32)
     assert cfg.dataset.test_sequences == 4 and cfg.head.params.d_model == 32
 
@@ -73,13 +73,13 @@ def test_debug_tiny_after_a_preset_wins_over_it(experiment):
         drop, tiny = [], TINY
     cfg = compose_config([f"+experiment={experiment}", "+debug=tiny", *drop])
     assert cfg == compose_config([f"+experiment={experiment}", *tiny])
-    assert cfg.trainer.device == "cpu" and cfg.trainer.predictor.max_steps == 2
+    assert cfg.trainer.device == "cpu" and cfg.trainer.head.max_steps == 2
     assert cfg.head.params.num_layers == 1 and cfg.eval.batch_size == 2 and cfg.logger.name == "none"
 
 
 def test_debug_overfit_trains_on_a_few_fixed_clips():
     cfg = compose_config(["+debug=overfit"])
-    assert cfg.dataset.train_sequences == 8 == cfg.trainer.predictor.batch_size == cfg.eval.max_sequences
+    assert cfg.dataset.train_sequences == 8 == cfg.trainer.head.batch_size == cfg.eval.max_sequences
 
 
 def test_eval_and_cache_live_in_their_groups():

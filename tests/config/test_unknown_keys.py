@@ -11,7 +11,7 @@ from composing import ROOT, TINY, compose_config
 from running import run_main
 
 #: ``+key=value`` appends: Hydra lifts the struct flag for them, futurelat.config.check_config refuses them.
-APPENDED = ["+trainer.no_such_key=1", "+trainer.predictor.no_such_key=1", "+eval.no_such_key=1",
+APPENDED = ["+trainer.no_such_key=1", "+trainer.head.no_such_key=1", "+eval.no_such_key=1",
             "+dataset.imag_size=3", "+backbone.params.hidden_chanels=3", "+head.params.d_modle=3",
             "+cache.no_such_key=1", "+logger.no_such_key=1", "+head.params.sampling.temprature=2"]
 
@@ -24,7 +24,7 @@ def test_appended_unknown_key_is_refused_with_its_full_name(override):
 
 
 @pytest.mark.parametrize("override", ["dataset.imag_size=3", "backbone.params.hidden_chanels=3",
-                                      "head.params.d_modle=3", "trainer.predictor.max_stepz=3", "eval.batch_sise=3"])
+                                      "head.params.d_modle=3", "trainer.head.max_stepz=3", "eval.batch_sise=3"])
 def test_overridden_unknown_key_is_refused_by_hydra(override):
     key = override.split("=")[0]
     with pytest.raises(ConfigCompositionException, match=f"Could not override '{key}'"):
@@ -33,7 +33,7 @@ def test_overridden_unknown_key_is_refused_by_hydra(override):
 
 @pytest.mark.parametrize(("override", "expected"), [
     ("head.params.d_model=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
-    ("trainer.predictor.lr=fast", "Value 'fast' of type 'str' could not be converted to Float"),
+    ("trainer.head.lr=fast", "Value 'fast' of type 'str' could not be converted to Float"),
     ("dataset.context_frames=1.5", "Value '1.5' of type 'float' could not be converted to Integer"),
     ("eval.backbone_predictor=sometimes", "Value 'sometimes' is not a valid bool"),
 ])
@@ -55,7 +55,7 @@ def test_typo_in_a_preset_file_is_refused(tmp_path):
 
 @pytest.mark.parametrize(("override", "expected"), [
     ("+trainer.no_such_key=1", "unknown key(s) trainer.no_such_key (not in TrainerSettings)"),
-    ("+trainer.predictor.no_such_key=1", "unknown key(s) trainer.predictor.no_such_key (not in StageSchedule)"),
+    ("+trainer.head.no_such_key=1", "unknown key(s) trainer.head.no_such_key (not in StageSchedule)"),
     ("+eval.no_such_key=1", "unknown key(s) eval.no_such_key (not in EvalConfig)"),
     ("head.params.d_model=abc", "Error merging override head.params.d_model=abc"),
 ])

@@ -172,14 +172,14 @@ def test_max_sequences_and_batch_size(sequences, as_dataset, dataset):
 
 
 def test_tokenizer_metrics(sequences, dataset):
-    assert not any(k.startswith("tokenizer/") for k in _run(ZeroModel(), dataset))
-    assert not any(k.startswith("tokenizer/") for k in _run(ShiftModel(), dataset))  # returns None
+    assert not any(k.startswith("reconstruction/") for k in _run(ZeroModel(), dataset))
+    assert not any(k.startswith("reconstruction/") for k in _run(ShiftModel(), dataset))  # returns None
     m = _run(ShiftModel(reconstruct_noise=0.1), dataset)
     recon = (sequences + 0.1).clamp(0, 1)
     expected = _per_frame_sq_sum(recon - sequences).mean().item()  # all T = TC + TF frames
-    assert m["tokenizer/mse"] == pytest.approx(expected, rel=1e-5)
-    assert {"tokenizer/psnr", "tokenizer/ssim"} <= m.keys()
-    assert m["tokenizer/psnr"] < 100.0
+    assert m["reconstruction/mse"] == pytest.approx(expected, rel=1e-5)
+    assert {"reconstruction/psnr", "reconstruction/ssim"} <= m.keys()
+    assert m["reconstruction/psnr"] < 100.0
 
 
 def test_tokenizer_metrics_on_the_first_sequences_only(sequences, dataset):
@@ -191,11 +191,11 @@ def test_tokenizer_metrics_on_the_first_sequences_only(sequences, dataset):
     everything = _run(Counting(), dataset)
     model = Counting()
     m = _run(model, dataset, reconstruct_sequences=5)  # batches of 4: all of the first, one of the second
-    assert model.reconstructed == 5 and m["tokenizer/num_sequences"] == 5 == len(sequences) - 1
+    assert model.reconstructed == 5 and m["reconstruction/num_sequences"] == 5 == len(sequences) - 1
     first = (sequences[:5] + 0.1 * torch.tensor([1.0, 2, 3, 4, 1]).view(-1, 1, 1, 1, 1)).clamp(0, 1)
-    assert m["tokenizer/mse"] == pytest.approx(_per_frame_sq_sum(first - sequences[:5]).mean().item(), rel=1e-5)
-    assert m["tokenizer/mse"] != pytest.approx(everything["tokenizer/mse"], rel=1e-3)
-    assert everything["tokenizer/num_sequences"] == len(sequences)
+    assert m["reconstruction/mse"] == pytest.approx(_per_frame_sq_sum(first - sequences[:5]).mean().item(), rel=1e-5)
+    assert m["reconstruction/mse"] != pytest.approx(everything["reconstruction/mse"], rel=1e-3)
+    assert everything["reconstruction/num_sequences"] == len(sequences)
     assert m["test/mse"] == everything["test/mse"]  # the rollouts are all scored either way
     with pytest.raises(ValueError, match="reconstruct_sequences"):
         _run(model, dataset, reconstruct_sequences=0)

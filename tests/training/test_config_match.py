@@ -19,7 +19,7 @@ HEAD = ["head=transformer", "head.params.target=residual"]
 def _checkpoint(tmp_path, overrides: list[str] | None, module: nn.Module):
     """A trainer-style checkpoint of ``module`` storing the config composed with ``overrides`` (None: no config)."""
     config_yaml = None if overrides is None else OmegaConf.to_yaml(tiny_config(overrides), resolve=True)
-    return save_checkpoint({"model": module.state_dict(), "config_yaml": config_yaml}, tmp_path / "predictor_final.pt")
+    return save_checkpoint({"model": module.state_dict(), "config_yaml": config_yaml}, tmp_path / "head_final.pt")
 
 
 def _pair(tmp_path, stored: list[str] | None, current: list[str]):
@@ -36,7 +36,7 @@ def test_a_differing_model_key_is_refused_naming_it_and_both_values(tmp_path):
         load_checked_weights(cfg, "head", fresh)
     message = str(err.value)
     assert "head.params.target: checkpoint 'residual', this run 'absolute'" in message
-    assert "predictor_final.pt" in message and "head.allow_config_mismatch=true" in message
+    assert "head_final.pt" in message and "head.allow_config_mismatch=true" in message
     assert message.count("\n  ") == 1  # only that key: checkpoint paths and the like are not compared
     assert torch.equal(fresh.weight, before)  # nothing loaded
 
@@ -65,7 +65,7 @@ def test_a_checkpoint_without_a_config_loads_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="futurelat.training.config_match"):
         load_checked_weights(cfg, "head", fresh)
     assert torch.equal(fresh.weight, saved.weight)
-    assert "stores no config" in caplog.text and "predictor_final.pt" in caplog.text
+    assert "stores no config" in caplog.text and "head_final.pt" in caplog.text
 
 
 def test_which_keys_define_a_backbone_and_a_head_checkpoint():

@@ -251,9 +251,9 @@ def test_missing_loss_raises(tmp_path):
 
 
 def test_non_finite_loss_raises_with_step_and_stage(tmp_path):
-    t = make(tmp_path, NaNAtStep3(), name="predictor")
+    t = make(tmp_path, NaNAtStep3(), name="head")
     before = {k: v.clone() for k, v in t.module.state_dict().items()}
-    with pytest.raises(FloatingPointError, match=r"stage 'predictor' at step 3.*'mae'"):
+    with pytest.raises(FloatingPointError, match=r"stage 'head' at step 3.*'mae'"):
         t.fit()
     assert t.step == 2
     assert all(torch.isfinite(v).all() for v in t.module.state_dict().values())
@@ -421,13 +421,13 @@ def test_gradient_checkpointing_reaches_the_head_and_trains_identically(tmp_path
                                        num_layers=2, num_heads=2, dropout=0.1)
         t = make(tmp_path / str(flag), head, cfg=trainer_cfg(gradient_checkpointing=flag),
                  stage=stage_cfg(max_steps=3, batch_size=4), dataset=ToyLatentClips(),
-                 prepare=lambda batch: {"z": Latents(batch["latents"])}, name="predictor")
+                 prepare=lambda batch: {"z": Latents(batch["latents"])}, name="head")
         return t.fit()
 
     with caplog.at_level("INFO"):
         checkpointed = run(True)
     assert checkpointed.blocks.gradient_checkpointing
-    assert "stage 'predictor': gradient checkpointing on 2 blocks of TransformerHead" in caplog.text
+    assert "stage 'head': gradient checkpointing on 2 blocks of TransformerHead" in caplog.text
     plain = run(False)
     assert not plain.blocks.gradient_checkpointing
     for (name, a), b in zip(checkpointed.state_dict().items(), plain.state_dict().values()):
@@ -436,7 +436,19 @@ def test_gradient_checkpointing_reaches_the_head_and_trains_identically(tmp_path
 
 def test_gradient_checkpointing_warns_for_a_stage_without_blocks(tmp_path, caplog):
     with caplog.at_level("WARNING"):
-        make(tmp_path, cfg=trainer_cfg(gradient_checkpointing=True), name="tokenizer")
-    assert "stage 'tokenizer': trainer.gradient_checkpointing=true, but ToyRegressor has no checkpointable" in caplog.text
+        make(tmp_path, cfg=trainer_cfg(gradient_checkpointing=True), name="backbone")
+    assert "stage 'backbone': trainer.gradient_checkpointing=true, but ToyRegressor has no checkpointable" in caplog.text
     with pytest.raises(ValueError, match=r"Value .maybe. is not a valid bool.*\n.*full_key: gradient_checkpointing"):
         make(tmp_path, cfg=trainer_cfg(gradient_checkpointing="maybe"))
+
+
+def test_a_run_written_under_the_old_stage_name_resumes(tmp_path, caplog):
+    """A run directory from before the rename (``checkpoints/tokenizer_last.pt``) resumes as ``backbone``."""
+    stage = stage_cfg(max_steps=4)
+    old = make(tmp_path, stage=stage, name="tokenizer").fit()
+    assert (tmp_path / "checkpoints" / "tokenizer_last.pt").is_file()
+    module = ToyRegressor()
+    with caplog.at_level("INFO"):
+        out = make(tmp_path, module, trainer_cfg(resume=True), stage, name="backbone").fit()
+    assert module.losses == [] and torch.equal(out.net[0].weight, old.net[0].weight)
+    assert "written under the stage's old name" in caplog.text

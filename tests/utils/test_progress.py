@@ -14,7 +14,7 @@ def _render(enabled: bool, fields: str | None = None, **task_fields) -> str:
     out = io.StringIO()
     bar.live.console = Console(file=out, force_terminal=False, width=160)
     with bar:
-        task = bar.add_task("tokenizer", total=10, completed=3, **task_fields)
+        task = bar.add_task("backbone", total=10, completed=3, **task_fields)
         bar.update(task, completed=4)
         bar.refresh()
     return out.getvalue()
@@ -22,7 +22,7 @@ def _render(enabled: bool, fields: str | None = None, **task_fields) -> str:
 
 def test_enabled_bar_shows_label_description_count_and_fields():
     text = _render(True, "loss {task.fields[loss]:.3f}", loss=0.25)
-    assert "train tokenizer" in text and "4/10" in text and "loss 0.250" in text
+    assert "train backbone" in text and "4/10" in text and "loss 0.250" in text
 
 
 def test_disabled_bar_prints_nothing():

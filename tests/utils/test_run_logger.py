@@ -32,12 +32,12 @@ def test_wandb_offline_run_holds_scalars_config_and_gif(tmp_path, monkeypatch):
     frames = [Image.new("L", (8, 8), color=c) for c in (0, 255)]
     gif = tmp_path / "p.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:], loop=0)
-    logger.log_metrics({"tokenizer/loss": 0.5}, step=300)
-    logger.log_metrics({"predictor/loss": 1.5}, step=1)  # a later stage restarts its step count
+    logger.log_metrics({"backbone/loss": 0.5}, step=300)
+    logger.log_metrics({"head/loss": 1.5}, step=1)  # a later stage restarts its step count
     logger.log_media("eval/predictions_gif", gif)
     logger.log_summary({"test/mse": 12.0})
     assert logger.run.summary["test/mse"] == 12.0
-    assert logger.run.summary["predictor/loss"] == 1.5 and logger.run.summary["predictor/step"] == 1
+    assert logger.run.summary["head/loss"] == 1.5 and logger.run.summary["head/step"] == 1
     logger.finish()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
@@ -53,11 +53,11 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch, resume):
                                        "entity": None, "group": None, "tags": []},
                             "trainer": {"resume": resume}})
     first = build_logger(cfg, tmp_path, name="t")
-    first.log_metrics({"predictor/loss": 1.0}, step=5)
+    first.log_metrics({"head/loss": 1.0}, step=5)
     first.finish(preempted=True)
     assert (tmp_path / "wandb_run_id").read_text().strip() == first.run.id
     again = build_logger(cfg, tmp_path, name="t")
-    again.log_metrics({"predictor/loss": 0.5}, step=6)
+    again.log_metrics({"head/loss": 0.5}, step=6)
     again.finish()
     assert (again.run.id == first.run.id) is (resume == "auto")
     assert (tmp_path / "wandb_run_id").read_text().strip() == again.run.id

@@ -311,10 +311,10 @@ class VJEPA2Backbone(Backbone):
         """Not available: V-JEPA 2 is frozen in futurelat (``trainable = False``).
 
         Raises:
-            RuntimeError: always; stage 1 (``tokenizer``) is skipped for this backbone.
+            RuntimeError: always; stage 1 (``backbone``) is skipped for this backbone.
         """
         raise RuntimeError("backbone 'vjepa2' is frozen (pretrained V-JEPA 2) and not trainable: there is no "
-                           "stage-1 (tokenizer) step; train a head on its latents instead")
+                           "stage-1 (backbone) step; train a head on its latents instead")
 
     def decode(self, z: Latents) -> Tensor:
         """Not available.
