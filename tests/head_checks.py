@@ -35,12 +35,12 @@ def head_params(name: str, **overrides: Any) -> dict[str, Any]:
 def make_head(name: str, spec: LatentSpec, num_frames: int, **overrides: Any):
     """The head of ``configs/head/<name>.yaml`` built for ``spec``: the config's params, then ``overrides``.
 
-    ``context_frames: null`` becomes the default dataset's ``context_frames`` divided by the spec's
+    ``context_latents: null`` becomes the default dataset's ``context_frames`` divided by the spec's
     temporal downsampling, as :func:`~futurelat.models.latent_video_model.build_model` does.
     """
     params = head_params(name, **overrides)
-    if "context_frames" in params and params["context_frames"] is None:
-        params["context_frames"] = MovingMNISTConfig().context_frames // spec.temporal_downsample
+    if "context_latents" in params and params["context_latents"] is None:
+        params["context_latents"] = MovingMNISTConfig().context_frames // spec.temporal_downsample
     module, attr = HEAD_CLASSES[name].split(":")
     return getattr(importlib.import_module(module), attr)(spec, num_frames, **params)
 

@@ -91,8 +91,8 @@ class TransformerParams:
     """:class:`futurelat.models.heads.transformer.TransformerHead`.
 
     ``objective``: ``regression`` (context latents in, all future latents out) | ``autoregressive``
-    (a VideoGPT-style prior over codes; ``ordering`` ``frame`` | ``token``). ``context_frames``:
-    latent frames, null = ``dataset.context_frames`` / the backbone's temporal downsampling.
+    (a VideoGPT-style prior over codes; ``ordering`` ``frame`` | ``token``). ``context_latents``:
+    context latent frames, null = ``dataset.context_frames`` / the backbone's temporal downsampling.
     ``patch_size``: each token holds a ``p x p`` patch of latents / codes (ignored by ordering
     token). ``position``: ``rope`` (factorized t, h, w) | ``sincos`` | ``alibi`` (token ordering).
     Regression only: ``attention`` ``full`` | ``factorized`` (space then time, ViViT-style);
@@ -105,7 +105,7 @@ class TransformerParams:
 
     objective: str = "regression"
     ordering: str = "frame"
-    context_frames: Optional[int] = None
+    context_latents: Optional[int] = None
     d_model: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -154,7 +154,7 @@ class FlowDiTParams:
     ``target``: ``absolute`` | ``residual`` (the change from the last context frame).
     """
 
-    context_frames: Optional[int] = None
+    context_latents: Optional[int] = None
     d_model: int = 128
     num_layers: int = 4
     num_heads: int = 4

@@ -125,8 +125,8 @@ def build_backbone(cfg: DictConfig) -> Backbone:
 def build_model(cfg: DictConfig) -> LatentVideoModel:
     """Compose ``cfg.backbone`` and ``cfg.head`` into a :class:`LatentVideoModel`.
 
-    A head's ``context_frames: null`` becomes ``dataset.context_frames`` divided by the backbone's
-    temporal downsampling (heads count latent frames). Checks, before any training, that the pair fits: the backbone accepts the dataset's
+    A head's ``context_latents: null`` becomes ``dataset.context_frames`` divided by the backbone's
+    temporal downsampling (a dataset counts frames, a head latent frames). Checks, before any training, that the pair fits: the backbone accepts the dataset's
     frame size, the clip length divides by its temporal downsampling, and a head that
     predicts codes gets a discrete backbone. A head with a decoded pixel loss
     (``head.params.pixel_loss_weight > 0``) gets the backbone's ``decode_latents``.
@@ -152,9 +152,9 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
                          f"backbone '{cfg.backbone.name}' is continuous (codebook_size=None); "
                          f"discrete backbones: {', '.join(discrete)}; or choose a head objective that "
                          "predicts latents (e.g. head.params.objective=regression)")
-    if "context_frames" in inspect.signature(head_cls.__init__).parameters and head_params.get("context_frames") is None:
+    if "context_latents" in inspect.signature(head_cls.__init__).parameters and head_params.get("context_latents") is None:
         # null in the head's yaml: the dataset's context frames, counted in latent frames.
-        head_params["context_frames"] = int(cfg.dataset.context_frames) // spec.temporal_downsample
+        head_params["context_latents"] = int(cfg.dataset.context_frames) // spec.temporal_downsample
     head = head_cls(spec, num_frames // spec.temporal_downsample, **head_params)
     pixel_loss = getattr(head, "pixel_loss", None)
     if pixel_loss is not None and pixel_loss.active:

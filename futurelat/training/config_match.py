@@ -48,6 +48,8 @@ NON_MODEL_PARAMS = frozenset({
     "cache_dir",                                  # where pretrained weights are found
 })
 ABSENT = "<absent>"
+#: ``params`` keys renamed since a checkpoint may have been written: ``{old: new}``, read under the new name.
+RENAMED_PARAMS = {"context_frames": "context_latents"}  # head.params, 2026-11-30: heads count latent frames
 
 
 def load_checked_weights(cfg: DictConfig, part: str, module: nn.Module) -> nn.Module:
@@ -131,5 +133,7 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
     for name, child in value.items():
         if prefix.endswith(".params") and name in NON_MODEL_PARAMS:
             continue
+        if prefix.endswith(".params"):
+            name = RENAMED_PARAMS.get(name, name)
         flat.update(_flatten(f"{prefix}.{name}", child))
     return flat

@@ -84,11 +84,11 @@ def test_head_params_are_the_head_constructor_keywords(name, schema):
 @pytest.mark.parametrize("name, schema", HEAD_SCHEMAS)
 def test_head_constructors_default_to_the_schema(name, schema):
     """One source: a head built in Python gets what the config gets (``sampling=None``: the schema's
-    sampling; ``context_frames`` has no default, the builder derives it from the dataset)."""
+    sampling; ``context_latents`` has no default, the builder derives it from the dataset)."""
     params = dataclasses.asdict(schema.__dataclass_fields__["params"].default_factory())
     defaults = _defaults(HEADS.get(name).__init__)
-    assert defaults.pop("sampling") is None and "context_frames" not in defaults
-    assert defaults == {k: v for k, v in params.items() if k not in ("sampling", "context_frames")}
+    assert defaults.pop("sampling") is None and "context_latents" not in defaults
+    assert defaults == {k: v for k, v in params.items() if k not in ("sampling", "context_latents")}
     sampling = importlib.import_module("futurelat.models.heads.flow" if name == "flow_dit"
                                        else "futurelat.models.heads.sampling").SAMPLING_DEFAULTS
     assert sampling == params["sampling"]

@@ -16,9 +16,9 @@ from head_checks import make_head
 
 SPEC = LatentSpec(latent_dim=4, grid=(4, 4), codebook_size=8)
 FRAMES, CONTEXT = 5, 3
-TRANSFORMER = dict(d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0, patch_size=2, context_frames=CONTEXT,
+TRANSFORMER = dict(d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0, patch_size=2, context_latents=CONTEXT,
                    sampling=None)
-DIT = dict(d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0, patch_size=2, context_frames=CONTEXT,
+DIT = dict(d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0, patch_size=2, context_latents=CONTEXT,
            context_dropout=0.3, sampling={"solver": "euler", "steps": 2})
 MAMBA = dict(d_model=16, num_layers=2, d_state=8, head_dim=8, chunk_size=4, patch_size=1, backend="torch",
              input_noise=0.0, sampling=None)

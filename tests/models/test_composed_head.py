@@ -76,7 +76,7 @@ def test_next_frame_regression_runs_on_the_mamba_and_the_transformer_trunk(trunk
 
 def test_block_regression_runs_on_a_mamba_trunk():
     torch.manual_seed(0)
-    objective = BlockRegression(SPEC, 6, context_frames=3, patch_size=1, width=WIDTH, loss="l1", target="residual",
+    objective = BlockRegression(SPEC, 6, context_latents=3, patch_size=1, width=WIDTH, loss="l1", target="residual",
                                 pixel_loss=DecodedPixelLoss(0.0, 1), name="test")
     head = ComposedHead(mamba_trunk(), objective)
     out = head(Latents(moving_blob()))
@@ -96,11 +96,11 @@ def test_an_objective_refuses_a_trunk_that_does_not_fit():
 
 
 @pytest.mark.parametrize("name,params", [
-    ("transformer", dict(context_frames=3, d_model=24, num_layers=1, num_heads=2, objective="autoregressive")),
-    ("transformer", dict(context_frames=3, d_model=24, num_layers=1, num_heads=2)),
+    ("transformer", dict(context_latents=3, d_model=24, num_layers=1, num_heads=2, objective="autoregressive")),
+    ("transformer", dict(context_latents=3, d_model=24, num_layers=1, num_heads=2)),
     ("mamba", dict(d_model=16, num_layers=1, d_state=8, head_dim=8, backend="torch")),
     ("mamba", dict(d_model=16, num_layers=1, d_state=8, head_dim=8, backend="torch", objective="regression")),
-    ("flow_dit", dict(context_frames=3, d_model=24, num_layers=1, num_heads=2, patch_size=2, target="residual")),
+    ("flow_dit", dict(context_latents=3, d_model=24, num_layers=1, num_heads=2, patch_size=2, target="residual")),
 ])
 def test_a_checkpoint_written_before_the_split_loads(name, params):
     """Keys of the heads before they had a trunk and an objective (``blocks.0...``, ``standardizer.mean``)

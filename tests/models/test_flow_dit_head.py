@@ -23,7 +23,7 @@ CONTEXT, FUTURE = 3, 2  # latent frames of a training clip
 
 def tiny_head(conditioning: str = "in_context", **kwargs) -> FlowDiTHead:
     torch.manual_seed(0)
-    config = dict(context_frames=CONTEXT, d_model=32, num_layers=2, num_heads=2, patch_size=2,
+    config = dict(context_latents=CONTEXT, d_model=32, num_layers=2, num_heads=2, patch_size=2,
                   conditioning=conditioning, sampling={"solver": "euler", "steps": 4})
     config.update(kwargs)
     return make_head("flow_dit", SPEC, CONTEXT + FUTURE, **config)
@@ -431,7 +431,7 @@ def test_rollout_beyond_the_trained_horizon_feeds_samples_back():
 def test_config_and_shape_errors():
     for kwargs, key in [(dict(sampling={"solver": "rk4"}), "solver"), (dict(sampling={"steps": 0}), "steps"),
                         (dict(patch_size=3), "patch_size"), (dict(patch_size=0), "patch_size"),
-                        (dict(context_frames=0), "context_frames"), (dict(context_frames=5), "context_frames"),
+                        (dict(context_latents=0), "context_latents"), (dict(context_latents=5), "context_latents"),
                         (dict(conditioning="film"), "conditioning"), (dict(time_sampling="cosine"), "time_sampling"),
                         (dict(num_heads=3), "num_heads"), (dict(d_model=4, num_heads=1), "d_model"),
                         (dict(context_dropout=1.0), "context_dropout"),

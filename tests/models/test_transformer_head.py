@@ -26,7 +26,7 @@ AR_VARIANTS = [("frame", 1), ("frame", 2), ("token", 1)]
 def tiny_head(objective: str = "autoregressive", spec: LatentSpec = SPEC, num_frames: int = 6,
               **kwargs) -> TransformerHead:
     torch.manual_seed(0)
-    config = dict(objective=objective, context_frames=3, d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0,
+    config = dict(objective=objective, context_latents=3, d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0,
                   patch_size=1, position="rope", sampling=None)  # sampling None: greedy
     config.update(kwargs)
     return make_head("transformer", spec, num_frames, **config)
@@ -156,7 +156,7 @@ def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention
         codes[i, torch.arange(12), :, (i + torch.arange(12)) % 8] = 1
     codes = codes.flatten(2)
     latents = bar_latents(codes)  # (8, 12, 16, 4)
-    head = tiny_head("regression", spec, num_frames=8, context_frames=4, patch_size=2, d_model=32, num_heads=4,
+    head = tiny_head("regression", spec, num_frames=8, context_latents=4, patch_size=2, d_model=32, num_heads=4,
                      attention=attention, spatial_kernel=spatial_kernel)
     losses = train(head, Latents(latents[:, :8]), 150, lr=1e-2)
     assert losses[-1] < 0.01 * losses[0]
@@ -168,7 +168,7 @@ def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention
 
 
 def test_regression_rollout_feeds_blocks_back():
-    head = tiny_head("regression", num_frames=5, context_frames=3)  # trained future: 2 frames
+    head = tiny_head("regression", num_frames=5, context_latents=3)  # trained future: 2 frames
     torch.nn.init.normal_(head.objective.to_out.weight, std=0.5)
     context = Latents(torch.randn(1, 4, 16, 8))
     out = head.rollout(context, 5).latents
@@ -227,7 +227,7 @@ def test_frame_prior_learns_a_bouncing_bar_and_rolls_it_out():
 
 def test_token_prior_overfits_a_small_batch():
     codes = random_codes(batch=2, frames=2)
-    head = tiny_head(ordering="token", context_frames=1, num_frames=2)
+    head = tiny_head(ordering="token", context_latents=1, num_frames=2)
     losses = train(head, as_codes(codes), 60, lr=1e-2)
     out = head(as_codes(codes))
     assert losses[-1] < 0.2 * losses[0] and out["accuracy"] > 0.9
@@ -238,7 +238,7 @@ def test_token_prior_overfits_a_small_batch():
 @pytest.mark.parametrize("position", POSITIONS)
 def test_a_25600_token_sequence_has_no_position_limit(position):
     spec = LatentSpec(latent_dim=4, grid=(16, 16), codebook_size=8)
-    head = make_head("transformer", spec, 100, objective="autoregressive", ordering="token", context_frames=10,
+    head = make_head("transformer", spec, 100, objective="autoregressive", ordering="token", context_latents=10,
                      d_model=16, num_layers=1, num_heads=2, position=position).eval()
     codes = torch.randint(0, 8, (1, 100, 256), generator=torch.Generator().manual_seed(0))  # 100 x 16 x 16
     with torch.no_grad():
@@ -267,7 +267,7 @@ def test_registry_needs_codes_and_objective_errors():
 
 @pytest.mark.parametrize("key,value", [
     ("objective", "diffusion"), ("ordering", "pixel"), ("position", "learned"), ("loss", "huber"),
-    ("context_frames", 0), ("context_frames", 6), ("num_heads", 5), ("d_model", 0), ("num_layers", 0),
+    ("context_latents", 0), ("context_latents", 6), ("num_heads", 5), ("d_model", 0), ("num_layers", 0),
     ("mlp_ratio", 0), ("dropout", 1.0), ("patch_size", 3), ("query_chunk", 0), ("target", "delta"),
     ("attention", "axial"), ("spatial_kernel", 2), ("spatial_kernel", -1), ("temporal_kernel", 2),
     ("temporal_kernel", 0), ("temporal_kernel", 3),  # 3 with spatial_kernel 0: nothing to extend

@@ -350,11 +350,11 @@ def test_constructor_validation():
 
 
 def test_tiny_preset_builds_a_model_with_a_regression_head():
-    # head.params.context_frames: null counts latent frames: 10 frames / tubelet 2 = 5.
+    # head.params.context_latents: null: the dataset's context frames in latent frames: 10 frames / tubelet 2 = 5.
     cfg = compose_config(["backbone=vjepa2_tiny", "head=transformer",
                           "head.params.d_model=32", "head.params.num_layers=1"])
     model = build_model(cfg)
-    assert model.head.context_frames == 5 and model.head.future_frames == 5
+    assert model.head.context_latents == 5 and model.head.future_latents == 5
     assert isinstance(model.backbone, VJEPA2Backbone) and model.backbone.window_frames == 10
     assert model.spec == LatentSpec(latent_dim=64, grid=(8, 8), codebook_size=None, temporal_downsample=2)
     z = model.encode(torch.rand(1, 20, 3, 64, 64))

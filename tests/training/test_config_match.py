@@ -77,3 +77,12 @@ def test_which_keys_define_a_backbone_and_a_head_checkpoint():
     assert model_config_differences(stored, current, "head") == [
         ("backbone.params.hidden_channels", 8, 16), ("dataset.future_frames", 10, 20),
         ("head.params.d_model", 32, 64), ("head.params.new_key", ABSENT, 1)]
+
+
+def test_a_param_stored_under_its_old_name_is_compared_under_the_new_one():
+    """Heads written before 2026-11-30 stored ``head.params.context_frames`` (now ``context_latents``)."""
+    old = {"head": {"name": "transformer", "params": {"context_frames": 5, "d_model": 32}}}
+    assert model_config_differences(old, {"head": {"name": "transformer", "params": {
+        "context_latents": 5, "d_model": 32}}}, "head") == []
+    assert model_config_differences(old, {"head": {"name": "transformer", "params": {
+        "context_latents": 4, "d_model": 32}}}, "head") == [("head.params.context_latents", 5, 4)]

@@ -1,7 +1,7 @@
 """``flow_dit`` head: a diffusion transformer that samples future latents by rectified flow.
 
-Shape notation: ``B`` batch, ``Tc`` context frames (``context_frames``), ``Tf`` future frames of a
-training clip (``num_frames - context_frames``), ``N = h * w`` tokens per latent frame on the
+Shape notation: ``B`` batch, ``Tc`` context latent frames (``context_latents``), ``Tf`` future latent frames of a
+training clip (``num_frames - context_latents``), ``N = h * w`` tokens per latent frame on the
 ``(h, w)`` grid, ``D`` latent channels, ``p`` patch size, ``d`` model width. Latents are
 ``(B, T, N, D)`` float.
 
@@ -29,13 +29,13 @@ from futurelat.models.heads.standardize import TARGETS
 from futurelat.models.heads.trunks.dit import CONDITIONINGS, DIT_POSITIONS, DiTTrunk
 
 
-def _check_config(spec: LatentSpec, num_frames: int, context_frames: int, d_model: int, num_layers: int,
+def _check_config(spec: LatentSpec, num_frames: int, context_latents: int, d_model: int, num_layers: int,
                   num_heads: int, mlp_ratio: float, patch_size: int, conditioning: str, context_dropout: float,
                   time_sampling: str, dropout: float, position: str, options: SamplingOptions) -> None:
     """Raise ``ValueError`` naming ``head.params.<key>`` for the first bad setting."""
     check_patch_size(patch_size, spec.grid)
     problems = [  # (is it bad, key, value, rule)
-        (not 1 <= context_frames < num_frames, "context_frames", context_frames,
+        (not 1 <= context_latents < num_frames, "context_latents", context_latents,
          f"must lie in [1, num_frames - 1 = {num_frames - 1}] (num_frames={num_frames} latent frames per clip)"),
         (conditioning not in CONDITIONINGS, "conditioning", conditioning, f"must be one of {CONDITIONINGS}"),
         (time_sampling not in TIME_SAMPLINGS, "time_sampling", time_sampling, f"must be one of {TIME_SAMPLINGS}"),
@@ -73,7 +73,7 @@ class FlowDiTHead(ComposedHead):
     Args:
         spec: the backbone's :class:`LatentSpec` (``latent_dim`` ``D``, ``grid`` ``(h, w)``).
         num_frames: latent frames per training clip (``Tc + Tf``).
-        context_frames: ``Tc``, the leading frames of a clip used as context (``1 <= Tc < num_frames``).
+        context_latents: ``Tc``, the leading frames of a clip used as context (``1 <= Tc < num_frames``).
         d_model: ``d`` (>= 6, divisible by ``num_heads``). num_layers: DiT blocks.
         num_heads: attention heads. mlp_ratio: MLP hidden width in multiples of ``d``.
         patch_size: ``p``, side of the square patches of the latent grid; must divide ``h`` and ``w``.
@@ -112,7 +112,7 @@ class FlowDiTHead(ComposedHead):
     name = "flow_dit"
     needs_codes = False
 
-    def __init__(self, spec: LatentSpec, num_frames: int, *, context_frames: int, d_model: int = _DEFAULTS.d_model,
+    def __init__(self, spec: LatentSpec, num_frames: int, *, context_latents: int, d_model: int = _DEFAULTS.d_model,
                  num_layers: int = _DEFAULTS.num_layers, num_heads: int = _DEFAULTS.num_heads,
                  mlp_ratio: float = _DEFAULTS.mlp_ratio, patch_size: int = _DEFAULTS.patch_size,
                  conditioning: str = _DEFAULTS.conditioning, context_dropout: float = _DEFAULTS.context_dropout,
@@ -125,15 +125,15 @@ class FlowDiTHead(ComposedHead):
             raise ValueError(f"head.params.target must be one of {', '.join(TARGETS)}; got {target!r}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"head.params.prediction must be one of {', '.join(PREDICTIONS)}; got {prediction!r}")
-        _check_config(spec, num_frames, context_frames, d_model, num_layers, num_heads, mlp_ratio, patch_size,
+        _check_config(spec, num_frames, context_latents, d_model, num_layers, num_heads, mlp_ratio, patch_size,
                       conditioning, context_dropout, time_sampling, dropout, position, options)
-        self.spec, self.num_frames, self.context_frames = spec, num_frames, context_frames
-        self.future_frames = num_frames - context_frames
+        self.spec, self.num_frames, self.context_latents = spec, num_frames, context_latents
+        self.future_latents = num_frames - context_latents
         self.sampling = dict(sampling) if sampling is not None else {}
         self.trunk = DiTTrunk(latent_dim=spec.latent_dim, grid=spec.grid, patch_size=patch_size, d_model=d_model,
                               num_layers=num_layers, num_heads=num_heads, mlp_ratio=mlp_ratio,
                               conditioning=conditioning, dropout=dropout, position=position)
-        self.objective = FlowMatching(spec, num_frames, context_frames=context_frames, context_dropout=context_dropout,
+        self.objective = FlowMatching(spec, num_frames, context_latents=context_latents, context_dropout=context_dropout,
                                       time_sampling=time_sampling, prediction=prediction, target=target, name=self.name)
 
     def velocity(self, x_t: Tensor, t: Tensor, context: Tensor, uncond: Tensor) -> Tensor:

@@ -63,7 +63,7 @@ def _check_range(key: str, value: Any, ok: bool, rule: str) -> None:
         raise ValueError(f"head.params.{key} must be {rule}; got {value!r}")
 
 
-def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: str, context_frames: int,
+def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: str, context_latents: int,
                   d_model: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float, patch: int,
                   position: str, loss: str, query_chunk: int, target: str, attention: str,
                   spatial_kernel: int, temporal_kernel: int, conv_factorization: str) -> None:
@@ -89,7 +89,7 @@ def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: s
         raise ValueError("head.params.objective=autoregressive predicts codes, but the backbone has no codes "
                          f"(spec.codebook_size is None for {spec}); use objective: regression for a continuous "
                          "backbone, or a discrete backbone (e.g. vqvae)")
-    _check_range("context_frames", context_frames, 1 <= context_frames < num_frames,
+    _check_range("context_latents", context_latents, 1 <= context_latents < num_frames,
                  f"in [1, num_frames) = [1, {num_frames}) latent frames per clip")
     for key, value in (("d_model", d_model), ("num_layers", num_layers), ("num_heads", num_heads),
                        ("query_chunk", query_chunk)):
@@ -126,7 +126,7 @@ class TransformerHead(ComposedHead):
         objective: ``"regression"`` (latents, any backbone) or ``"autoregressive"`` (codes, needs
             ``spec.codebook_size``). Sets the instance attribute ``needs_codes``.
         ordering: autoregressive only: ``"frame"`` (block-causal over frames) or ``"token"`` (raster).
-        context_frames: ``Tc``, in ``[1, num_frames)``; the regression predicts the other
+        context_latents: ``Tc``, in ``[1, num_frames)``; the regression predicts the other
             ``Tf = num_frames - Tc`` frames of a clip. The autoregressive objective models every
             frame and only records it.
         d_model: ``d``. num_layers: transformer blocks. num_heads: attention heads, divide ``d``.
@@ -184,7 +184,7 @@ class TransformerHead(ComposedHead):
     def config_needs_codes(cls, params: dict) -> bool:
         return params.get("objective", "regression") == "autoregressive"
 
-    def __init__(self, spec: LatentSpec, num_frames: int, *, context_frames: int,
+    def __init__(self, spec: LatentSpec, num_frames: int, *, context_latents: int,
                  objective: str = _DEFAULTS.objective, ordering: str = _DEFAULTS.ordering,
                  d_model: int = _DEFAULTS.d_model, num_layers: int = _DEFAULTS.num_layers,
                  num_heads: int = _DEFAULTS.num_heads, mlp_ratio: float = _DEFAULTS.mlp_ratio,
@@ -199,14 +199,14 @@ class TransformerHead(ComposedHead):
         super().__init__()
         check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression")
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
-        _check_config(spec, num_frames, objective, ordering, context_frames, d_model, num_layers, num_heads,
+        _check_config(spec, num_frames, objective, ordering, context_latents, d_model, num_layers, num_heads,
                       mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention, spatial_kernel,
                       temporal_kernel, conv_factorization)
         sampling_options(sampling)  # fail early on bad keys
         self.sampling = dict(sampling) if sampling is not None else {}
         self.needs_codes = objective == "autoregressive"
         self.spec, self.num_frames = spec, num_frames
-        self.context_frames, self.future_frames = context_frames, num_frames - context_frames
+        self.context_latents, self.future_latents = context_latents, num_frames - context_latents
         self.pixel_loss = DecodedPixelLoss(pixel_loss_weight, pixel_loss_frames)
         model_grid = (spec.grid[0] // patch, spec.grid[1] // patch)
         # The objective's layers are made first, then the trunk's (and their random draws in that order).
@@ -215,7 +215,7 @@ class TransformerHead(ComposedHead):
                                        input_noise=0.0, name=self.name)
             mask = "block" if ordering == "frame" else "causal"
         else:
-            self.objective = BlockRegression(spec, num_frames, context_frames=context_frames, patch_size=patch,
+            self.objective = BlockRegression(spec, num_frames, context_latents=context_latents, patch_size=patch,
                                              width=d_model, loss=loss, target=target, pixel_loss=self.pixel_loss,
                                              name=self.name)
             mask = "none"

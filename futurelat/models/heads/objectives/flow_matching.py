@@ -1,7 +1,7 @@
 """``flow_matching``: rectified-flow training and ODE sampling of future latents, given a context.
 
-Shape notation: ``B`` batch, ``Tc`` context frames (``context_frames``), ``Tf`` future frames of a
-training clip (``num_frames - context_frames``), ``N`` tokens per latent frame, ``D`` latent
+Shape notation: ``B`` batch, ``Tc`` context latent frames (``context_latents``), ``Tf`` future latent frames of a
+training clip (``num_frames - context_latents``), ``N`` tokens per latent frame, ``D`` latent
 channels. Latents are ``(B, T, N, D)`` float.
 
 Training (:meth:`FlowMatching.loss`): the clip's last ``Tf`` frames are the data ``x_1``; with noise
@@ -60,7 +60,7 @@ class FlowMatching(nn.Module):
 
     Args (keyword-only; the head validates them, naming ``head.params.<key>``):
         spec: the backbone's :class:`LatentSpec`. num_frames: ``Tc + Tf`` per training clip.
-        context_frames: ``Tc`` in ``[1, num_frames)``.
+        context_latents: ``Tc`` in ``[1, num_frames)``.
         context_dropout: training probability in [0, 1) of dropping a sample's context.
         time_sampling: ``"uniform"`` or ``"logit_normal"``.
         prediction: ``"velocity"`` or ``"data"``.
@@ -70,11 +70,11 @@ class FlowMatching(nn.Module):
 
     needs_codes = False
 
-    def __init__(self, spec: LatentSpec, num_frames: int, *, context_frames: int, context_dropout: float,
+    def __init__(self, spec: LatentSpec, num_frames: int, *, context_latents: int, context_dropout: float,
                  time_sampling: str, prediction: str, target: str, name: str):
         super().__init__()
-        self.spec, self.num_frames, self.context_frames, self.name = spec, num_frames, context_frames, name
-        self.future_frames = num_frames - context_frames
+        self.spec, self.num_frames, self.context_latents, self.name = spec, num_frames, context_latents, name
+        self.future_latents = num_frames - context_latents
         self.context_dropout, self.time_sampling = context_dropout, time_sampling
         self.prediction, self.target = prediction, target
         self.standardizer = LatentStandardizer(spec.latent_dim)
@@ -118,8 +118,8 @@ class FlowMatching(nn.Module):
         latents = self._check_latents(z.latents, "z.latents", self.num_frames, exact=True)
         self.standardizer.fit_once(latents)
         x = self.standardizer(latents)
-        context = x[:, :self.context_frames]
-        x1 = self._to_target(context, x[:, self.context_frames:])
+        context = x[:, :self.context_latents]
+        x1 = self._to_target(context, x[:, self.context_latents:])
         bsz = x.shape[0]
         path = linear_path(torch.randn_like(x1), x1, sample_times(bsz, self.time_sampling, device=x.device))
         uncond = torch.rand(bsz, device=x.device) < (self.context_dropout if self.training else 0.0)
@@ -152,7 +152,7 @@ class FlowMatching(nn.Module):
                       generator: torch.Generator | None) -> Tensor:
         """Standardized context ``(B, Tc, N, D)`` → ``Tf`` integrated, standardized frames ``(B, Tf, N, D)``."""
         bsz = context.shape[0]
-        noise = options.noise_scale * torch.randn((bsz, self.future_frames, *context.shape[2:]), generator=generator,
+        noise = options.noise_scale * torch.randn((bsz, self.future_latents, *context.shape[2:]), generator=generator,
                                                   device=context.device, dtype=context.dtype)
 
         def velocity(x: Tensor, t: Tensor, uncond: Tensor) -> Tensor:  # x may be the doubled CFG batch
@@ -181,10 +181,10 @@ class FlowMatching(nn.Module):
             ValueError: a bad context shape, or bad ``sampling``.
         """
         options = sampling_options(sampling)
-        latents = self._check_latents(context.latents, "context.latents", self.context_frames, exact=False)
-        window, blocks = self.standardizer(latents[:, -self.context_frames:]), []
-        for _ in range(math.ceil(num_future / self.future_frames)):
+        latents = self._check_latents(context.latents, "context.latents", self.context_latents, exact=False)
+        window, blocks = self.standardizer(latents[:, -self.context_latents:]), []
+        for _ in range(math.ceil(num_future / self.future_latents)):
             blocks.append(self._sample_block(net, window, options, generator))
-            window = torch.cat([window, blocks[-1]], dim=1)[:, -self.context_frames:]
+            window = torch.cat([window, blocks[-1]], dim=1)[:, -self.context_latents:]
         future = torch.cat(blocks, dim=1)[:, :num_future]
         return Latents(latents=self.standardizer.inverse(future), codes=None)

@@ -70,7 +70,7 @@ class BlockRegression(_LatentRegression):
 
     Args (keyword-only; the head validates them, naming ``head.params.<key>``):
         spec: the backbone's :class:`LatentSpec`. num_frames: ``Tc + Tf`` per training clip.
-        context_frames: ``Tc`` in ``[1, num_frames)``. patch_size: ``p``, divides the grid.
+        context_latents: ``Tc`` in ``[1, num_frames)``. patch_size: ``p``, divides the grid.
         width: ``d``, the trunk's width. loss: one of :data:`LOSSES`.
         target: ``"absolute"`` or ``"residual"``. pixel_loss: the decoded pixel loss (off at weight 0).
         name: the head's name, for messages.
@@ -79,11 +79,11 @@ class BlockRegression(_LatentRegression):
     fresh residual head the copy-last-frame baseline).
     """
 
-    def __init__(self, spec: LatentSpec, num_frames: int, *, context_frames: int, patch_size: int, width: int,
+    def __init__(self, spec: LatentSpec, num_frames: int, *, context_latents: int, patch_size: int, width: int,
                  loss: str, target: str, pixel_loss: DecodedPixelLoss, name: str):
         super().__init__(spec, patch_size=patch_size, loss=loss, pixel_loss=pixel_loss, name=name)
-        self.num_frames, self.context_frames = num_frames, context_frames
-        self.future_frames, self.target = num_frames - context_frames, target
+        self.num_frames, self.context_latents = num_frames, context_latents
+        self.future_latents, self.target = num_frames - context_latents, target
         token_dim = patch_size * patch_size * spec.latent_dim
         self.to_tokens = nn.Linear(token_dim, width)
         self.future_query = nn.Parameter(torch.zeros(width))
@@ -102,15 +102,15 @@ class BlockRegression(_LatentRegression):
         """Standardized context ``(B, Tc', N, D)`` → standardized ``(B, Tf, N, D)``, the next ``Tf`` frames.
 
         One pass over ``Tc' * M`` context tokens then ``Tf * M`` query tokens at frames
-        ``Tc' .. Tc' + Tf - 1``; ``Tc'`` may differ from ``context_frames``. With
+        ``Tc' .. Tc' + Tf - 1``; ``Tc'`` may differ from ``context_latents``. With
         ``target="residual"`` the outputs are added to the last context frame.
         """
         bsz, frames = context.shape[:2]
         m, p = self.frame_tokens, self.patch_size
         tokens = self.to_tokens(patchify(context, self.grid, p))  # (B, Tc', M, d)
-        queries = self.future_query.expand(bsz, self.future_frames, m, -1)  # (B, Tf, M, d)
+        queries = self.future_query.expand(bsz, self.future_latents, m, -1)  # (B, Tf, M, d)
         x = trunk(torch.cat([tokens, queries], dim=1).flatten(1, 2))  # (B, (Tc' + Tf) * M, d)
-        out = unpatchify(self.to_out(x[:, frames * m:]).view(bsz, self.future_frames, m, -1), self.grid, p)
+        out = unpatchify(self.to_out(x[:, frames * m:]).view(bsz, self.future_latents, m, -1), self.grid, p)
         return out + context[:, -1:] if self.target == "residual" else out  # (B, Tf, N, D)
 
     def loss(self, trunk: nn.Module, z: Latents) -> dict[str, Tensor]:
@@ -127,13 +127,13 @@ class BlockRegression(_LatentRegression):
         latents = self._check_latents(z.latents, "z", self.num_frames, exact=True)
         self.standardizer.fit_once(latents)
         x = self.standardize(latents)
-        pred = self.predict(trunk, x[:, :self.context_frames]).float()
-        target = x[:, self.context_frames:]
+        pred = self.predict(trunk, x[:, :self.context_latents]).float()
+        target = x[:, self.context_latents:]
         loss = LOSSES[self.loss_name](pred, target)
         extra: dict[str, Tensor] = {}
-        loss = self.pixel_loss.add_to(loss, extra, pred, latents[:, self.context_frames:], self.unstandardize)
+        loss = self.pixel_loss.add_to(loss, extra, pred, latents[:, self.context_latents:], self.unstandardize)
         with torch.no_grad():
-            cosine = F.cosine_similarity(self.unstandardize(pred), latents[:, self.context_frames:].float(), dim=-1)
+            cosine = F.cosine_similarity(self.unstandardize(pred), latents[:, self.context_latents:].float(), dim=-1)
             return {"loss": loss, "l1": F.l1_loss(pred, target), "mse": F.mse_loss(pred, target),
                     "cosine": cosine.mean(), **extra}
 
@@ -150,12 +150,12 @@ class BlockRegression(_LatentRegression):
             ValueError: ``context.latents`` not float ``(B, T >= 1, N, D)``.
         """
         latents = self._check_latents(context.latents, "context", 1, exact=False)
-        x = self.standardize(latents)[:, -self.context_frames:]
+        x = self.standardize(latents)[:, -self.context_latents:]
         future = []
-        for _ in range(math.ceil(num_future / self.future_frames)):
+        for _ in range(math.ceil(num_future / self.future_latents)):
             pred = self.predict(trunk, x).float()  # (B, Tf, N, D)
             future.append(pred)
-            x = torch.cat([x, pred], dim=1)[:, -self.context_frames:]
+            x = torch.cat([x, pred], dim=1)[:, -self.context_latents:]
         out = self.unstandardize(torch.cat(future, dim=1)[:, :num_future])
         return Latents(latents=out.to(latents.dtype), codes=None)
 
