@@ -79,11 +79,12 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from futurelat.caching.encode import DTYPES, SplitSummary, cache_split, merge_partial_csvs, shard_indices
 from futurelat.caching.info import build_frozen_backbone, make_cache_info, merge_info, write_info
 from futurelat.config import check_config, register_configs
+from futurelat.config.check import merge_schema
 from futurelat.config.run import CacheConfig
 from futurelat.datasets import build_dataset
 from futurelat.datasets.latent_cache import FAILED_COLUMNS, failed_csv_path, is_latent_cache, read_csv, shape_str
@@ -117,12 +118,11 @@ class CacheSettings(CacheConfig):
         """``cache`` (a config or a partial dict; missing keys take the schema's defaults) as settings.
 
         Raises:
-            omegaconf's ``ConfigKeyError`` (a ``KeyError``) / ``ValidationError`` (a ``ValueError``):
-                an unknown key / a value of the wrong type, named.
-            ValueError: a bad value, naming its ``cache.*`` key.
+            ValueError: an unknown key or a value of the wrong type (named, as
+                :func:`~futurelat.config.check.merge_schema` does), or a bad value, naming its
+                ``cache.*`` key.
         """
-        c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-        s = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), c))
+        s = merge_schema(cls, cfg, "cache")
         if not s.splits or any(split not in SPLITS for split in s.splits):
             raise ValueError(f"cache.splits must be a non-empty subset of {list(SPLITS)}; got {list(s.splits)}")
         if s.batch_size < 1 or s.num_workers < 0:

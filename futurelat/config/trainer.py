@@ -16,6 +16,8 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from futurelat.config.check import merge_schema
+
 from futurelat.training.preemption import DEFAULT_STOP_SIGNALS, parse_signals
 from futurelat.utils.cpu_memory import CPU_MALLOC_MODES
 from futurelat.utils.precision import PRECISIONS  # valid trainer.precision values: fp32 | bf16 | fp16 (CUDA)
@@ -42,15 +44,15 @@ class StageSchedule:
         """The schedule of stage ``name`` from ``trainer.<name>``.
 
         Raises:
-            KeyError: a missing key (named, with the stage). omegaconf's ``ConfigKeyError`` (a
-                ``KeyError``): an unknown key. ``ValidationError`` (a ``ValueError``): a value of
-                the wrong type. ValueError: a value out of range, naming the stage.
+            KeyError: a missing key (named, with the stage).
+            ValueError: an unknown key or a value of the wrong type (``trainer.<name>.<key>``
+                named, :func:`~futurelat.config.check.merge_schema`), or a value out of range.
         """
         raw = _to_plain(cfg)
         missing = [f.name for f in fields(cls) if f.name not in raw]
         if missing:
             raise KeyError(f"stage '{name}' config is missing {missing} (has {sorted(raw)})")
-        s = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), raw))
+        s = merge_schema(cls, raw, f"trainer.{name}")
         if s.max_steps <= 0:
             raise ValueError(f"stage '{name}': max_steps must be > 0; got {s.max_steps}")
         if s.batch_size <= 0:
@@ -112,11 +114,11 @@ class TrainerSettings:
         """``trainer`` (a config or a partial dict; missing keys take the defaults) as settings.
 
         Raises:
-            omegaconf's ``ConfigKeyError`` (a ``KeyError``): an unknown key, named.
-            ``ValidationError`` (a ``ValueError``): a value of the wrong type, named.
-            ValueError: a value out of range (the message names the ``trainer.<key>``).
+            ValueError: an unknown key or a value of the wrong type (named, as
+                :func:`~futurelat.config.check.merge_schema` does), or a value out of range (the
+                message names the ``trainer.<key>``).
         """
-        s = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), _to_plain(cfg)))
+        s = merge_schema(cls, _to_plain(cfg), "trainer")
         if s.precision not in PRECISIONS:
             raise ValueError(f"trainer.precision must be one of {sorted(PRECISIONS)}; got {s.precision!r}")
         if s.grad_clip is not None and not s.grad_clip > 0:

@@ -57,9 +57,23 @@ def test_typo_in_a_preset_file_is_refused(tmp_path):
     ("+trainer.no_such_key=1", "unknown key(s) trainer.no_such_key (not in TrainerSettings)"),
     ("+trainer.head.no_such_key=1", "unknown key(s) trainer.head.no_such_key (not in StageSchedule)"),
     ("+eval.no_such_key=1", "unknown key(s) eval.no_such_key (not in EvalConfig)"),
+])
+def test_run_stops_before_training(tmp_path, override, expected):
+    """``futurelat.main.run`` (what the CLI calls after composing) refuses the key before any stage."""
+    from futurelat.main import run
+
+    with pytest.raises(ValueError) as err:
+        run(compose_config([*TINY, override]), tmp_path)
+    assert expected in str(err.value)
+    assert not any(tmp_path.iterdir())  # no config.yaml, checkpoint or log written
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("+trainer.head.no_such_key=1", "unknown key(s) trainer.head.no_such_key (not in StageSchedule)"),
     ("head.params.d_model=abc", "Error merging override head.params.d_model=abc"),
 ])
 def test_main_stops_before_training(tmp_path, override, expected):
+    """The command line: exit status 1, the key named on stderr, nothing trained."""
     result = run_main([*TINY, f"hydra.run.dir={tmp_path}", override], cwd=ROOT)
     assert result.returncode == 1
     assert expected in result.stderr, result.stderr[-3000:]
