@@ -32,6 +32,7 @@ from futurelat.evaluation.results import write_metrics
 from futurelat.evaluation.evaluator import evaluate_frames
 from futurelat.evaluation.latent_evaluator import PICTURE_FILE as LATENT_PICTURE
 from futurelat.evaluation.latent_evaluator import FramesBaseline, evaluate_latents, summarize_latents
+from futurelat.models.gan.build import build_gan
 from futurelat.models.latent_video_model import LatentVideoModel, build_model
 from futurelat.registry import BACKBONES
 from futurelat.training.config_match import load_checked_weights
@@ -122,9 +123,10 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
         elif "backbone" in stages and model.backbone.trainable:
             train_set = build_dataset(cfg.dataset, "train")
             k = int(cfg.backbone.get("frames_per_clip") or cfg.dataset.context_frames + cfg.dataset.future_frames)
+            gan = build_gan(cfg.backbone.gan, in_channels=int(cfg.dataset.channels))  # None: GAN off
             Trainer(model.backbone, train_set, cfg.trainer, cfg.trainer.backbone, run_dir, name="backbone",
                     prepare=lambda batch: sample_frames(batch, k), logger=logger,
-                    config_to_save=resolved, dist=dist).fit()
+                    config_to_save=resolved, dist=dist, gan=gan).fit()
         model.backbone.freeze()
         model.to(dist.device)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from futurelat.config.gan import GANConfig
+
 
 @dataclass
 class BackboneConfig:
@@ -18,13 +20,15 @@ class BackboneConfig:
     ``checkpoint``: weights to load (a ``backbone_final.pt`` skips stage 1). ``allow_config_mismatch``:
     load ``checkpoint`` even if the config stored in it defines another model (a warning, not an
     error). ``frames_per_clip``: stage 1 trains on this many random frames of each clip; null when
-    the backbone is frozen (no stage 1).
+    the backbone is frozen (no stage 1). ``gan``: adversarial and perceptual training in stage 1
+    (:class:`futurelat.config.gan.GANConfig`; off by default).
     """
 
     name: str = "vqvae"
     checkpoint: Optional[str] = None
     allow_config_mismatch: bool = False
     frames_per_clip: Optional[int] = None
+    gan: GANConfig = field(default_factory=GANConfig)
 
 
 @dataclass

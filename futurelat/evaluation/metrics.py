@@ -132,6 +132,36 @@ def frame_metrics(prediction: Tensor, target: Tensor) -> dict[str, Tensor]:
     }
 
 
+#: The 3×3 discrete Laplacian of :func:`frame_laplacian_energy`.
+LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
+
+
+def frame_laplacian_energy(frames: Tensor) -> Tensor:
+    """Per-frame high-frequency energy: the mean squared 3×3 Laplacian of the gray frame over its valid
+    (unpadded) positions. ``(B, T, C, H, W)`` → ``(B, T)``; frames need at least 3×3 pixels."""
+    gray = to_gray(frames)
+    b, t = gray.shape[:2]
+    kernel = torch.tensor(LAPLACIAN, device=gray.device).view(1, 1, 3, 3)
+    lap = torch.nn.functional.conv2d(gray.flatten(0, 1), kernel)  # (B·T, 1, H - 2, W - 2)
+    return lap.square().flatten(1).mean(-1).reshape(b, t)
+
+
+def sharpness_ratio(prediction: Tensor, target: Tensor) -> float:
+    """High-frequency energy of ``prediction`` relative to ``target``: the summed
+    :func:`frame_laplacian_energy` of the (clamped) prediction over that of the target.
+
+    1 = as much fine detail as the truth; below 1 blurrier (an L1/L2-trained decoder's typical
+    failure, which an adversarial loss counters); above 1 noisier or over-sharpened. Pair it with an
+    error (PSNR): noise also raises it. ``(B, T, C, H, W)`` ×2 → a float (``inf`` for a flat target,
+    ``nan`` when both are flat).
+
+    Raises:
+        ValueError: on a shape mismatch, a non-5-d/non-float tensor, or ``C`` not in {1, 3}.
+    """
+    p, t = _prepare(prediction, target)
+    return float(frame_laplacian_energy(p).sum() / frame_laplacian_energy(t).sum())
+
+
 class MetricAccumulator:
     """Streaming mean of per-frame metrics, overall and per time step.
 

@@ -78,6 +78,11 @@ class Backbone(nn.Module, ABC):
 
     ``forward(frames)`` is the stage-1 (backbone) training step and returns a dict of
     scalar tensors with at least ``"loss"``; everything else in the dict is logged.
+
+    GAN training (``backbone.gan``, :mod:`futurelat.training.gan_step`) works for any trainable backbone
+    with a pixel decoder that also provides: ``forward(frames, return_reconstruction=True)``, whose dict
+    adds ``"reconstruction"`` (the decoded frames, differentiable, see :meth:`forward`), and, for the
+    adaptive generator weight only, :meth:`last_decoder_layer`.
     """
 
     #: Whether :meth:`decode` exists (V-JEPA-style encoders have no pixel decoder).
@@ -122,7 +127,26 @@ class Backbone(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, frames: Tensor) -> dict[str, Tensor]:
-        """Stage-1 training losses for frames ``(B, T, C, H, W)``; key ``"loss"`` is optimized."""
+        """Stage-1 training losses for frames ``(B, T, C, H, W)``; key ``"loss"`` is optimized.
+
+        A backbone that can be trained with ``backbone.gan`` takes a keyword
+        ``return_reconstruction: bool = False``; when true, the dict also holds ``"reconstruction"``: the
+        frames decoded in this same pass, ``(B, T, C, H, W)`` like ``frames`` (same frames, same order),
+        roughly in [0, 1] and not clamped, with the graph to the decoder's parameters (the discriminator
+        and the perceptual loss read it; their gradients flow back through it). ``"loss"`` stays the
+        backbone's own objective (reconstruction, commitment, ...); the GAN step adds its terms to it.
+        """
+
+    def last_decoder_layer(self) -> Tensor:
+        """The weight of the decoder's last layer (the one that outputs pixels): the adaptive GAN weight
+        (``backbone.gan.adaptive_weight``) compares the gradient norms of the reconstruction and
+        adversarial losses there (Esser et al. 2021).
+
+        Raises:
+            NotImplementedError: the backbone does not say (then only a fixed generator weight works).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not name its decoder's last layer "
+                                  "(last_decoder_layer), which backbone.gan.adaptive_weight=true needs")
 
     def freeze(self) -> "Backbone":
         """Eval mode and ``requires_grad=False`` on every parameter; returns ``self``."""

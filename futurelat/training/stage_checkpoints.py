@@ -2,7 +2,7 @@
 
 The file format (and the atomic write) is :mod:`futurelat.training.checkpoint`'s; this module decides
 what a stage stores (model, optimizer, scheduler, GradScaler, every rank's RNG state, the step, the
-resolved config) and how a :class:`~futurelat.training.trainer.Trainer` takes it back.
+resolved config; with ``backbone.gan`` also the discriminator and its optimizer, ``"gan"``) and how a :class:`~futurelat.training.trainer.Trainer` takes it back.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from futurelat.training.checkpoint import (FORMAT_VERSION, capture_rng_state, load_checkpoint, save_checkpoint,
                                            state_digest)
 from futurelat.training.distributed import all_gather_objects
+from futurelat.training.gan_step import gan_state_dict, load_gan_state
 
 if TYPE_CHECKING:  # annotations only: the trainer imports this module
     from futurelat.training.trainer import Trainer
@@ -63,6 +64,10 @@ def resume_stage(trainer: Trainer) -> dict[str, Any] | None:
     trainer.scheduler.load_state_dict(ckpt["scheduler"])
     if trainer.scaler is not None and ckpt.get("scaler") is not None:
         trainer.scaler.load_state_dict(ckpt["scaler"])
+    if trainer.gan is not None:
+        load_gan_state(trainer.gan, ckpt.get("gan"), str(path))
+    elif ckpt.get("gan") is not None and dist.is_main:
+        log.warning("stage '%s': %s was trained with backbone.gan; this run continues without it", name, path)
     rng = ckpt["rng"]
     if len(rng) != dist.world_size and dist.is_main:
         log.warning("stage '%s': %s was written by %d ranks, now %d; RNG streams will "
@@ -85,6 +90,9 @@ def save_stage(trainer: Trainer, kinds: tuple[str, ...]) -> None:
     if digests is not None and len(set(digests)) > 1:
         raise RuntimeError(f"stage '{trainer.name}': the ranks' weights differ at step {trainer.step} "
                            f"(digests {digests}); gradients were not synchronised")
+    critic = trainer.gan.critic if trainer.gan is not None else None
+    if "final" in kinds and critic is not None and len(set(all_gather_objects(state_digest(critic), dist))) > 1:
+        raise RuntimeError(f"stage '{trainer.name}': the ranks' discriminators differ at step {trainer.step}")
     if dist.is_main:
         state = {
             "format": FORMAT_VERSION,
@@ -99,6 +107,8 @@ def save_stage(trainer: Trainer, kinds: tuple[str, ...]) -> None:
             "config_yaml": trainer.config_yaml,
             "rank_digests": digests,
         }
+        if trainer.gan is not None:  # only then: a run without the GAN writes what it always wrote
+            state["gan"] = gan_state_dict(trainer.gan)
         for kind in kinds:
             save_checkpoint(state, trainer.checkpoint_path(kind))
 

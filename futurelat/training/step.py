@@ -8,7 +8,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ def train_step(trainer: Trainer, model: nn.Module, batches: Iterator[Any], keys:
     trainer.optimizer.zero_grad(set_to_none=True)
     sums: dict[str, Tensor] = {}
     for micro in range(accum):
-        inputs = _inputs(trainer, next(batches))
+        inputs = step_inputs(trainer, next(batches))
         sync = model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
         with sync:
             with autocast(trainer.device, trainer.settings.precision):
@@ -80,7 +80,7 @@ def train_step(trainer: Trainer, model: nn.Module, batches: Iterator[Any], keys:
         problem = (f"non-finite gradient norm in stage '{trainer.name}' at step {trainer.step + 1} "
                    f"(finite loss {values['loss']}; rank {trainer.dist.rank})")
     if problem is not None:
-        _skip_nonfinite(trainer, problem)
+        skip_nonfinite(trainer, problem)
         return None, keys, stopping
     trainer.bad_steps = 0
     values["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
@@ -92,17 +92,21 @@ def train_step(trainer: Trainer, model: nn.Module, batches: Iterator[Any], keys:
     trainer.scheduler.step()
     return values, keys, stopping
 
-def _skip_nonfinite(trainer: Trainer, problem: str) -> None:
+def skip_nonfinite(trainer: Trainer, problem: str, updates: Sequence[tuple[Any, Any]] | None = None) -> None:
     """A step with a non-finite loss or gradient norm: skip it (no update; the schedule moves on)
-    while fewer than ``skip_nonfinite`` in a row were skipped, else raise FloatingPointError."""
+    while fewer than ``skip_nonfinite`` in a row were skipped, else raise FloatingPointError.
+
+    ``updates``: the (optimizer, scheduler) pairs skipped; default the trainer's own (the GAN step
+    passes the discriminator's too)."""
     trainer.bad_steps += 1
     limit = trainer.settings.skip_nonfinite
     if trainer.bad_steps > limit:
         hint = (f"{trainer.bad_steps} in a row, trainer.skip_nonfinite={limit}" if limit
                 else "set trainer.skip_nonfinite=N to skip up to N such steps in a row")
         raise FloatingPointError(f"{problem}; stopping ({hint}). The last checkpoint is untouched.")
-    trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.scheduler.step()
+    for optimizer, scheduler in updates if updates is not None else [(trainer.optimizer, trainer.scheduler)]:
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
     trainer.skipped_steps += 1
     if trainer.dist.is_main:
         log.warning("%s: skipped (%d of at most %d in a row; %d skipped in this stage)", problem,
@@ -111,7 +115,8 @@ def _skip_nonfinite(trainer: Trainer, problem: str) -> None:
             trainer.logger.log_metrics({f"{trainer.name}/skipped_steps": float(trainer.skipped_steps)},
                                     step=trainer.step + 1)
 
-def _inputs(trainer: Trainer, batch: Any) -> Mapping[str, Any]:
+def step_inputs(trainer: Trainer, batch: Any) -> Mapping[str, Any]:
+    """A batch on the trainer's device, through its ``prepare`` (no grad, autocast): ``forward``'s kwargs."""
     if not isinstance(batch, Mapping):
         raise TypeError(f"stage '{trainer.name}': dataset items must be dicts "
                         f"(e.g. {{'frames': (T, C, H, W)}}); got a batch of {type(batch)}")
@@ -164,6 +169,7 @@ class StepWindow:
 
     def reset(self) -> None:
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}  # per key: GAN values start at backbone.gan.start_step
         self.count = 0
         self.samples = 0
         self.t0 = time.perf_counter()
@@ -171,12 +177,14 @@ class StepWindow:
     def add(self, values: Mapping[str, float], samples: int) -> None:
         for k, v in values.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.count += 1
         self.samples += samples
         self.last_lr = values["lr"]
 
     def mean(self) -> dict[str, float]:
-        out = {k: v / max(1, self.count) for k, v in self.sums.items()}
+        """Each key's mean over the steps of the window that had it; ``lr``: the latest step's."""
+        out = {k: v / max(1, self.counts[k]) for k, v in self.sums.items()}
         out["lr"] = self.last_lr  # the lr of the latest step, not a window mean
         return out
 

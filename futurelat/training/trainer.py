@@ -36,7 +36,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig
@@ -48,6 +48,7 @@ from futurelat.config.trainer import StageSchedule, TrainerSettings
 from futurelat.models.heads.checkpointing import set_gradient_checkpointing
 from futurelat.training.checkpoint import checkpoint_path, restore_rng_state
 from futurelat.training.distributed import DistInfo, barrier, init_distributed, resolve_device
+from futurelat.training.gan_step import gan_train_step, setup_gan, wrap_critic
 from futurelat.training.loader import build_loader
 from futurelat.training.optim import build_optimizer, build_scheduler
 from futurelat.training.preemption import StopSignals, TrainingInterrupted, parse_signals
@@ -56,6 +57,9 @@ from futurelat.training.step import StepWindow, log_step, train_step
 from futurelat.utils.cpu_memory import configure_cpu_malloc
 from futurelat.utils.progress import progress_bar
 from futurelat.utils.seeding import seed_everything
+
+if TYPE_CHECKING:
+    from futurelat.models.gan.build import GAN
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,9 @@ class Trainer:
         logger: object with ``log_metrics(metrics: dict[str, float], step: int)``; rank 0 only.
         config_to_save: resolved config (dict or DictConfig) stored in checkpoints as YAML.
         dist: :class:`DistInfo`; default :func:`init_distributed` (``cfg.device``).
+        gan: ``backbone.gan`` built (:func:`futurelat.models.gan.build.build_gan`): train ``module`` as the
+            generator of a GAN, with a second optimizer for the discriminator
+            (:mod:`futurelat.training.gan_step`); ``None`` (the default): the plain step.
 
     Raises:
         KeyError / ValueError: bad ``cfg`` / ``stage_cfg`` (see the ``from_cfg`` methods).
@@ -93,7 +100,7 @@ class Trainer:
                  stage_cfg: Mapping | DictConfig, run_dir: str | Path, name: str = "backbone",
                  prepare: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
                  logger: Any | None = None, config_to_save: Mapping | DictConfig | None = None,
-                 dist: DistInfo | None = None):
+                 dist: DistInfo | None = None, gan: GAN | None = None):
         self.name = name
         self.settings = TrainerSettings.from_cfg(cfg)
         self.schedule = StageSchedule.from_cfg(stage_cfg, name)
@@ -135,6 +142,8 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, max_steps=self.schedule.max_steps,
                                          warmup_steps=self.schedule.warmup_steps,
                                          min_lr_ratio=self.schedule.min_lr_ratio)
+        #: the GAN (discriminator, its optimizer, the perceptual loss), or None
+        self.gan = setup_gan(self, gan) if gan is not None else None
         #: completed optimizer steps
         self.step = 0
         #: non-finite steps skipped in a row / in all (``skip_nonfinite``)
@@ -192,6 +201,9 @@ class Trainer:
                 self.module,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=s.find_unused_parameters)
+        if self.gan is not None:
+            wrap_critic(self)
+        step_fn = gan_train_step if self.gan is not None else train_step
         batches = iter(build_loader(
             self.dataset, batch_size=sched.batch_size, seed=s.seed, start_micro=self.step * s.grad_accum_steps,
             stop_micro=sched.max_steps * s.grad_accum_steps, num_workers=s.num_workers, dist=self.dist,
@@ -212,7 +224,7 @@ class Trainer:
             window.reset()
             stopping = False
             while self.step < sched.max_steps and not stopping:
-                values, keys, stopping = train_step(self, model, batches, keys, stop)
+                values, keys, stopping = step_fn(self, model, batches, keys, stop)
                 self.step += 1
                 if values is not None:
                     window.add(values, self.samples_per_step)

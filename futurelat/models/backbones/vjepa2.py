@@ -21,7 +21,6 @@ position ids in ``VJEPA2RopeAttention.get_position_ids`` decode indices the same
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,8 @@ from torch import Tensor
 
 from futurelat.config.backbone import VJEPA2_CHECKPOINT, VJEPA2Params, VJEPA2TinyParams
 from futurelat.models.base import Backbone, Latents, LatentSpec, check_frames
+from futurelat.utils.hub import hub_unreachable as _hub_unreachable
+from futurelat.utils.hub import looks_like_path as _looks_like_path
 
 if TYPE_CHECKING:  # transformers is imported when a model is built: it costs seconds at import
     from transformers import VJEPA2Model
@@ -57,11 +58,6 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 # --------------------------------------------------------------------------------------
 
 
-def _looks_like_path(name: str) -> bool:
-    """A hub id is ``owner/name``; anything else with a separator (or ``.``/``~``) is a directory."""
-    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or Path(name).exists()
-
-
 def _missing_weights_message(pretrained: str, cache_dir: str | None, reason: str) -> str:
     from huggingface_hub import constants
 
@@ -76,38 +72,6 @@ def _missing_weights_message(pretrained: str, cache_dir: str | None, reason: str
         f"backbone.params.pretrained=/path/to/dir (if {pretrained!r} was meant as a directory, it does not "
         f"exist). Known ids: {', '.join(CHECKPOINTS)}."
     )
-
-
-def _offline_mode() -> bool:
-    """huggingface_hub's offline mode, read now: its constant (set at import) or the environment variables."""
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _hub_unreachable(repo_id: str) -> str | None:
-    """Why ``repo_id`` cannot be downloaded now (offline mode, or the Hub does not answer), or ``None``.
-
-    One HEAD request for its ``config.json``, without retries and with huggingface_hub's
-    ``HF_HUB_ETAG_TIMEOUT`` (10 s by default): a machine without network is told in seconds,
-    where a download would retry for minutes. An HTTP answer (e.g. 401 for a gated repo, 404)
-    means the Hub is reachable: ``from_pretrained`` then reports it.
-    """
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import HfHubHTTPError
-
-    if _offline_mode():
-        return "offline mode is on (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1)"
-    timeout = constants.HF_HUB_ETAG_TIMEOUT
-    try:
-        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=timeout)
-    except HfHubHTTPError as error:
-        status = getattr(getattr(error, "response", None), "status_code", None)
-        return f"the Hub answered {status}: {error}" if status is not None and status >= 500 else None
-    except Exception as error:  # no connection: DNS, refused, proxy, or no answer within the timeout
-        return f"the Hugging Face Hub cannot be reached ({type(error).__name__}: {error}; timeout {timeout} s)"
-    return None
 
 
 def load_pretrained(pretrained: str, crop_size: int, cache_dir: str | None = None) -> tuple[VJEPA2Model, bool]:

@@ -279,12 +279,18 @@ class VQVAE(Backbone):
 
     # ---------------------------------------------------------------- training
 
-    def forward(self, frames: Tensor) -> dict[str, Tensor]:
+    def last_decoder_layer(self) -> Tensor:
+        """The weight of the decoder's final transposed conv (the adaptive GAN weight's reference)."""
+        return self.decoder.net[-1].weight
+
+    def forward(self, frames: Tensor, return_reconstruction: bool = False) -> dict[str, Tensor]:
         """Stage-1 step on frames ``(B, T, C, H, W)``.
 
         Returns ``loss`` (L1 reconstruction + commitment), ``recon_l1``, ``commitment``,
         ``psnr`` (dB, on this batch), ``codebook_usage`` (fraction of the K codes used in
-        this batch) and ``perplexity`` (exp of the code-distribution entropy, at most K).
+        this batch) and ``perplexity`` (exp of the code-distribution entropy, at most K); with
+        ``return_reconstruction`` also ``reconstruction``, the decoded frames ``(B, T, C, H, W)``
+        (sigmoid outputs, differentiable), for the GAN step (:meth:`Backbone.forward`).
         """
         z_q, codes, commitment, grid = self._encode_frames(frames)
         recon = self.decoder(rearrange(z_q, "b t (h w) d -> (b t) d h w", h=grid[0]))
@@ -295,7 +301,7 @@ class VQVAE(Backbone):
             counts = torch.bincount(codes.flatten(), minlength=self.codebook_size).float()
             probs = counts / counts.sum()
             entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
-        return {
+        out = {
             "loss": recon_l1 + commitment.sum(),
             "recon_l1": recon_l1.detach(),
             "commitment": commitment.sum().detach(),
@@ -303,3 +309,6 @@ class VQVAE(Backbone):
             "codebook_usage": (counts > 0).float().mean(),
             "perplexity": entropy.exp(),
         }
+        if return_reconstruction:
+            out["reconstruction"] = rearrange(recon, "(b t) c h w -> b t c h w", b=frames.shape[0])
+        return out
