@@ -13,7 +13,8 @@ A trainer checkpoint is a dict (everything in it loadable by
         "rng": [capture_rng_state() of rank 0, of rank 1, ...],
         "config_yaml": "...",           # resolved config, OmegaConf YAML, or None
         "rank_digests": [...] or None,  # final checkpoints: state_digest of each rank's module
-    }
+        "gan": {...},                   # only with backbone.gan: critic, optimizer, scheduler, scaler
+    }                                   # (futurelat.training.gan_step.gan_state_dict)
 
 Loading never unpickles arbitrary objects: a file holding anything else is refused.
 """
