@@ -159,7 +159,8 @@ def _refusal(stem: str, npy: str, meta_path: str, source: dict[str, Any],
         others = [_sibling_settings(os.path.join(folder, f)) for f in sorted(os.listdir(folder))
                   if f.startswith(stem + "-") and f.endswith(".json") and os.path.join(folder, f) != meta_path]
         if others:
-            return (f"no cache with these settings yet ({_differences(others[0], settings)} from the "
+            closest = min(others, key=lambda o: len(_differences(o, settings).split(", ")))
+            return (f"no cache with these settings yet ({_differences(closest, settings)} from the "
                     f"{len(others)} other cache(s) of this source, kept)"), None, None
         return "no cache yet", None, None
     try:
