@@ -372,8 +372,6 @@ def stream_frames(path: str | os.PathLike, indices: Sequence[int], *, short_side
                 if len(chunk) >= chunk_size:
                     yield torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
                     chunk = []
-        except VideoDecodeError:
-            raise
         except Exception as err:  # av.FFmpegError and friends, part-way through the file
             raise VideoDecodeError(video.path, f"{type(err).__name__}: {err}") from err
         if chunk:
