@@ -140,6 +140,8 @@ HEADS = Registry("head", {
 DATASETS = Registry("dataset", {
     "moving_mnist": "futurelat.datasets.moving_mnist:build_moving_mnist",
     "kinetics_400": "futurelat.datasets.kinetics:build_kinetics",
+    "video_file": "futurelat.datasets.video_file:build_video_file",
+    "steamboat_willie": "futurelat.datasets.steamboat_willie:build_steamboat_willie",
     # latents written by `python -m futurelat.cache`; "latent_cache" is the same reader, for a cache of any source
     "kinetics_400_cached": "futurelat.datasets.latent_cache:build_latent_cache",
     "latent_cache": "futurelat.datasets.latent_cache:build_latent_cache",
