@@ -11,8 +11,10 @@ kinds, frame sizes, clip lengths or I3D weights: report those beside the number)
 Conventions, those of the original TF FVD (``frechet_video_distance.py`` + TF-GAN):
 
 - Clips ``(B, T, C, H, W)`` float in ``[0, 1]`` (clamped), ``C`` in {1, 3}: gray is repeated to RGB.
-  Every frame is resized to ``224 x 224`` (bilinear, ``align_corners=False``, no crop: non-square
-  frames are stretched as the reference does) and scaled to ``[-1, 1]``. ``T >= 9``
+  Every frame is resized to ``224 x 224`` (bilinear, no crop: non-square frames are stretched as the
+  reference does) and scaled to ``[-1, 1]``. The resize is PyTorch's ``align_corners=False`` (half-pixel
+  centres), as the PyTorch ports do; TF1's ``resize_bilinear`` in the reference samples without
+  half-pixel centres, a sub-pixel shift that moves FVD slightly. ``T >= 9``
   (:data:`~futurelat.evaluation.i3d.MIN_FRAMES`); shorter clips are refused with their shape (the
   literature scores 16 frames, e.g. context + future; padding would change the metric).
 - Embedding: the 400 Kinetics logits averaged over time (``features="logits"``, the reference);
@@ -99,13 +101,15 @@ def load_i3d(weights: str | os.PathLike | None = None, cache_dir: str | os.PathL
             to get the weights and to set ``eval.fvd_weights``.
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    searched = f"{WEIGHTS_KEY} is not set and the cache {cache}"
     if weights is not None and Path(weights).expanduser().is_dir():
         cache, weights = Path(weights).expanduser(), None
+        searched = f"the folder {cache}"
     if weights is None:
         path = find_cached_i3d(cache)
         if path is None:
-            raise FileNotFoundError(f"no I3D weights: {WEIGHTS_KEY} is not set and {cache} holds none of "
-                                    f"{list(CACHE_FILES)}. " + WHERE_TO_GET.format(cache=cache))
+            raise FileNotFoundError(f"no I3D weights: {searched} holds none of {list(CACHE_FILES)}. "
+                                    + WHERE_TO_GET.format(cache=cache))
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -243,7 +247,8 @@ class FrechetVideoDistance:
         Raises:
             ValueError: fewer than 2 real or 2 generated clips."""
         if self.num_real < 2 or self.num_fake < 2:
-            raise ValueError(f"FVD needs at least 2 real and 2 generated clips; got {self.num_real} and {self.num_fake}")
+            raise ValueError(f"FVD needs at least 2 real and 2 generated clips; "
+                             f"got {self.num_real} and {self.num_fake}")
         return frechet_distance_of_features(torch.cat(self._real), torch.cat(self._fake))
 
     def reset(self) -> None:

