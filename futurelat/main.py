@@ -30,6 +30,7 @@ from futurelat.datasets.latent_cache import check_cache_for_model, is_latent_cac
 from futurelat.evaluation.curves import write_curves
 from futurelat.evaluation.results import write_metrics
 from futurelat.evaluation.evaluator import evaluate_frames
+from futurelat.evaluation.fvd import maybe_fvd
 from futurelat.evaluation.latent_evaluator import PICTURE_FILE as LATENT_PICTURE
 from futurelat.evaluation.latent_evaluator import FramesBaseline, evaluate_latents, summarize_latents
 from futurelat.models.latent_video_model import LatentVideoModel, build_model
@@ -177,7 +178,8 @@ def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
         metrics = evaluate_frames(
             model, test_set, context_frames=int(cfg.dataset.context_frames),
             future_frames=int(cfg.dataset.future_frames),
-            reconstruct_sequences=cfg.eval.reconstruct_sequences, **common)
+            reconstruct_sequences=cfg.eval.reconstruct_sequences, fvd=maybe_fvd(cfg.eval.fvd_weights, device=device),
+            **common)
         return _with_skipped(metrics, test_set, run_dir), ("predictions.gif", "predictions.png")
     step = model.spec.temporal_downsample
     test_config, baselines = cfg.dataset, {}

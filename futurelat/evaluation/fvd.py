@@ -241,6 +241,10 @@ class FrechetVideoDistance:
         if fake is not None:
             self._fake.append(self.features(fake))
 
+    def real_features(self) -> Tensor:
+        """``(N, D)`` float64 features of every real clip added so far (to score other fakes against)."""
+        return torch.cat(self._real) if self._real else torch.empty(0, self.dim, dtype=torch.float64)
+
     def compute(self) -> float:
         """FVD between all clips added so far (>= 2 of each).
 
