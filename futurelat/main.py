@@ -54,19 +54,6 @@ RENAMED_STAGES = {"tokenizer": "backbone", "predictor": "head"}
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
-def sample_frames(batch: Mapping[str, Tensor], frames_per_clip: int) -> dict[str, Tensor]:
-    """Stage-1 ``prepare``: ``frames_per_clip`` random frames of each clip.
-
-    ``{"frames": (B, T, C, H, W)}`` → ``{"frames": (B, k, C, H, W)}``. Uses the global torch
-    RNG, which the trainer checkpoints, so resumed runs draw the same frames.
-    """
-    frames = batch["frames"]
-    b, t = frames.shape[:2]
-    k = min(frames_per_clip, t)
-    index = torch.rand(b, t).argsort(dim=1)[:, :k].to(frames.device)
-    return {"frames": frames[torch.arange(b, device=frames.device)[:, None], index]}
-
-
 def _check_stages(cfg: DictConfig) -> list[str]:
     stages = list(cfg.stages)
     renamed = [f"{s} -> {RENAMED_STAGES[s]}" for s in stages if s in RENAMED_STAGES]
@@ -124,7 +111,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
             train_set = build_dataset(cfg.dataset, "train")
             k = int(cfg.backbone.get("frames_per_clip") or cfg.dataset.context_frames + cfg.dataset.future_frames)
             Trainer(model.backbone, train_set, cfg.trainer, cfg.trainer.backbone, run_dir, name="backbone",
-                    prepare=lambda batch: sample_frames(batch, k), logger=logger,
+                    prepare=lambda batch: {"frames": model.backbone.sample_training_frames(batch["frames"], k)}, logger=logger,
                     config_to_save=resolved, dist=dist).fit()
         model.backbone.freeze()
         model.to(dist.device)

@@ -92,7 +92,8 @@ class TransformerParams:
 
     ``objective``: ``regression`` (context latents in, all future latents out) | ``autoregressive``
     (a VideoGPT-style prior over codes; ``ordering`` ``frame`` | ``token``). ``context_latents``:
-    context latent frames, null = ``dataset.context_frames`` / the backbone's temporal downsampling.
+    context latent frames, null = those of ``dataset.context_frames`` (divided by the backbone's temporal
+    downsampling s; ``1 + (T - 1) / s`` for a backbone that encodes the first frame alone).
     ``patch_size``: each token holds a ``p x p`` patch of latents / codes (ignored by ordering
     token). ``position``: ``rope`` (factorized t, h, w) | ``sincos`` | ``alibi`` (token ordering).
     Regression only: ``attention`` ``full`` | ``factorized`` (space then time, ViViT-style);

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from futurelat.config.backbone import VJEPA2Config, VJEPA2TinyConfig, VQVAEConfig
+from futurelat.config.backbone import MAGVIT2Config, VJEPA2Config, VJEPA2TinyConfig, VQVAEConfig
 from futurelat.config.dataset import KineticsConfig, LatentCacheConfig, MovingMNISTConfig, VideoFileConfig
 from futurelat.config.head import AnyHeadConfig, FlowDiTConfig, MambaConfig, TransformerConfig
 from futurelat.config.run import CacheConfig, EvalConfig, LoggerConfig, RunConfig, WandbLoggerConfig
@@ -21,6 +21,7 @@ SCHEMAS = (
     ("backbone", "base_vqvae", VQVAEConfig),
     ("backbone", "base_vjepa2", VJEPA2Config),
     ("backbone", "base_vjepa2_tiny", VJEPA2TinyConfig),
+    ("backbone", "base_magvit2_fsq", MAGVIT2Config),
     ("head", "base_mamba", MambaConfig),
     ("head", "base_transformer", TransformerConfig),
     ("head", "base_flow_dit", FlowDiTConfig),
