@@ -12,7 +12,8 @@ and writes to ``--out`` (default ``<run>/predict/<video stem>_<start>/``):
   (:mod:`futurelat.evaluation.panels`; truth only where the video continues after the context);
 - ``latents.safetensors``: ``context_latents`` ``(Tc', N, D)``, ``predicted_latents`` ``(K, Tf', N, D)``,
   and for a discrete backbone ``context_codes`` ``(Tc', N)`` and ``predicted_codes`` ``(K, Tf', N)``
-  (a code prior's latents are its codes' codebook vectors);
+  (a code prior's latents are its codes' codebook vectors, a latent head's codes its latents snapped to
+  the codebook, as decoded);
 - ``prediction.json``: the run, the video, the frames used, the rates, and when truth exists the MSE,
   MAE, SSIM and PSNR (:mod:`futurelat.evaluation.metrics`) of the prediction (mean over samples) and
   of copy-last-frame over the true frames.
@@ -58,21 +59,21 @@ class PredictionError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m futurelat.predict", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m futurelat.predict", description="\n".join(__doc__.split("\n")[:5]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a finished run directory of python -m futurelat.main")
     p.add_argument("--video", required=True, help="a video file, or a folder of frames (png/jpg, sorted by name)")
     start = p.add_mutually_exclusive_group()
-    start.add_argument("--start", type=float, default=0.0, help="start of the context, in seconds")
+    start.add_argument("--start", type=float, default=0.0, help="start of the context, in seconds (default 0)")
     start.add_argument("--start-frame", type=int, default=None, help="start of the context, as a source frame index")
     p.add_argument("--context-frames", type=int, default=None, help="default: the run's dataset.context_frames")
     p.add_argument("--future-frames", type=int, default=None, help="default: the run's dataset.future_frames")
-    p.add_argument("--num-samples", type=int, default=1, help="rollouts from the same context (sampled heads differ)")
+    p.add_argument("--num-samples", type=int, default=1, help="futures from one context (default 1)")
     p.add_argument("--seed", type=int, default=None, help="default: the run's seed")
     p.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (ignored for a video)")
     p.add_argument("--out", default=None, help="output folder; default <run>/predict/<video stem>_<start>/")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--format", default="gif", choices=FORMATS, help="the picture: prediction.gif, .mp4 or both")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto: cuda if available")
+    p.add_argument("--format", default="gif", choices=FORMATS, help="prediction.gif (default), .mp4 or both")
     return p
 
 
@@ -134,7 +135,8 @@ def rollout(model: LatentVideoModel, context: Tensor, num_future: int, num_sampl
 
     Returns:
         context :class:`Latents` ``(1, Tc', N, D)``; predicted :class:`Latents` ``(K, Tf', N, D)`` (a code
-        prior's latents: its codes' codebook vectors); predicted frames ``(K, Tf, C, H, W)`` in [0, 1].
+        prior's latents: its codes' codebook vectors; a latent head's codes on a discrete backbone: its
+        latents snapped to the codebook, as decoded); predicted frames ``(K, Tf, C, H, W)`` in [0, 1].
 
     Raises:
         ValueError: frame counts that are not multiples of the backbone's temporal downsampling.
@@ -151,6 +153,8 @@ def rollout(model: LatentVideoModel, context: Tensor, num_future: int, num_sampl
     frames = model.backbone.decode(future).clamp(0, 1)
     if future.latents.shape[-1] == 0 and future.codes is not None:  # a code prior predicts codes only
         future = Latents(model.backbone.embed_codes(future.codes), future.codes)
+    elif future.codes is None and model.spec.discrete and hasattr(model.backbone, "snap"):
+        future = Latents(future.latents, model.backbone.snap(future.latents))  # the codes the decoder used
     return z, future, frames
 
 
