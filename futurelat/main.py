@@ -22,7 +22,6 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 
 from futurelat.config import check_config, register_configs
 from futurelat.datasets import build_dataset
