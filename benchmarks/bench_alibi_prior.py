@@ -11,7 +11,7 @@ The head is ``transformer`` with ``objective=autoregressive ordering=token posit
    past the length it was built for; seconds per frame inside and beyond the trained length, and a
    check that the drawn codes are the argmax of one no-cache pass over the whole sampled sequence.
 
-    python benchmarks/bench_alibi_prior.py                        # ~1-3 min on 2 CPU cores
+    python benchmarks/bench_alibi_prior.py --threads 1            # ~15-40 s on a busy 2-core CPU
     python benchmarks/bench_alibi_prior.py --device cuda --batch 16 --grid 16 --frames 8
 """
 
