@@ -102,6 +102,10 @@ class TransformerParams:
     ``joint`` (one kt x k x k conv) | ``2+1d``; ``loss`` ``mse`` | ``l1`` | ``smooth_l1``;
     ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` as for
     :class:`MambaParams`. ``query_chunk``: queries per attention call with a mask or ALiBi bias.
+    ``backend``: the kernel of attention with a mask or ALiBi bias over a whole sequence (training,
+    prefill): ``auto`` (FlexAttention, compiled, on CUDA; SDPA with a per-chunk bias elsewhere) |
+    ``sdpa`` | ``flex`` (FlexAttention everywhere; on CPU eager and forward-only). Decode steps
+    against the KV cache always use SDPA (futurelat/models/heads/flex.py).
     """
 
     objective: str = "regression"
@@ -123,6 +127,7 @@ class TransformerParams:
     pixel_loss_weight: float = 0.0
     pixel_loss_frames: int = 2
     query_chunk: int = 1024
+    backend: str = "auto"
     sampling: CodeSampling = field(default_factory=CodeSampling)
 
 
