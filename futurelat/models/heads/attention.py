@@ -195,7 +195,9 @@ class Attention(nn.Module):
                     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
             if self.mask == "causal" and num_queries == num_keys:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        if not self.cross and start == 0 and use_flex(self.backend, q, dropout):  # a whole sequence
+        # A whole sequence; "auto" sends only ALiBi there (masks without a bias keep the SDPA path GPU runs had).
+        if (not self.cross and start == 0 and use_flex(self.backend, q, dropout)
+                and (self.backend == "flex" or self.position == "alibi")):
             slopes = self.slopes if self.position == "alibi" else None
             y = flex_attend(q, k, v, mask=self.mask, frame_tokens=self.frame_tokens, slopes=slopes,
                             backend=self.backend)

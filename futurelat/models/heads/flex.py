@@ -22,8 +22,9 @@ bias: a flex kernel would pad the few queries to a 128-row block and recompile a
 
 ``head.params.backend`` (:data:`BACKENDS`):
 
-- ``"auto"`` (default): flex on CUDA when the head width is at least :data:`MIN_HEAD_DIM` (the
-  Triton kernel's minimum) and no attention dropout is active; SDPA elsewhere (always on CPU).
+- ``"auto"`` (default): flex for ALiBi on CUDA when the head width is at least :data:`MIN_HEAD_DIM`
+  (the Triton kernel's minimum) and no attention dropout is active; SDPA elsewhere (always on CPU,
+  and for masks without a bias, which SDPA already serves).
   If the compiled kernel fails on its first call (e.g. no Triton), that is logged once and SDPA
   serves every call after.
 - ``"sdpa"``: SDPA everywhere.
