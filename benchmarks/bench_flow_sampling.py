@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
 def build(args: argparse.Namespace, device: torch.device) -> FlowDiTHead:
     torch.manual_seed(0)
     spec = LatentSpec(latent_dim=args.latent_dim, grid=(args.grid, args.grid))
-    head = FlowDiTHead(spec, args.context_frames + args.future_frames, context_frames=args.context_frames,
+    head = FlowDiTHead(spec, args.context_frames + args.future_frames, context_latents=args.context_frames,
                        d_model=args.d_model, num_layers=args.num_layers, num_heads=args.num_heads,
                        patch_size=args.patch_size, conditioning=args.conditioning)
     return head.to(device)

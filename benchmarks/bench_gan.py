@@ -27,7 +27,6 @@ from hydra import compose, initialize_config_dir
 from futurelat.config import check_config, register_configs
 from futurelat.datasets import build_dataset
 from futurelat.evaluation.metrics import frame_psnr, sharpness_ratio
-from futurelat.main import sample_frames
 from futurelat.models.gan.build import build_gan
 from futurelat.models.latent_video_model import build_model
 from futurelat.training.distributed import DistInfo
@@ -76,8 +75,9 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace, out: 
     records: list[tuple[int, dict[str, float]]] = []
     logger = type("L", (), {"log_metrics": lambda self, m, step: records.append((step, dict(m)))})()
     start = time.perf_counter()
+    prepare = lambda batch: {"frames": model.backbone.sample_training_frames(batch["frames"], k)}  # noqa: E731
     Trainer(model.backbone, train_set, cfg.trainer, cfg.trainer.backbone, out / name, name="backbone",
-            prepare=lambda batch: sample_frames(batch, k), logger=logger, dist=dist, gan=gan).fit()
+            prepare=prepare, logger=logger, dist=dist, gan=gan).fit()
     result = {"train_s": time.perf_counter() - start, **score(model.backbone, test_set, args.sequences)}
     last = [m for _, m in records if "backbone/recon_l1" in m][-1]
     result.update({f"last_{key}": last[f"backbone/{key}"] for key in LOGGED if f"backbone/{key}" in last})

@@ -86,13 +86,13 @@ def preset_head(trunk: str, frames: int | None) -> dict:
     with torch.device("meta"):
         model = build_model(cfg)
     params = OmegaConf.to_container(cfg.head.params, resolve=True)
-    if "context_frames" in params:  # null in the YAML: resolved by build_model
-        params["context_frames"] = model.head.context_frames
+    if "context_latents" in params:  # null in the YAML: resolved by build_model
+        params["context_latents"] = model.head.context_latents
     spec, num_frames = model.spec, model.head.num_frames
     if frames is not None:
         num_frames = frames
-        if "context_frames" in params:
-            params["context_frames"] = frames // 2
+        if "context_latents" in params:
+            params["context_latents"] = frames // 2
     return {"name": cfg.head.name, "params": params, "num_frames": num_frames, "preset": preset,
             "preset_batch": int(cfg.trainer.head.batch_size),
             "spec": dict(latent_dim=spec.latent_dim, grid=list(spec.grid), codebook_size=spec.codebook_size)}

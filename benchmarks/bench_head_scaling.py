@@ -63,7 +63,7 @@ def build(args: argparse.Namespace, head: str, frames: int) -> torch.nn.Module:
     if head == "mamba":
         params = dict(common, d_state=64, head_dim=64)
     else:
-        params = dict(common, objective="autoregressive", context_frames=1, num_heads=args.d_model // 64,
+        params = dict(common, objective="autoregressive", context_latents=1, num_heads=args.d_model // 64,
                       position="rope")
     return HEADS.get(head)(spec, frames, **params)
 

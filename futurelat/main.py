@@ -22,7 +22,6 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 
 from futurelat.config import check_config, register_configs
 from futurelat.datasets import build_dataset
@@ -30,6 +29,7 @@ from futurelat.datasets.latent_cache import check_cache_for_model, is_latent_cac
 from futurelat.evaluation.curves import write_curves
 from futurelat.evaluation.results import write_metrics
 from futurelat.evaluation.evaluator import evaluate_frames
+from futurelat.evaluation.fvd import maybe_fvd
 from futurelat.evaluation.latent_evaluator import PICTURE_FILE as LATENT_PICTURE
 from futurelat.evaluation.latent_evaluator import FramesBaseline, evaluate_latents, summarize_latents
 from futurelat.models.gan.build import build_gan
@@ -52,19 +52,6 @@ STAGES = ("backbone", "head", "evaluate")
 #: The stage names used before 2026-11-30, refused with their new name.
 RENAMED_STAGES = {"tokenizer": "backbone", "predictor": "head"}
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
-
-
-def sample_frames(batch: Mapping[str, Tensor], frames_per_clip: int) -> dict[str, Tensor]:
-    """Stage-1 ``prepare``: ``frames_per_clip`` random frames of each clip.
-
-    ``{"frames": (B, T, C, H, W)}`` → ``{"frames": (B, k, C, H, W)}``. Uses the global torch
-    RNG, which the trainer checkpoints, so resumed runs draw the same frames.
-    """
-    frames = batch["frames"]
-    b, t = frames.shape[:2]
-    k = min(frames_per_clip, t)
-    index = torch.rand(b, t).argsort(dim=1)[:, :k].to(frames.device)
-    return {"frames": frames[torch.arange(b, device=frames.device)[:, None], index]}
 
 
 def _check_stages(cfg: DictConfig) -> list[str]:
@@ -125,7 +112,7 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
             k = int(cfg.backbone.get("frames_per_clip") or cfg.dataset.context_frames + cfg.dataset.future_frames)
             gan = build_gan(cfg.backbone.gan, in_channels=int(cfg.dataset.channels))  # None: GAN off
             Trainer(model.backbone, train_set, cfg.trainer, cfg.trainer.backbone, run_dir, name="backbone",
-                    prepare=lambda batch: sample_frames(batch, k), logger=logger,
+                    prepare=lambda batch: {"frames": model.backbone.sample_training_frames(batch["frames"], k)}, logger=logger,
                     config_to_save=resolved, dist=dist, gan=gan).fit()
         model.backbone.freeze()
         model.to(dist.device)
@@ -179,7 +166,8 @@ def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
         metrics = evaluate_frames(
             model, test_set, context_frames=int(cfg.dataset.context_frames),
             future_frames=int(cfg.dataset.future_frames),
-            reconstruct_sequences=cfg.eval.reconstruct_sequences, **common)
+            reconstruct_sequences=cfg.eval.reconstruct_sequences, fvd=maybe_fvd(cfg.eval.fvd_weights, device=device),
+            **common)
         return _with_skipped(metrics, test_set, run_dir), ("predictions.gif", "predictions.png")
     step = model.spec.temporal_downsample
     test_config, baselines = cfg.dataset, {}

@@ -4,8 +4,8 @@ Each registry is a table of ``"module:attr"`` strings, imported on first :meth:`
 importing this module imports no model or dataset code, and model modules never import it::
 
     BACKBONES.get("vqvae")      # -> futurelat.models.backbones.vqvae.VQVAE (imported now)
-    BACKBONES.get("vqvea")      # KeyError: unknown backbone 'vqvea'; valid backbones: vjepa2, vqvae
-    BACKBONES.names()           # ['vjepa2', 'vqvae'] (imports nothing)
+    BACKBONES.get("vqvea")      # KeyError: unknown backbone 'vqvea'; valid backbones: magvit2_fsq, vjepa2, vqvae
+    BACKBONES.names()           # ['magvit2_fsq', 'vjepa2', 'vqvae'] (imports nothing)
 
 A component of your own is added by target or by path, before the config that names it is built::
 
@@ -125,6 +125,7 @@ def _import(path: str, kind: str, name: str) -> Any:
 #: Frames ↔ latents (``backbone.name``): classes of :class:`futurelat.models.base.Backbone`.
 BACKBONES = Registry("backbone", {
     "vqvae": "futurelat.models.backbones.vqvae:VQVAE",
+    "magvit2_fsq": "futurelat.models.backbones.magvit2:MAGVIT2",
     "vjepa2": "futurelat.models.backbones.vjepa2:VJEPA2Backbone",
 })
 
@@ -140,6 +141,8 @@ HEADS = Registry("head", {
 DATASETS = Registry("dataset", {
     "moving_mnist": "futurelat.datasets.moving_mnist:build_moving_mnist",
     "kinetics_400": "futurelat.datasets.kinetics:build_kinetics",
+    "video_file": "futurelat.datasets.video_file:build_video_file",
+    "steamboat_willie": "futurelat.datasets.steamboat_willie:build_steamboat_willie",
     # latents written by `python -m futurelat.cache`; "latent_cache" is the same reader, for a cache of any source
     "kinetics_400_cached": "futurelat.datasets.latent_cache:build_latent_cache",
     "latent_cache": "futurelat.datasets.latent_cache:build_latent_cache",

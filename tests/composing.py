@@ -44,7 +44,7 @@ def debug_overrides(name: str) -> list[str]:
 #: 4 test sequences, CPU, no tracker.
 TINY_COMMON = debug_overrides("tiny") + debug_overrides("dataset/moving_mnist")
 #: Per backbone config: configs/debug/backbone/<name>.yaml (vjepa2_tiny is tiny already).
-TINY_BACKBONE = {"vqvae": debug_overrides("backbone/vqvae")}
+TINY_BACKBONE = {name: debug_overrides(f"backbone/{name}") for name in ("vqvae", "magvit2_fsq")}
 #: The default job (vqvae) made tiny: ``+debug=tiny`` as overrides.
 TINY = TINY_COMMON + TINY_BACKBONE["vqvae"]
 

@@ -20,7 +20,7 @@ HEAD_VARIANTS = {
                     ["head.params.objective=autoregressive", "head.params.ordering=token"]],
 }
 #: The config of each registered backbone used here (pretrained ones: their tiny random variant).
-BACKBONE_CONFIGS = {"vqvae": "vqvae", "vjepa2": "vjepa2_tiny"}
+BACKBONE_CONFIGS = {"vqvae": "vqvae", "vjepa2": "vjepa2_tiny", "magvit2_fsq": "magvit2_fsq"}
 PAIRS = [(backbone, head, extra) for backbone in BACKBONES.names()
          for head, variants in HEAD_VARIANTS.items() for extra in variants]
 
@@ -48,7 +48,8 @@ def test_pair_builds_trains_a_step_and_rolls_out(backbone, head, extra):
     frames = torch.rand(2, cfg.dataset.context_frames + cfg.dataset.future_frames, channels, size, size)
     if model.backbone.trainable:  # stage 1: one step (a VQ codebook is initialised by its first batch)
         model.backbone.train()
-        model.backbone(frames[:, :2])["loss"].backward()
+        clips = model.backbone.sample_training_frames(frames, cfg.backbone.frames_per_clip or frames.shape[1])
+        model.backbone(clips)["loss"].backward()
         assert_grad_layout(model.backbone)
     model.backbone.freeze()
 
@@ -69,8 +70,9 @@ def test_pair_builds_trains_a_step_and_rolls_out(backbone, head, extra):
         with pytest.raises(ValueError, match="no pixel decoder"):
             model.rollout(context, 2)
         return
-    future = model.rollout(context, 3)
-    assert future.shape == (2, 3, channels, size, size)
+    num_future = min(3 * model.spec.temporal_downsample, cfg.dataset.future_frames)  # 3 latent frames at most
+    future = model.rollout(context, num_future)
+    assert future.shape == (2, num_future, channels, size, size)
     assert torch.isfinite(future).all() and 0 <= future.min() and future.max() <= 1
 
 

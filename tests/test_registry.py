@@ -27,7 +27,7 @@ def test_builtin_names_resolve_to_their_classes():
     from futurelat.models.backbones.vqvae import VQVAE
     from futurelat.models.heads.flow_dit import FlowDiTHead
 
-    assert BACKBONES.names() == ["vjepa2", "vqvae"]
+    assert BACKBONES.names() == ["magvit2_fsq", "vjepa2", "vqvae"]
     assert BACKBONES.get("vqvae") is VQVAE and HEADS.get("flow_dit") is FlowDiTHead
     assert DATASETS.get("kinetics_400_cached") is DATASETS.get("latent_cache") is build_latent_cache
     assert "vqvae" in BACKBONES and "vqvea" not in BACKBONES

@@ -41,9 +41,11 @@ def build_frozen_backbone(cfg: DictConfig) -> tuple[Backbone, LatentSpec]:
 def make_cache_info(cfg: DictConfig, spec: LatentSpec, dtype: str) -> dict[str, Any]:
     """The ``cache_info.json`` content for ``cfg`` (without ``splits``, added per split)."""
     frames_per_clip = int(cfg.dataset.context_frames) + int(cfg.dataset.future_frames)
-    if frames_per_clip % spec.temporal_downsample:
+    if frames_per_clip % spec.temporal_downsample and not spec.first_frame_alone:
         raise ValueError(f"dataset.context_frames + dataset.future_frames = {frames_per_clip} is not a multiple of "
                          f"backbone '{cfg.backbone.name}' temporal downsampling ({spec.temporal_downsample})")
+    latent_frames = spec.latent_frames(frames_per_clip, "dataset.context_frames + dataset.future_frames",
+                                       f"backbone '{cfg.backbone.name}'")
     checkpoint = cfg.backbone.get("checkpoint")
     return {
         "format": FORMAT_VERSION,
@@ -51,7 +53,7 @@ def make_cache_info(cfg: DictConfig, spec: LatentSpec, dtype: str) -> dict[str, 
                      "params": OmegaConf.to_container(cfg.backbone.get("params") or {}, resolve=True),
                      "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None},
         "spec": spec_to_dict(spec),
-        "latent_shape": [frames_per_clip // spec.temporal_downsample, spec.tokens_per_frame, spec.latent_dim],
+        "latent_shape": [latent_frames, spec.tokens_per_frame, spec.latent_dim],
         "frames_per_clip": frames_per_clip,
         "dtype": dtype,
         "source": OmegaConf.to_container(cfg.dataset.source, resolve=True),

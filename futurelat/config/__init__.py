@@ -8,7 +8,8 @@ while Hydra composes; :func:`check_config` catches the keys ``+key=value`` appen
 
     group / module      schemas
     dataset             MovingMNISTConfig, KineticsConfig, LatentCacheConfig (dataset.py)
-    backbone            VQVAEConfig, VJEPA2Config, VJEPA2TinyConfig (backbone.py); their gan: GANConfig (gan.py)
+    backbone            VQVAEConfig, MAGVIT2Config, VJEPA2Config, VJEPA2TinyConfig (backbone.py); their gan:
+                        GANConfig (gan.py)
     head                MambaConfig, TransformerConfig, FlowDiTConfig (head.py)
     trainer             TrainerSettings with StageSchedule backbone / head (trainer.py)
     eval, cache, logger EvalConfig, CacheConfig, LoggerConfig, WandbLoggerConfig (run.py)

@@ -19,9 +19,10 @@ class BackboneConfig:
 
     ``checkpoint``: weights to load (a ``backbone_final.pt`` skips stage 1). ``allow_config_mismatch``:
     load ``checkpoint`` even if the config stored in it defines another model (a warning, not an
-    error). ``frames_per_clip``: stage 1 trains on this many random frames of each clip; null when
-    the backbone is frozen (no stage 1). ``gan``: adversarial and perceptual training in stage 1
-    (:class:`futurelat.config.gan.GANConfig`; off by default).
+    error). ``frames_per_clip``: stage 1 trains on this many random frames of each clip (a video
+    tokenizer: this many consecutive frames, see ``Backbone.sample_training_frames``); null when the
+    backbone is frozen (no stage 1), or the whole clip. ``gan``: adversarial and perceptual training
+    in stage 1 (:class:`futurelat.config.gan.GANConfig`; off by default).
     """
 
     name: str = "vqvae"
@@ -38,7 +39,9 @@ class VQVAEParams:
     ``hidden_channels``: width of the first stage. ``channel_mult``: one stride-2 stage per entry
     (downsampling ``2 ** len``). ``num_res_blocks``: decoder blocks per stage. ``latent_dim``: code
     vector size D. ``codebook_size``: codes K. ``commitment_weight``, ``ema_decay``, ``kmeans_init``,
-    ``dead_code_threshold``: vector-quantize-pytorch's codebook training.
+    ``dead_code_threshold``: vector-quantize-pytorch's codebook training. ``max_search_bytes``: memory
+    budget (bytes, >= 4) of the temporaries of the nearest-code search of a frozen VQ-VAE (encode,
+    snap): peak memory stays flat in K at the same codes; larger is a little faster.
     """
 
     hidden_channels: int = 32
@@ -50,6 +53,7 @@ class VQVAEParams:
     ema_decay: float = 0.99
     kmeans_init: bool = True
     dead_code_threshold: float = 2.0
+    max_search_bytes: int = 512 * 2**20  # bytes of (rows x K) distances per chunk of the nearest-code search
 
 
 @dataclass
@@ -57,6 +61,33 @@ class VQVAEConfig(BackboneConfig):
     name: str = "vqvae"
     frames_per_clip: Optional[int] = 2
     params: VQVAEParams = field(default_factory=VQVAEParams)
+
+
+@dataclass
+class MAGVIT2Params:
+    """:class:`futurelat.models.backbones.magvit2.MAGVIT2` (causal 3-D conv autoencoder + FSQ).
+
+    ``hidden_channels``: width of the first stage. ``channel_mult``: one stage per entry, of width
+    ``hidden_channels * mult``, each halving H and W (blur-pool) after its residual blocks: spatial
+    downsampling ``2 ** len``. ``temporal_downsample``: per stage, whether it halves time too (causally):
+    ``T`` frames → ``1 + (T - 1) / 2 ** (number of true)`` latent frames. ``num_res_blocks``: residual
+    blocks per stage (and in the middle), in the encoder and the decoder. ``levels``: FSQ levels per
+    latent channel: ``D = len(levels)``, ``K = prod(levels)`` codes ([8, 5, 5, 5] = 1,000;
+    [8, 8, 8, 6, 5] = 15,360 for larger models; no level 2).
+    """
+
+    hidden_channels: int = 32
+    channel_mult: List[int] = field(default_factory=lambda: [1, 2, 4])
+    temporal_downsample: List[bool] = field(default_factory=lambda: [False, True, True])
+    num_res_blocks: int = 1
+    levels: List[int] = field(default_factory=lambda: [8, 5, 5, 5])
+
+
+@dataclass
+class MAGVIT2Config(BackboneConfig):
+    name: str = "magvit2_fsq"
+    frames_per_clip: Optional[int] = 17
+    params: MAGVIT2Params = field(default_factory=MAGVIT2Params)
 
 
 #: The Hub checkpoint ``backbone=vjepa2`` loads.

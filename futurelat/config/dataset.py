@@ -4,7 +4,8 @@ Each YAML option starts with ``defaults: [base_<name>, _self_]`` and sets only w
 the defaults below are the only ones; OmegaConf checks the types and refuses unknown keys (named
 ``dataset.<key>``) while Hydra composes. Range checks that types cannot express (``>= 1``, "one
 of", "the two seeds differ") run where the dataset is built
-(:func:`futurelat.datasets.moving_mnist.build_moving_mnist`, :func:`futurelat.datasets.kinetics.build_kinetics`).
+(:func:`futurelat.datasets.moving_mnist.build_moving_mnist`, :func:`futurelat.datasets.kinetics.build_kinetics`,
+:func:`futurelat.datasets.video_file.build_video_file`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,40 @@ class KineticsConfig:
     short_videos: str = "pad"
     backend: str = "auto"
     decode_threads: int = 1
+
+
+@dataclass
+class VideoFileConfig:
+    """Fixed-length clips of one or more video files (:mod:`futurelat.datasets.video_file`).
+
+    ``path``: a video file, a folder of them (searched recursively), or a list of files and folders
+    (required). ``cache_dir``: where decoded, resized frames are cached (null:
+    ``$XDG_CACHE_HOME/futurelat/frames``, else ``~/.cache/futurelat/frames``). ``context_frames`` /
+    ``future_frames``: clip frames (>= 1). ``frame_stride``: source frames between clip frames
+    (>= 1), or null and ``target_fps`` (clip frames per second, > 0) instead; exactly one is set.
+    ``image_size``: centre square of the shorter side, resized, in pixels (>= 1). ``channels``: 1
+    (grayscale, BT.601 luma) or 3 (RGB). ``test_fraction``: the last fraction of each file held out
+    for the test split, in [0, 1); training stops one clip length before it. ``test_clips``: evenly
+    spread test clips (>= 1), null: every non-overlapping clip of the held-out parts. ``shot_cuts``:
+    no clip straddles a detected hard cut. ``shot_cut_threshold``: mean absolute difference of
+    consecutive 16x16 grayscale frames, in (0, 1], above which a cut is detected.
+    ``decode_threads``: FFmpeg decoder threads, 0 = its choice.
+    """
+
+    name: str = "video_file"
+    path: Any = None
+    cache_dir: Optional[str] = None
+    context_frames: int = 10
+    future_frames: int = 10
+    frame_stride: Optional[int] = 1
+    target_fps: Optional[float] = None
+    image_size: int = 64
+    channels: int = 3
+    test_fraction: float = 0.1
+    test_clips: Optional[int] = None
+    shot_cuts: bool = False
+    shot_cut_threshold: float = 0.1
+    decode_threads: int = 0
 
 
 @dataclass

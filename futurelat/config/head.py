@@ -92,7 +92,8 @@ class TransformerParams:
 
     ``objective``: ``regression`` (context latents in, all future latents out) | ``autoregressive``
     (a VideoGPT-style prior over codes; ``ordering`` ``frame`` | ``token``). ``context_latents``:
-    context latent frames, null = ``dataset.context_frames`` / the backbone's temporal downsampling.
+    context latent frames, null = those of ``dataset.context_frames`` (divided by the backbone's temporal
+    downsampling s; ``1 + (T - 1) / s`` for a backbone that encodes the first frame alone).
     ``patch_size``: each token holds a ``p x p`` patch of latents / codes (ignored by ordering
     token). ``position``: ``rope`` (factorized t, h, w) | ``sincos`` | ``alibi`` (token ordering).
     Regression only: ``attention`` ``full`` | ``factorized`` (space then time, ViViT-style);
@@ -101,6 +102,10 @@ class TransformerParams:
     ``joint`` (one kt x k x k conv) | ``2+1d``; ``loss`` ``mse`` | ``l1`` | ``smooth_l1``;
     ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` as for
     :class:`MambaParams`. ``query_chunk``: queries per attention call with a mask or ALiBi bias.
+    ``backend``: the kernel of attention with a mask or ALiBi bias over a whole sequence (training,
+    prefill): ``auto`` (FlexAttention, compiled, on CUDA; SDPA with a per-chunk bias elsewhere) |
+    ``sdpa`` | ``flex`` (FlexAttention everywhere; on CPU eager and forward-only). Decode steps
+    against the KV cache always use SDPA (futurelat/models/heads/flex.py).
     """
 
     objective: str = "regression"
@@ -122,6 +127,7 @@ class TransformerParams:
     pixel_loss_weight: float = 0.0
     pixel_loss_frames: int = 2
     query_chunk: int = 1024
+    backend: str = "auto"
     sampling: CodeSampling = field(default_factory=CodeSampling)
 
 

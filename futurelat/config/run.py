@@ -18,7 +18,9 @@ class EvalConfig:
     futures drawn per context (``test/*`` is their mean, ``test/best_of_k/*`` the best).
     ``reconstruct_sequences``: the backbone's reconstruction ceiling (``reconstruction/*``) on the
     first K test clips (null = all). ``backbone_predictor``: latent-space evaluation also scores the
-    backbone's own pretrained predictor (V-JEPA 2) on the raw test frames.
+    backbone's own pretrained predictor (V-JEPA 2) on the raw test frames. ``fvd_weights``: I3D
+    weights for FVD on pixel runs (a file or folder, :mod:`futurelat.evaluation.fvd`); null = those
+    cached in ``$TORCH_HOME/futurelat/``, else FVD is skipped with a one-line note.
     """
 
     batch_size: int = 100
@@ -27,6 +29,7 @@ class EvalConfig:
     num_samples: int = 1
     reconstruct_sequences: Optional[int] = 200
     backbone_predictor: bool = True
+    fvd_weights: Optional[str] = None
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from futurelat.config.backbone import VJEPA2Config, VJEPA2TinyConfig, VQVAEConfig
-from futurelat.config.dataset import KineticsConfig, LatentCacheConfig, MovingMNISTConfig
+from futurelat.config.backbone import MAGVIT2Config, VJEPA2Config, VJEPA2TinyConfig, VQVAEConfig
+from futurelat.config.dataset import KineticsConfig, LatentCacheConfig, MovingMNISTConfig, VideoFileConfig
 from futurelat.config.head import AnyHeadConfig, FlowDiTConfig, MambaConfig, TransformerConfig
 from futurelat.config.run import CacheConfig, EvalConfig, LoggerConfig, RunConfig, WandbLoggerConfig
 from futurelat.config.trainer import TrainerSettings
@@ -16,10 +16,12 @@ SCHEMAS = (
     (None, "base_run", RunConfig),
     ("dataset", "base_moving_mnist", MovingMNISTConfig),
     ("dataset", "base_kinetics_400", KineticsConfig),
+    ("dataset", "base_video_file", VideoFileConfig),
     ("dataset", "base_latent_cache", LatentCacheConfig),
     ("backbone", "base_vqvae", VQVAEConfig),
     ("backbone", "base_vjepa2", VJEPA2Config),
     ("backbone", "base_vjepa2_tiny", VJEPA2TinyConfig),
+    ("backbone", "base_magvit2_fsq", MAGVIT2Config),
     ("head", "base_mamba", MambaConfig),
     ("head", "base_transformer", TransformerConfig),
     ("head", "base_flow_dit", FlowDiTConfig),

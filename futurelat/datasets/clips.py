@@ -2,7 +2,8 @@
 
 A clip is ``T`` frames ``step`` source frames apart from a start frame (:func:`clip_indices`,
 :func:`max_start`); its frames are centre-cropped to a square and resized
-(:func:`resize_center_crop`). Used by :class:`futurelat.datasets.kinetics.Kinetics`.
+(:func:`resize_center_crop`). Used by :class:`futurelat.datasets.kinetics.Kinetics` and the frame cache
+of :mod:`futurelat.datasets.video_file`.
 """
 
 from __future__ import annotations

@@ -236,8 +236,10 @@ def load_cache_info(root: str | os.PathLike, command: str = "python -m futurelat
 
 
 def spec_to_dict(spec: LatentSpec) -> dict[str, Any]:
-    return {"latent_dim": spec.latent_dim, "grid": list(spec.grid), "codebook_size": spec.codebook_size,
-            "temporal_downsample": spec.temporal_downsample}
+    """The spec as stored in ``cache_info.json`` (``first_frame_alone`` only when true: older caches match)."""
+    out = {"latent_dim": spec.latent_dim, "grid": list(spec.grid), "codebook_size": spec.codebook_size,
+           "temporal_downsample": spec.temporal_downsample}
+    return {**out, "first_frame_alone": True} if spec.first_frame_alone else out
 
 
 def check_cache_info(info: Mapping[str, Any], where: str, *, backbone_name: str | None = None,

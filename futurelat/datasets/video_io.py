@@ -1,4 +1,5 @@
-"""Video files: read selected frames (decord or PyAV), read metadata, write test clips (PyAV).
+"""Video files: read selected frames (decord or PyAV), stream a whole file (PyAV), read metadata,
+write test clips (PyAV).
 
 Shape notation: ``T`` frames read, ``C = 3`` RGB channels, ``H x W`` the video's own size.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +45,7 @@ __all__ = [
     "open_video",
     "read_frames",
     "resolve_backend",
+    "stream_frames",
     "video_info",
     "write_video",
 ]
@@ -324,6 +326,56 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int], backend: Backen
     """
     with open_video(path, backend) as video:
         return video.read(indices, dtype)
+
+
+def stream_frames(path: str | os.PathLike, indices: Sequence[int], *, short_side: int | None = None,
+                  chunk_size: int = 64, num_threads: int = 0) -> Iterator[Tensor]:
+    """Frames ``indices`` of ``path`` in one sequential PyAV pass, as ``(B, 3, H', W')`` uint8 chunks.
+
+    For reading a whole film (a frame cache): each frame is decoded once and only the requested
+    ones are converted to RGB, scaled by FFmpeg (area filter) so their shorter side is ``short_side``
+    pixels (the aspect ratio kept, ``None``: the video's own size). Stops without error when the
+    stream ends before ``max(indices)`` (container frame counts can be off): the caller then gets
+    fewer frames than ``indices``.
+
+    Args:
+        indices: non-decreasing frame indices ``>= 0`` (repeats allowed).
+        chunk_size: frames per chunk (the last may be shorter).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        VideoDecodeError: the file cannot be opened or decoding fails part-way (names the path).
+        ValueError: decreasing or negative ``indices``.
+    """
+    idx = [int(i) for i in indices]
+    if any(b < a for a, b in zip(idx, idx[1:])) or (idx and idx[0] < 0):
+        raise ValueError(f"stream_frames({path}): indices must be non-decreasing and >= 0")
+    with open_video(path, "pyav", num_threads) as video:
+        info, size = video.info, None
+        if short_side is not None:
+            scale = short_side / min(info.height, info.width)
+            size = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
+        chunk: list[np.ndarray] = []
+        pos = 0  # next position in idx
+        try:
+            for count, frame in enumerate(video._container.decode(video=0)):
+                if pos >= len(idx):
+                    break
+                if idx[pos] != count:
+                    continue
+                if size is not None:
+                    frame = frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+                rgb = frame.to_ndarray(format="rgb24")
+                while pos < len(idx) and idx[pos] == count:
+                    chunk.append(rgb)
+                    pos += 1
+                if len(chunk) >= chunk_size:
+                    yield torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
+                    chunk = []
+        except Exception as err:  # av.FFmpegError and friends, part-way through the file
+            raise VideoDecodeError(video.path, f"{type(err).__name__}: {err}") from err
+        if chunk:
+            yield torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous()
 
 
 # ------------------------------------------------------------------------- writing

@@ -16,11 +16,17 @@ of stochastic video prediction, e.g. Denton & Fergus 2018).
 
 If the model can reconstruct frames (``model.reconstruct``, e.g. a tokenizer's encode → decode),
 the reconstruction of all ``Tc + Tf`` frames is scored as ``reconstruction/*``: the ceiling a
-latent-space predictor can reach.
+latent-space predictor can reach. A discrete backbone (``model.spec.codebook_size``) also reports
+the share of its codebook those clips use and the perplexity of their codes.
+
+With a :class:`~futurelat.evaluation.fvd.FrechetVideoDistance` (``eval.fvd_weights``), whole clips
+(context + predicted future, against context + true future) are also scored by FVD (Unterthiner et
+al. 2018), for the model and for copy-last.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,12 +36,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
+from futurelat.evaluation.fvd import MIN_FRAMES, FrechetVideoDistance, frechet_distance_of_features
 from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_metrics
 from futurelat.evaluation.results import best_of_k, collect_metrics, write_metrics
 from futurelat.evaluation.visualize import save_prediction_gif, save_prediction_grid
 from futurelat.models.base import check_frames
 from futurelat.utils.modes import eval_mode_on
 from futurelat.utils.progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 BASELINES: tuple[str, ...] = ("copy_last", "zeros")
 
@@ -82,8 +91,8 @@ def _check_output(out: Tensor, expected: tuple[int, ...], what: str) -> None:
 def _metric_keys(future_frames: int) -> set[str]:
     """Every key :func:`evaluate_frames` can compute for ``future_frames`` steps."""
     width = max(2, len(str(future_frames)))
-    keys = {"test/num_sequences", "test/num_samples", "reconstruction/num_sequences",
-            *(f"reconstruction/{m}" for m in METRIC_NAMES)}
+    keys = {"test/num_sequences", "test/num_samples", "reconstruction/num_sequences", "reconstruction/codebook_usage",
+            "reconstruction/perplexity", "test/fvd", "test/copy_last/fvd", *(f"reconstruction/{m}" for m in METRIC_NAMES)}
     for prefix in ("test/", "test/best_of_k/", *(f"test/{b}/" for b in BASELINES)):
         for m in METRIC_NAMES:
             keys.add(prefix + m)
@@ -105,6 +114,7 @@ def evaluate_frames(
     extra_metrics: Mapping[str, Any] | None = None,
     num_samples: int = 1,
     reconstruct_sequences: int | None = None,
+    fvd: FrechetVideoDistance | None = None,
 ) -> dict[str, float]:
     """Score ``model.rollout`` on future frames, with baselines, per-step curves and pictures.
 
@@ -130,6 +140,7 @@ def evaluate_frames(
         reconstruct_sequences: score ``reconstruction/*`` on the first this many sequences only (``None``:
             all): the ceiling is a sanity figure, and encoding, decoding and scoring all ``T`` frames
             of every sequence can cost as much as the rollouts.
+        fvd: score whole clips by FVD (``T >= 9`` frames; the first sample of each context); ``None``: skip.
 
     Returns:
         Flat dict of floats (see :mod:`futurelat.evaluation.metrics` for units):
@@ -139,7 +150,11 @@ def evaluate_frames(
           lowest-MSE sample, only when ``k > 1``; ``test/num_samples`` = ``k``;
         - ``test/copy_last/...`` and ``test/zeros/...``: same keys for the two baselines;
         - ``reconstruction/{mse,ssim,psnr}``: reconstruction of all ``T`` frames (if available), of
-          ``reconstruction/num_sequences`` sequences;
+          ``reconstruction/num_sequences`` sequences; for a discrete backbone also
+          ``reconstruction/codebook_usage`` (share of the ``K`` codes used by those clips, in [0, 1])
+          and ``reconstruction/perplexity`` (exp of their code entropy, in [1, K]);
+        - ``test/fvd``, ``test/copy_last/fvd`` (with ``fvd``, at least 2 sequences): FVD of
+          context + future clips, >= 0, lower is better;
         - ``test/num_sequences``; plus ``extra_metrics``.
 
     Raises:
@@ -168,6 +183,9 @@ def evaluate_frames(
 
     device = torch.device(device)
     tc, tf = context_frames, future_frames
+    if fvd is not None and tc + tf < MIN_FRAMES:
+        log.info("FVD skipped: clips of %d frames, I3D needs at least %d", tc + tf, MIN_FRAMES)
+        fvd = None
 
     accumulators = {"test/": MetricAccumulator()}
     if num_samples > 1:
@@ -177,6 +195,9 @@ def evaluate_frames(
     reconstructed = 0
     reconstruct = getattr(model, "reconstruct", None)
     reconstruct = reconstruct if callable(reconstruct) else None
+    codebook = getattr(getattr(model, "spec", None), "codebook_size", None)
+    code_counts = torch.zeros(codebook, dtype=torch.long) if codebook and callable(getattr(model, "encode", None)) else None
+    copy_last_features: list[Tensor] = []  # FVD of copy-last, against the real clips fvd holds
     shown: dict[str, list[Tensor]] = {"context": [], "target": [], "prediction": []}
     num_shown = 0
 
@@ -217,6 +238,12 @@ def evaluate_frames(
                     reconstruction_acc = reconstruction_acc or MetricAccumulator()
                     reconstruction_acc.update(frame_metrics(recon, frames[:todo]))
                     reconstructed += todo
+                    codes = model.encode(frames[:todo]).codes if code_counts is not None else None
+                    if codes is not None:
+                        code_counts += torch.bincount(codes.flatten().cpu(), minlength=codebook)
+            if fvd is not None:
+                fvd.update(frames, torch.cat([context, prediction.clamp(0, 1)], dim=1))
+                copy_last_features.append(fvd.features(torch.cat([context, copy_last_baseline(context, tf)], dim=1)))
 
             if num_shown < num_visualize:
                 k = min(b, num_visualize - num_shown)
@@ -232,6 +259,14 @@ def evaluate_frames(
         tok = reconstruction_acc.compute("reconstruction/", per_step=False)
         reconstruction = {k: v for k, v in tok.items() if k.split("/")[-1] in ("mse", "ssim", "psnr")}
         reconstruction["reconstruction/num_sequences"] = float(reconstructed)
+        if code_counts is not None and code_counts.sum() > 0:
+            p = code_counts.double() / code_counts.sum()
+            reconstruction["reconstruction/codebook_usage"] = float((code_counts > 0).double().mean())
+            reconstruction["reconstruction/perplexity"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+    if fvd is not None and start >= 2:
+        reconstruction["test/fvd"] = fvd.compute()
+        reconstruction["test/copy_last/fvd"] = frechet_distance_of_features(fvd.real_features(),
+                                                                            torch.cat(copy_last_features))
     metrics = collect_metrics(accumulators, num_sequences=start, num_samples=num_samples,
                               extra={**reconstruction, **(extra_metrics or {})})
 

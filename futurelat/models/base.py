@@ -56,16 +56,39 @@ class LatentSpec:
         grid: ``(h, w)`` token grid per latent frame; ``N = h * w``.
         codebook_size: number of codes, or ``None`` for a continuous backbone.
         temporal_downsample: frames per latent frame (1 for per-frame tokenizers).
+        first_frame_alone: the first frame is encoded alone into the first latent frame (a causal
+            video tokenizer such as MAGVIT-v2): ``T`` frames → ``1 + (T - 1) / temporal_downsample``
+            latent frames, so one tokenizer serves images and videos. Otherwise ``T / temporal_downsample``.
     """
 
     latent_dim: int
     grid: tuple[int, int]
     codebook_size: int | None = None
     temporal_downsample: int = 1
+    first_frame_alone: bool = False
 
     @property
     def tokens_per_frame(self) -> int:
         return self.grid[0] * self.grid[1]
+
+    def latent_frames(self, num_frames: int, what: str = "a clip", backbone: str = "this backbone") -> int:
+        """``T'``, the latent frames of ``num_frames`` consecutive frames that start a clip.
+
+        A later part of a clip (the future after the context) has ``latent_frames(Tc + Tf) -
+        latent_frames(Tc)`` latent frames: ``Tf / temporal_downsample`` when each count is valid.
+
+        Raises:
+            ValueError: ``num_frames`` is not ``k * s`` (or ``1 + k * s`` with ``first_frame_alone``),
+                ``s = temporal_downsample``; the message names ``what``, ``backbone`` and the valid counts.
+        """
+        s, n = self.temporal_downsample, int(num_frames)
+        offset = 1 if self.first_frame_alone else 0
+        if n < max(1, offset) or (n - offset) % s:
+            valid = ", ".join(str(offset + k * s) for k in range(1 - offset, 5 - offset))
+            rule = f"the first frame alone, then groups of {s}: 1 + k * {s}" if self.first_frame_alone \
+                else f"groups of {s}: a multiple of {s}"
+            raise ValueError(f"{what} has {n} frames; {backbone} encodes {rule} frames ({valid}, ...)")
+        return offset + (n - offset) // s
 
     @property
     def discrete(self) -> bool:
@@ -147,6 +170,18 @@ class Backbone(nn.Module, ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not name its decoder's last layer "
                                   "(last_decoder_layer), which backbone.gan.adaptive_weight=true needs")
+
+    def sample_training_frames(self, frames: Tensor, frames_per_clip: int) -> Tensor:
+        """What stage 1 trains on: ``frames_per_clip`` random frames of each clip (per-frame tokenizers).
+
+        ``(B, T, C, H, W)`` → ``(B, k, C, H, W)``, ``k = min(frames_per_clip, T)``, in random order. Uses
+        the global torch RNG (checkpointed by the trainer, so a resumed run draws the same frames). A
+        video tokenizer overrides it to return consecutive frames.
+        """
+        b, t = frames.shape[:2]
+        k = min(int(frames_per_clip), t)
+        index = torch.rand(b, t).argsort(dim=1)[:, :k].to(frames.device)
+        return frames[torch.arange(b, device=frames.device)[:, None], index]
 
     def freeze(self) -> "Backbone":
         """Eval mode and ``requires_grad=False`` on every parameter; returns ``self``."""

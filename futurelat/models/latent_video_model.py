@@ -80,8 +80,13 @@ class LatentVideoModel(nn.Module):
             raise ValueError(f"num_future={num_future} must be a multiple of the backbone's temporal "
                              f"downsampling ({step})")
         self.eval()
-        z_future = self.head.rollout(self.encode(context), num_future // step)
-        return self.backbone.decode(z_future).clamp(0, 1)
+        z_context = self.encode(context)
+        z_future = self.head.rollout(z_context, num_future // step)
+        if not self.spec.first_frame_alone:
+            return self.backbone.decode(z_future).clamp(0, 1)
+        # A causal video decoder decodes the future after its context (alone, the first future latent frame
+        # would decode as an image): decode context + future, keep the future's frames.
+        return self.backbone.decode(_concat_time(z_context, z_future))[:, -num_future:].clamp(0, 1)
 
     @torch.no_grad()
     def reconstruct(self, frames: Tensor) -> Tensor | None:
@@ -90,6 +95,18 @@ class LatentVideoModel(nn.Module):
             return None
         self.eval()
         return self.backbone.decode(self.encode(frames)).clamp(0, 1)
+
+
+def _concat_time(a: Latents, b: Latents) -> Latents:
+    """``a`` then ``b`` along time; codes kept when both have them (a code head's latents may be empty)."""
+    codes = None if a.codes is None or b.codes is None else torch.cat([a.codes, b.codes], dim=1)
+    if a.latents.shape[-1] == b.latents.shape[-1]:
+        latents = torch.cat([a.latents, b.latents.to(a.latents.dtype)], dim=1)
+    elif codes is not None:  # only the codes are decoded
+        latents = a.latents.new_zeros(*codes.shape, a.latents.shape[-1])
+    else:
+        raise ValueError(f"cannot join latents {tuple(a.latents.shape)} and {tuple(b.latents.shape)} without codes")
+    return Latents(latents, codes)
 
 
 # --------------------------------------------------------------------------------------
@@ -110,6 +127,25 @@ def _params(group: str, cfg: DictConfig, cls: type) -> dict[str, Any]:
     return params
 
 
+def clip_latent_frames(spec: LatentSpec, context_frames: int, future_frames: int, name: str) -> tuple[int, int]:
+    """``(Tc', Tc' + Tf')``: the latent frames of a clip's context and of the whole clip.
+
+    Raises:
+        ValueError: a count the backbone cannot encode: ``dataset.future_frames`` must be a multiple of the
+            temporal downsampling ``s``, ``dataset.context_frames`` too, or ``1 + k * s`` when the backbone
+            encodes the first frame alone (:attr:`LatentSpec.first_frame_alone`).
+    """
+    s = spec.temporal_downsample
+    if future_frames % s:
+        raise ValueError(f"dataset.future_frames={future_frames} is not a multiple of backbone '{name}' "
+                         f"temporal downsampling ({s})")
+    if not spec.first_frame_alone and context_frames % s:
+        raise ValueError(f"dataset.context_frames={context_frames} is not a multiple of backbone '{name}' "
+                         f"temporal downsampling ({s})")
+    context = spec.latent_frames(context_frames, "dataset.context_frames", f"backbone '{name}'")
+    return context, context + future_frames // s
+
+
 def build_backbone(cfg: DictConfig) -> Backbone:
     """Build the backbone named ``cfg.backbone.name`` with ``cfg.backbone.params``.
 
@@ -125,10 +161,11 @@ def build_backbone(cfg: DictConfig) -> Backbone:
 def build_model(cfg: DictConfig) -> LatentVideoModel:
     """Compose ``cfg.backbone`` and ``cfg.head`` into a :class:`LatentVideoModel`.
 
-    A head's ``context_latents: null`` becomes ``dataset.context_frames`` divided by the backbone's
-    temporal downsampling (a dataset counts frames, a head latent frames). Checks, before any training, that the pair fits: the backbone accepts the dataset's
-    frame size, the clip length divides by its temporal downsampling, and a head that
-    predicts codes gets a discrete backbone. A head with a decoded pixel loss
+    A head's ``context_latents: null`` becomes the latent frames of ``dataset.context_frames`` (heads
+    count latent frames; :func:`clip_latent_frames`). Checks, before any training, that the pair fits:
+    the backbone accepts the dataset's frame size and frame counts (multiples of its temporal
+    downsampling; ``1 + k * s`` context frames for a backbone that encodes the first frame alone), and
+    a head that predicts codes gets a discrete backbone. A head with a decoded pixel loss
     (``head.params.pixel_loss_weight > 0``) gets the backbone's ``decode_latents``.
 
     Raises:
@@ -138,11 +175,8 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
     backbone = build_backbone(cfg)
     size = int(cfg.dataset.image_size)
     spec = backbone.latent_spec((size, size))
-    num_frames = int(cfg.dataset.context_frames) + int(cfg.dataset.future_frames)
-    for key in ("context_frames", "future_frames"):
-        if int(cfg.dataset[key]) % spec.temporal_downsample:
-            raise ValueError(f"dataset.{key}={cfg.dataset[key]} is not a multiple of backbone "
-                             f"'{cfg.backbone.name}' temporal downsampling ({spec.temporal_downsample})")
+    context_latents, num_latents = clip_latent_frames(spec, int(cfg.dataset.context_frames),
+                                                      int(cfg.dataset.future_frames), str(cfg.backbone.name))
     head_cls = HEADS.get(cfg.head.name)
     head_params = _params("head", cfg.head, head_cls)
     if head_cls.config_needs_codes(head_params) and not spec.discrete:
@@ -154,8 +188,8 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
                          "predicts latents (e.g. head.params.objective=regression)")
     if "context_latents" in inspect.signature(head_cls.__init__).parameters and head_params.get("context_latents") is None:
         # null in the head's yaml: the dataset's context frames, counted in latent frames.
-        head_params["context_latents"] = int(cfg.dataset.context_frames) // spec.temporal_downsample
-    head = head_cls(spec, num_frames // spec.temporal_downsample, **head_params)
+        head_params["context_latents"] = context_latents
+    head = head_cls(spec, num_latents, **head_params)
     pixel_loss = getattr(head, "pixel_loss", None)
     if pixel_loss is not None and pixel_loss.active:
         if not backbone.has_decoder:

@@ -44,7 +44,7 @@ NON_MODEL_PARAMS = frozenset({
     "dropout", "input_noise", "context_dropout",  # training-time regularisation
     "loss", "time_sampling", "pixel_loss_weight", "pixel_loss_frames",  # training objective
     "commitment_weight", "ema_decay", "kmeans_init", "dead_code_threshold",  # VQ-VAE codebook training
-    "backend", "chunk_size", "query_chunk", "dtype",  # kernels and numerics
+    "backend", "chunk_size", "query_chunk", "dtype", "max_search_bytes",  # kernels and numerics
     "cache_dir",                                  # where pretrained weights are found
 })
 ABSENT = "<absent>"

@@ -13,10 +13,11 @@ from omegaconf import OmegaConf
 
 from futurelat.cache import CacheSettings
 from futurelat.config import SCHEMAS
-from futurelat.config.backbone import VJEPA2Params, VJEPA2TinyParams, VQVAEParams
+from futurelat.config.backbone import MAGVIT2Params, VJEPA2Params, VJEPA2TinyParams, VQVAEParams
 from futurelat.config.run import CacheConfig
 from futurelat.config.trainer import StageSchedule, TrainerSettings
 from futurelat.datasets.moving_mnist import build_moving_mnist
+from futurelat.models.backbones.magvit2 import MAGVIT2
 from futurelat.models.backbones.vjepa2 import VJEPA2Backbone
 from futurelat.models.backbones.vqvae import VQVAE
 from futurelat.registry import HEADS
@@ -70,6 +71,9 @@ def test_backbone_constructors_default_to_the_schema():
     assert {**dataclasses.asdict(VQVAEParams()), "channel_mult": tuple(VQVAEParams().channel_mult)} == \
         {k: v for k, v in vqvae.items() if k != "in_channels"}
     assert (vqvae["hidden_channels"], vqvae["codebook_size"]) == (32, 128)  # were 64 and 512 in Python
+    magvit2 = _defaults(MAGVIT2.__init__)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in dataclasses.asdict(MAGVIT2Params()).items()} == \
+        {k: v for k, v in magvit2.items() if k != "in_channels"}
     vjepa2 = _defaults(VJEPA2Backbone.__init__)
     assert {**dataclasses.asdict(VJEPA2Params()), "init_seed": VJEPA2TinyParams.init_seed} == vjepa2
 

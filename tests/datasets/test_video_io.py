@@ -149,3 +149,20 @@ def test_auto_falls_back_to_pyav_when_decord_fails(clip, monkeypatch):
     assert np.abs(out.permute(0, 2, 3, 1).numpy().astype(np.int64) - frames[[2, 4]]).mean() < 2.0
     with pytest.raises(VideoDecodeError, match="cannot convert"):  # an explicit backend does not fall back
         read_frames(path, [2], backend="decord")
+
+
+def test_stream_frames_matches_read_and_scales(clip):
+    """One sequential pass gives the frames ``read`` gives (repeats kept), in chunks; ``short_side``
+    scales keeping the aspect ratio; a too-large index just ends the stream; corrupt files raise."""
+    path, _ = clip
+    indices = [0, 0, 3, 5, 6, 11]
+    chunks = list(video_io.stream_frames(path, indices, chunk_size=4))
+    assert [c.shape[0] for c in chunks] == [4, 2] and chunks[0].dtype == torch.uint8
+    assert torch.equal(torch.cat(chunks), read_frames(path, indices, backend="pyav"))
+    small = torch.cat(list(video_io.stream_frames(path, [1, 2], short_side=16)))
+    assert small.shape == (2, 3, 16, 32)
+    assert sum(c.shape[0] for c in video_io.stream_frames(path, [10, 11, 40])) == 2
+    with pytest.raises(ValueError, match="non-decreasing"):
+        list(video_io.stream_frames(path, [3, 2]))
+    with pytest.raises(FileNotFoundError):
+        list(video_io.stream_frames(path.replace("clip.mp4", "nope.mp4"), [0]))

@@ -20,15 +20,15 @@ METRICS = ("mse", "mae", "ssim", "psnr")
 class OracleModel:
     """Returns the true future by looking the context up among the known sequences."""
 
-    def __init__(self, sequences):
-        self.sequences = sequences
+    def __init__(self, sequences, tc: int = TC):
+        self.sequences, self.tc = sequences, tc
 
     def rollout(self, context, num_future):
         out = []
         for ctx in context:
-            match = (self.sequences[:, :TC] == ctx).flatten(1).all(1).nonzero()
+            match = (self.sequences[:, :self.tc] == ctx).flatten(1).all(1).nonzero()
             assert len(match) == 1
-            out.append(self.sequences[match[0, 0], TC:TC + num_future])
+            out.append(self.sequences[match[0, 0], self.tc:self.tc + num_future])
         return torch.stack(out)
 
 
@@ -225,3 +225,38 @@ def test_bad_input_raises(sequences, as_dataset, dataset):
         _run(object(), dataset)
     with pytest.raises(ValueError, match="collide"):
         _run(ZeroModel(), dataset, extra_metrics={"test/mse": 1.0})
+
+
+def test_fvd_scores_whole_clips_for_the_model_and_copy_last(as_dataset):
+    from conftest import make_sequences
+    from futurelat.evaluation.fvd import FrechetVideoDistance
+    from futurelat.evaluation.i3d import InceptionI3d
+
+    torch.manual_seed(0)
+    sequences = make_sequences(n=6, t=10)  # 10 frames: I3D needs >= 9
+    fvd = FrechetVideoDistance(InceptionI3d(), resize_to=32)
+    kw = dict(context_frames=5, future_frames=5, batch_size=4, progress=False)
+    oracle = evaluate_frames(OracleModel(sequences, tc=5), as_dataset(sequences), fvd=fvd, **kw)
+    assert oracle["test/fvd"] == pytest.approx(0.0, abs=1e-6)  # predicted clips = the real clips
+    assert oracle["test/copy_last/fvd"] > 1e-3
+    fvd.reset()
+    zeros = evaluate_frames(ZeroModel(), as_dataset(sequences), fvd=fvd, **kw)
+    assert zeros["test/fvd"] > 1e-3 and zeros["test/copy_last/fvd"] == pytest.approx(oracle["test/copy_last/fvd"])
+    short = _run(ZeroModel(), as_dataset(make_sequences(n=6, t=8)), fvd=fvd)  # 8 frames: skipped
+    assert "test/fvd" not in short and "test/copy_last/fvd" not in short
+
+
+def test_codebook_usage_and_perplexity_of_a_discrete_backbone(dataset):
+    from types import SimpleNamespace
+
+    class Discrete(ShiftModel):
+        spec = SimpleNamespace(codebook_size=4)
+
+        def encode(self, frames):  # codes 0 and 1 only, equally often: half the codebook, perplexity 2
+            codes = torch.arange(frames.shape[0] * 2).remainder(2).view(-1, 2)
+            return SimpleNamespace(codes=codes)
+
+    m = _run(Discrete(reconstruct_noise=0.1), dataset)
+    assert m["reconstruction/codebook_usage"] == 0.5
+    assert m["reconstruction/perplexity"] == pytest.approx(2.0)
+    assert "reconstruction/codebook_usage" not in _run(ShiftModel(reconstruct_noise=0.1), dataset)

@@ -304,7 +304,7 @@ def test_tiny_real_model(sequences, dataset, tmp_path):
     torch.manual_seed(0)
     backbone = VQVAE(in_channels=1, hidden_channels=8, latent_dim=8, codebook_size=16, kmeans_init=False).freeze()
     spec = backbone.latent_spec((16, 16))
-    head = HEADS.get("transformer")(spec, 8, objective="regression", context_frames=5, d_model=32, num_layers=1)
+    head = HEADS.get("transformer")(spec, 8, objective="regression", context_latents=5, d_model=32, num_layers=1)
     model = LatentVideoModel(backbone, head, spec)
     m = evaluate_latents(model, dataset, context_latents=5, future_latents=3, batch_size=4, progress=False,
                          out_dir=tmp_path, num_visualize=2)

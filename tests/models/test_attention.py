@@ -1,5 +1,5 @@
-"""Tests of the heads' attention layers (futurelat/models/heads/attention.py) and position codes
-(futurelat/models/heads/positions.py)."""
+"""Tests of the heads' attention layers (futurelat/models/heads/attention.py), their FlexAttention
+backend (futurelat/models/heads/flex.py) and position codes (futurelat/models/heads/positions.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from futurelat.models.heads import flex
 from futurelat.models.heads.attention import Attention, FactorizedBlock, KVCache, TemporalDepthwiseConv
 from futurelat.models.heads.positions import (POSITIONS, alibi_slopes, apply_rope, axis_angles, axis_split,
                                               frequencies, grid_coords, rotary, sincos)
@@ -188,3 +189,113 @@ def test_frequency_ladders_agree_up_to_rounding():
         torch.testing.assert_close(exp, power, atol=0, rtol=1e-6)
         assert torch.equal(exp, torch.exp(torch.arange(n, dtype=torch.float32) * (-math.log(10_000.0) / n)))
     assert frequencies(0, ladder="exp").shape == (0,)
+
+
+# ------------------------------------------------------------------ FlexAttention backend
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def flex_backward_runs(device: str) -> bool:
+    """Whether this torch's FlexAttention has a backward on ``device`` (torch 2.13: not on CPU)."""
+    q = torch.randn(1, 1, 16, 16, device=device, requires_grad=True)
+    try:
+        flex.flex_attention(q, q, q).sum().backward()
+    except NotImplementedError:
+        return False
+    return True
+
+
+def twin_layers(position: str, mask: str, device: str, dim: int = 32, heads: int = 2) -> tuple[Attention, Attention]:
+    """The same attention layer (6 tokens a frame) with ``backend="sdpa"`` and ``backend="flex"``."""
+    torch.manual_seed(0)
+    sdpa = Attention(dim, heads, position=position, mask=mask, grid=(2, 3), query_chunk=64, backend="sdpa")
+    other = Attention(dim, heads, position=position, mask=mask, grid=(2, 3), query_chunk=64, backend="flex")
+    other.load_state_dict(sdpa.state_dict())
+    return sdpa.to(device), other.to(device)
+
+
+@pytest.mark.parametrize("length,frame", [(5, 6), (128, 6), (300, 36), (385, 7)])
+@pytest.mark.parametrize("mask", ["causal", "block"])
+def test_flex_block_mask_equals_torchs_create_block_mask(mask, length, frame):
+    from torch.nn.attention.flex_attention import create_block_mask
+    ours = flex.block_mask(mask, frame, length, torch.device("cpu"))
+    ref = create_block_mask(flex.mask_mod(mask, frame), None, None, length, length, device="cpu")
+    assert torch.equal(ours.to_dense(), ref.to_dense())
+    for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
+        assert torch.equal(getattr(ours, name), getattr(ref, name)), name
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("position,mask", [("alibi", "causal"), ("alibi", "block"), ("alibi", "none"),
+                                           ("rope", "block")])
+def test_flex_forward_equals_sdpa_with_its_bias_and_continues_a_cache(position, mask, device):
+    """fp32, 200 tokens (two 128-blocks, the second partial): flex equals the per-chunk SDPA bias. A cache
+    filled by a flex prefill continues with SDPA decode steps exactly as the whole sequence does."""
+    sdpa, other = twin_layers(position, mask, device)
+    x = torch.randn(2, 200, 32, device=device)
+    with torch.no_grad():
+        full = sdpa(x)
+        torch.testing.assert_close(other(x), full, atol=1e-5, rtol=1e-5)
+        if mask == "none":  # bidirectional: no cache to continue
+            return
+        cache = KVCache()
+        pieces = [other(part, cache) for part in x.split([144, 6, 50], dim=1)]  # whole frames (block mask)
+        torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mask", ["causal", "block"])
+def test_flex_backward_equals_sdpa_with_its_bias(mask, device):
+    if not flex_backward_runs(device):
+        pytest.skip(f"torch {torch.__version__}: FlexAttention has no backward on {device} "
+                    "(NotImplementedError); backend auto never takes it there")
+    sdpa, other = twin_layers("alibi", mask, device)
+    x = torch.randn(2, 200, 32, device=device, requires_grad=True)
+    grads = []
+    for layer in (sdpa, other):
+        out = layer(x)
+        grads.append(torch.autograd.grad(out.square().sum(), [x, *layer.parameters()]))
+        if layer is sdpa:
+            expected = out
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_backend_auto_never_takes_flex_on_cpu(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("flex called on CPU under backend=auto")
+
+    monkeypatch.setattr("futurelat.models.heads.attention.flex_attend", refuse)
+    torch.manual_seed(0)
+    layer = Attention(32, 2, position="alibi", mask="causal", grid=(2, 3))  # backend auto
+    assert layer.backend == "auto" and not flex.use_flex("auto", torch.zeros(1, 2, 8, 16), 0.0)
+    x = torch.randn(1, 40, 32, requires_grad=True)
+    layer(x).sum().backward()  # training on CPU: SDPA
+    assert x.grad is not None
+
+
+def test_backend_auto_falls_back_to_sdpa_when_the_compiled_kernel_fails(monkeypatch, caplog):
+    def broken(*args):
+        raise RuntimeError("no Triton")
+
+    monkeypatch.setattr(flex, "_state", {"compiled_ok": False, "broken": None})
+    monkeypatch.setattr(flex, "_compiled", lambda: broken)
+    q = torch.randn(1, 2, 8, 16)
+    with caplog.at_level("WARNING"):
+        assert flex._compiled_call(q, q, q, None, None, "auto") is None
+    assert "no Triton" in flex._state["broken"] and "SDPA serves every attention call" in caplog.text
+    assert not flex.use_flex("auto", q, 0.0)
+    with pytest.raises(RuntimeError, match="no Triton"):  # an explicit flex says what failed
+        flex._compiled_call(q, q, q, None, None, "flex")
+
+
+def test_backend_names_and_flex_dropout_are_checked():
+    with pytest.raises(ValueError, match=r"head\.params\.backend must be one of auto, sdpa, flex"):
+        Attention(16, 2, position="alibi", mask="causal", grid=(2, 2), backend="triton")
+    with pytest.raises(ValueError, match="no attention dropout"):
+        Attention(16, 2, position="alibi", mask="causal", grid=(2, 2), backend="flex", dropout=0.1)
+    Attention(16, 2, position="alibi", mask="causal", grid=(2, 2), backend="auto", dropout=0.1)  # SDPA then

@@ -246,6 +246,96 @@ def test_a_25600_token_sequence_has_no_position_limit(position):
     assert logits.shape == (1, 100, 256, 8) and torch.isfinite(logits).all()
 
 
+# ------------------------------------------------------- ALiBi: longer rollouts, attention backends
+
+
+def test_alibi_token_prior_samples_more_latent_frames_than_it_was_built_for():
+    """Built for clips of 4 latent frames, rolled out for 2 context + 6 future: nothing in the head is sized
+    by the length, the KV-cached steps past frame 4 give the logits of a no-cache pass over all 8
+    frames, and the greedy draws are that pass's argmax."""
+    head = random_output(tiny_head(ordering="token", position="alibi", num_frames=4, context_latents=2,
+                                   sampling={"greedy": True})).eval()
+    longer = tiny_head(ordering="token", position="alibi", num_frames=40, context_latents=2)
+    shapes = lambda h: {k: v.shape for k, v in h.state_dict().items()}  # noqa: E731
+    assert shapes(head) == shapes(longer)
+    codes = random_codes(frames=8)
+    assert_steps_match_parallel(head, codes, "token")  # 8 x 16 steps against the cache = one pass without it
+    future = head.rollout(as_codes(codes[:, :2]), 6).codes
+    assert future.shape == (2, 6, 16) and future.dtype == torch.int64
+    assert 0 <= int(future.min()) and int(future.max()) < SPEC.codebook_size
+    with torch.no_grad():
+        logits = head.logits(torch.cat([codes[:, :2], future], 1))  # (B, 8, N, K), no cache
+    assert torch.equal(logits[:, 2:].argmax(-1), future)
+
+
+def test_trained_alibi_prior_keeps_its_scene_past_the_trained_length():
+    """Trained on 4-frame clips of a still, uniform scene (one code everywhere), it rolls out 6 frames after
+    2 (twice its clip length) and the scene stays."""
+    spec = LatentSpec(latent_dim=4, grid=(2, 4), codebook_size=4)
+    codes = (torch.arange(8) % 4)[:, None, None].expand(8, 4, 8).clone()  # (B, T=4, N=8)
+    head = tiny_head(spec=spec, num_frames=4, ordering="token", position="alibi", context_latents=2, d_model=16,
+                     num_layers=1, sampling={"greedy": True})
+    losses = train(head, as_codes(codes), 30, lr=3e-2)
+    assert losses[-1] < 0.06  # the floor: ln(4) for the first code of 32, 0.043 nats per code
+    future = head.rollout(as_codes(codes[:4, :2]), 6).codes  # greedy
+    assert torch.equal(future, codes[:4, :1].expand(4, 6, 8))
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("ordering,position", [("token", "alibi"), ("frame", "rope")])
+def test_flex_backend_gives_the_sdpa_logits_and_rollouts(ordering, position):
+    """On CPU ``backend=flex`` runs torch's eager FlexAttention (forward only): the training pass and the
+    prefill go through it, the decode steps through SDPA; logits and steps equal the SDPA head's."""
+    greedy = {"greedy": True}
+    sdpa = random_output(tiny_head(ordering=ordering, position=position, backend="sdpa", sampling=greedy)).eval()
+    other = tiny_head(ordering=ordering, position=position, backend="flex", sampling=greedy).eval()
+    other.load_state_dict(sdpa.state_dict())
+    codes = random_codes()
+    with torch.no_grad():
+        torch.testing.assert_close(other.logits(codes), sdpa.logits(codes), atol=1e-5, rtol=1e-5)
+    assert_steps_match_parallel(other, codes, ordering)
+    context = as_codes(codes[:, :3])
+    assert torch.equal(other.rollout(context, 2).codes, sdpa.rollout(context, 2).codes)
+
+
+def test_backend_is_checked_and_auto_trains_on_cpu():
+    with pytest.raises(ValueError, match=r"head\.params\.backend must be one of auto, sdpa, flex"):
+        tiny_head(backend="cuda")
+    with pytest.raises(ValueError, match=r"head\.params\.backend=flex has no attention dropout"):
+        tiny_head(backend="flex", dropout=0.1)
+    head = tiny_head(ordering="token", position="alibi")  # the config's default: auto
+    assert all(block.attn.backend == "auto" for block in head.blocks)
+    head(as_codes(random_codes()))["loss"].backward()  # SDPA on CPU: trains
+
+
+def test_model_and_evaluator_roll_out_more_frames_than_the_clips_trained_on():
+    """A tiny VQ-VAE + ALiBi token prior built from the real configs for clips of 2 + 2 frames: the model's
+    rollout and the frame evaluator run 6 future frames (8 in all, twice the clip)."""
+    from composing import tiny_config
+    from futurelat.evaluation.evaluator import evaluate_frames
+    from futurelat.models.latent_video_model import build_model
+
+    cfg = tiny_config(["head=transformer", "head.params.objective=autoregressive", "head.params.ordering=token",
+                       "head.params.position=alibi", "dataset.image_size=32", "dataset.context_frames=2",
+                       "dataset.future_frames=2"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    assert model.head.num_frames == 4 and model.head.trunk.position == "alibi"
+    channels, size = cfg.dataset.channels, 32
+    clips = torch.rand(3, 8, channels, size, size)
+    model.backbone.train()
+    model.backbone(clips[:, :2])  # the VQ codebook is initialised by its first batch
+    model.backbone.freeze()
+    loss = model.head(**model.head_inputs({"frames": clips[:2, :4]}))["loss"]  # a 4-frame training clip
+    assert torch.isfinite(loss)
+    future = model.rollout(clips[:2, :2], 6)
+    assert future.shape == (2, 6, channels, size, size)
+    assert torch.isfinite(future).all() and 0 <= future.min() and future.max() <= 1
+    metrics = evaluate_frames(model, [{"frames": clip} for clip in clips], context_frames=2, future_frames=6,
+                              batch_size=2, progress=False, num_visualize=0)
+    assert metrics["test/num_sequences"] == 3 and math.isfinite(metrics["test/mse/step_06"])
+
+
 # ------------------------------------------------------------------------- config errors
 
 

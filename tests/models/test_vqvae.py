@@ -81,3 +81,28 @@ def test_overfits_one_batch_and_the_codebook_updates():
     assert model.codebook.grad is None
     assert (model.codebook - codebook_before).norm() > 1e-2 * codebook_before.norm()
     assert 0 < out["codebook_usage"].item() <= 1 and 1 <= out["perplexity"].item() <= 32
+
+
+@pytest.mark.parametrize("max_bytes", [4, 4 * 7, 4 * 32, 4 * 32 * 5 + 3, 2**29])
+def test_nearest_codes_in_a_byte_budget_are_the_unchunked_search(max_bytes):
+    """Chunks of rows (whole codebook) or, below one row, of codes: the same codes at any budget, ties
+    (a duplicated code) going to the first code as argmax does."""
+    model = tiny_vqvae(kmeans_init=False).eval()
+    with torch.no_grad():
+        model.codebook[20] = model.codebook[3]  # a tie: code 3 wins
+    torch.manual_seed(3)
+    latents = torch.randn(3, 5, 16, 8)
+    latents[0, 0, :4] = model.codebook[3]
+    codebook = model.codebook.float()
+    flat = latents.reshape(-1, 8)
+    unchunked = (2 * flat @ codebook.t() - codebook.square().sum(-1)).argmax(-1).view(3, 5, 16)
+    codes = model.nearest_codes(latents, max_bytes=max_bytes)
+    assert torch.equal(codes, unchunked) and (codes[0, 0, :4] == 3).all()
+    assert torch.equal(codes, torch.cdist(flat, codebook).argmin(-1).view(3, 5, 16))
+
+
+def test_the_search_budget_comes_from_the_config():
+    assert tiny_vqvae().max_search_bytes == 512 * 2**20
+    assert tiny_vqvae(max_search_bytes=1024).max_search_bytes == 1024
+    with pytest.raises(ValueError, match="max_search_bytes must be >= 4"):
+        tiny_vqvae(max_search_bytes=0)

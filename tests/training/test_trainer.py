@@ -417,7 +417,7 @@ def test_gradient_checkpointing_reaches_the_head_and_trains_identically(tmp_path
     from futurelat.models.heads.transformer import TransformerHead
 
     def run(flag):
-        head = lambda: TransformerHead(LatentSpec(latent_dim=4, grid=(4, 4)), 5, context_frames=3, d_model=16,  # noqa: E731
+        head = lambda: TransformerHead(LatentSpec(latent_dim=4, grid=(4, 4)), 5, context_latents=3, d_model=16,  # noqa: E731
                                        num_layers=2, num_heads=2, dropout=0.1)
         t = make(tmp_path / str(flag), head, cfg=trainer_cfg(gradient_checkpointing=flag),
                  stage=stage_cfg(max_steps=3, batch_size=4), dataset=ToyLatentClips(),

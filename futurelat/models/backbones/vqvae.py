@@ -123,6 +123,7 @@ class VQVAE(Backbone):
             all-black start an L1-trained VQ-VAE otherwise sits on for 150+ steps).
         dead_code_threshold: codes whose EMA cluster size falls below this are replaced
             by random encoder outputs of the current batch.
+        max_search_bytes: memory budget of :meth:`nearest_codes`' temporaries (bytes), whatever K.
 
     The codebook is updated by EMA (no gradient), so gradients reach the encoder by the
     plain straight-through estimator; vector-quantize-pytorch's rotation trick is
@@ -134,10 +135,14 @@ class VQVAE(Backbone):
                  num_res_blocks: int = _DEFAULTS.num_res_blocks, latent_dim: int = _DEFAULTS.latent_dim,
                  codebook_size: int = _DEFAULTS.codebook_size, commitment_weight: float = _DEFAULTS.commitment_weight,
                  ema_decay: float = _DEFAULTS.ema_decay, kmeans_init: bool = _DEFAULTS.kmeans_init,
-                 dead_code_threshold: float = _DEFAULTS.dead_code_threshold):
+                 dead_code_threshold: float = _DEFAULTS.dead_code_threshold,
+                 max_search_bytes: int = _DEFAULTS.max_search_bytes):
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(f"backbone.in_channels must be 1 or 3, got {in_channels}")
+        if max_search_bytes < 4:
+            raise ValueError(f"backbone.params.max_search_bytes must be >= 4 (one float32), got {max_search_bytes}")
+        self.max_search_bytes = int(max_search_bytes)
         channel_mult = list(channel_mult)
         self.in_channels = in_channels
         self.downsample = 2 ** len(channel_mult)
@@ -204,10 +209,10 @@ class VQVAE(Backbone):
     def encode(self, frames: Tensor) -> Latents:
         """Frames ``(B, T, C, H, W)`` in [0, 1] → quantized latents ``(B, T, N, D)`` and codes ``(B, T, N)``.
 
-        In training mode this is the quantizer's own forward pass (EMA updates included); in eval
-        mode (the frozen backbone of stage 2 and evaluation) the nearest codes are found by a
-        chunked matmul, :meth:`nearest_codes`, which gives the same codes several times faster
-        and without the quantizer's ``(M·N, K)`` temporaries.
+        In training mode this is the quantizer's own forward pass (EMA updates included; its distances
+        and one-hot assignments are ``(M·N, K)`` tensors); in eval mode (the frozen backbone of stage 2,
+        caching and evaluation) the nearest codes are found by a chunked matmul, :meth:`nearest_codes`,
+        which gives the same codes several times faster, in at most ``max_search_bytes`` of temporaries.
         """
         if self.training:
             z_q, codes, _, _ = self._encode_frames(frames)
@@ -219,19 +224,39 @@ class VQVAE(Backbone):
         return Latents(latents=F.embedding(codes, self.codebook), codes=codes)
 
     @torch.no_grad()
-    def nearest_codes(self, latents: Tensor, chunk: int = 8192) -> Tensor:
+    def nearest_codes(self, latents: Tensor, max_bytes: int | None = None) -> Tensor:
         """Latents ``(..., D)`` → int64 codes ``(...)`` of the nearest codebook vectors (L2).
 
-        ``argmin_k ‖x − e_k‖² = argmax_k (2 x·e_k − ‖e_k‖²)``: one matmul per ``chunk`` rows, in
-        float32, so the temporaries stay at ``chunk × K`` floats.
+        ``argmin_k ‖x − e_k‖² = argmax_k (2 x·e_k − ‖e_k‖²)``, in float32, one matmul into a reused
+        ``(rows, cols)`` score buffer at a time, sized to ``max_bytes`` (default ``max_search_bytes``):
+        ``rows = max_bytes / (4 K)`` latents against the whole codebook, or, when one row of ``K`` scores
+        does not fit, one latent against ``max_bytes / 4`` codes at a time (ties: the first code, as
+        ``argmax``). Peak memory is flat in K beyond the codebook itself; the codes are the unchunked ones.
         """
+        budget = self.max_search_bytes if max_bytes is None else int(max_bytes)
         codebook = self.codebook.float()  # (K, D)
-        sq_norms = codebook.square().sum(-1)  # (K,)
-        flat = latents.reshape(-1, latents.shape[-1]).float()
+        num_codes = codebook.shape[0]
+        sq_norms = torch.linalg.vector_norm(codebook, dim=-1).square()  # (K,)
+        flat = latents.reshape(-1, latents.shape[-1]).float()  # (M, D)
         codes = torch.empty(flat.shape[0], dtype=torch.int64, device=flat.device)
-        for start in range(0, flat.shape[0], chunk):
-            scores = torch.addmm(sq_norms, flat[start:start + chunk], codebook.t(), beta=-1, alpha=2)
-            codes[start:start + chunk] = scores.argmax(-1)
+        rows = max(1, min(flat.shape[0], budget // (4 * num_codes)))
+        cols = num_codes if budget >= 4 * num_codes else max(1, budget // 4)
+        scores = flat.new_empty(rows, cols)
+        for start in range(0, flat.shape[0], rows):
+            x = flat[start:start + rows]  # (r, D)
+            if cols == num_codes:
+                out = scores[:x.shape[0]]
+                torch.addmm(sq_norms, x, codebook.t(), beta=-1, alpha=2, out=out)
+                codes[start:start + x.shape[0]] = out.argmax(-1)
+                continue
+            best = x.new_full((x.shape[0],), float("-inf"))
+            for k in range(0, num_codes, cols):  # one latent (rows == 1), the codebook in blocks
+                out = scores[:, :min(cols, num_codes - k)]
+                torch.addmm(sq_norms[k:k + cols], x, codebook[k:k + cols].t(), beta=-1, alpha=2, out=out)
+                value, index = out.max(-1)
+                better = value > best  # strictly: a tie keeps the earlier code
+                best = torch.where(better, value, best)
+                codes[start:start + x.shape[0]] = torch.where(better, index + k, codes[start:start + x.shape[0]])
         return codes.view(latents.shape[:-1])
 
     def embed_codes(self, codes: Tensor) -> Tensor:

@@ -21,7 +21,9 @@ Masks (``mask``): ``"none"`` (bidirectional), ``"causal"`` (key ``j <= i``) and 
 (block-causal over frames: key frame ``<=`` query frame, so tokens of a frame see each other and
 every earlier frame). The attention itself is :func:`torch.nn.functional.scaled_dot_product_attention`
 (flash / memory-efficient kernels on CUDA); ``is_causal=True`` or no mask at all is used whenever no
-bias is needed, and an explicit mask is only ever built for one chunk of queries at a time.
+bias is needed, and an explicit mask is only ever built for one chunk of queries at a time. Where a
+mask or bias is needed over a whole sequence, ``backend`` may route the call through FlexAttention
+instead (a fused kernel on CUDA; :mod:`futurelat.models.heads.flex`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from futurelat.models.heads.flex import check_backend, flex_attend, use_flex
 from futurelat.models.heads.positions import POSITIONS, alibi_slopes, apply_rope, rotary
 
 MASKS = ("none", "causal", "block")
@@ -106,18 +109,24 @@ class Attention(nn.Module):
         cpu_math_max_keys: on CPU, attention in which every query sees every key, over at most this
             many keys, runs SDPA's math backend (:data:`CPU_MATH_MAX_KEYS`); 0 leaves the choice of
             kernel to torch (the DiT trunk's attention, as its checkpoints were trained).
+        backend: ``"auto" | "sdpa" | "flex"``: how a self-attention call over a whole sequence that
+            needs a mask or ALiBi bias runs (:mod:`futurelat.models.heads.flex`); calls that
+            continue a cache, and every other call, run SDPA.
 
     Raises:
-        ValueError: ``position`` or ``mask`` not among the valid names (listed in the message).
+        ValueError: ``position``, ``mask`` or ``backend`` not among the valid names (listed in the
+            message), or ``backend="flex"`` with ``dropout > 0``.
     """
 
     def __init__(self, dim: int, num_heads: int, *, position: str, mask: str, grid: tuple[int, int],
                  dropout: float = 0.0, query_chunk: int = 1024, cross: bool = False,
-                 cpu_math_max_keys: int = CPU_MATH_MAX_KEYS):
+                 cpu_math_max_keys: int = CPU_MATH_MAX_KEYS, backend: str = "auto"):
         super().__init__()
         if position not in POSITIONS or mask not in MASKS:
             raise ValueError(f"attention position must be one of {POSITIONS} and mask one of {MASKS}; "
                              f"got position={position!r}, mask={mask!r}")
+        check_backend(backend, dropout)
+        self.backend = backend
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.position, self.mask, self.grid = position, mask, tuple(grid)
         self.frame_tokens = grid[0] * grid[1]
@@ -186,6 +195,14 @@ class Attention(nn.Module):
                     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
             if self.mask == "causal" and num_queries == num_keys:
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        # A whole sequence; "auto" sends only ALiBi there (masks without a bias keep the SDPA path GPU runs had).
+        if (not self.cross and start == 0 and use_flex(self.backend, q, dropout)
+                and (self.backend == "flex" or self.position == "alibi")):
+            slopes = self.slopes if self.position == "alibi" else None
+            y = flex_attend(q, k, v, mask=self.mask, frame_tokens=self.frame_tokens, slopes=slopes,
+                            backend=self.backend)
+            if y is not None:  # None: "auto" found flex broken on its first call
+                return y
         chunks = []
         for q0 in range(start, start + num_queries, self.query_chunk):  # absolute token indices
             q1 = min(q0 + self.query_chunk, start + num_queries)

@@ -6,8 +6,9 @@ model tokens per frame, ``d`` model width. Latents are ``(B, T, N, D)`` float, c
 int64 in ``[0, K)``.
 
 The head is a :class:`~futurelat.models.heads.trunks.transformer.TransformerTrunk` (attention
-through ``scaled_dot_product_attention``; no position table caps the length) plus, per
-``head.params.objective``:
+through ``scaled_dot_product_attention``, or FlexAttention where a mask or ALiBi bias is needed:
+``backend``, :mod:`~futurelat.models.heads.flex`; no position table caps the length, so a prior
+built for ``T`` latent frames rolls out any number of them) plus, per ``head.params.objective``:
 
 - ``"regression"``: :class:`~futurelat.models.heads.objectives.latent_regression.BlockRegression`,
   a deterministic predictor (FutureLatents' PredictorTransformer): context tokens and one learned
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from futurelat.config.head import TransformerParams
 from futurelat.models.base import LatentSpec
 from futurelat.models.heads.composed import ComposedHead
+from futurelat.models.heads.flex import check_backend
 from futurelat.models.heads.objectives.code_prior import CodePrior
 from futurelat.models.heads.objectives.latent_regression import LOSSES, BlockRegression
 from futurelat.models.heads.patches import check_patch_size
@@ -66,13 +68,14 @@ def _check_range(key: str, value: Any, ok: bool, rule: str) -> None:
 def _check_config(spec: LatentSpec, num_frames: int, objective: str, ordering: str, context_latents: int,
                   d_model: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float, patch: int,
                   position: str, loss: str, query_chunk: int, target: str, attention: str,
-                  spatial_kernel: int, temporal_kernel: int, conv_factorization: str) -> None:
+                  spatial_kernel: int, temporal_kernel: int, conv_factorization: str, backend: str) -> None:
     """Raise ``ValueError`` naming ``head.params.<key>`` and its valid values for a bad config."""
     for key, value, valid in (("objective", objective, OBJECTIVES), ("ordering", ordering, ORDERINGS),
                               ("position", position, POSITIONS), ("loss", loss, tuple(LOSSES)),
                               ("target", target, TARGETS), ("attention", attention, ATTENTIONS),
                               ("conv_factorization", conv_factorization, CONV_FACTORIZATIONS)):
         _check_choice(key, value, valid)
+    check_backend(backend, dropout)
     if attention == "factorized" and (objective != "regression" or position == "alibi"):
         raise ValueError("head.params.attention=factorized is for the regression objective with rope or sincos "
                          f"positions (no causal mask, no KV cache); got objective={objective!r}, "
@@ -170,6 +173,9 @@ class TransformerHead(ComposedHead):
             ``pixel_loss_frames`` predicted frames per clip go through the frozen decoder and are
             compared with the decoded truth by per-pixel MSE. Needs a backbone with a decoder.
         pixel_loss_frames: future frames per clip decoded for that loss (cost grows with it).
+        backend: ``"auto" | "sdpa" | "flex"``: the kernel of attention with a mask or ALiBi bias over a
+            whole sequence (training, the prefill of a rollout); decode steps use SDPA. ``"auto"``
+            is compiled FlexAttention on CUDA and SDPA elsewhere (:mod:`~futurelat.models.heads.flex`).
         sampling: ``{"greedy", "temperature", "top_k"}`` for autoregressive rollouts, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`); ``None``: greedy.
 
@@ -195,13 +201,13 @@ class TransformerHead(ComposedHead):
                  spatial_kernel: int = _DEFAULTS.spatial_kernel, temporal_kernel: int = _DEFAULTS.temporal_kernel,
                  conv_factorization: str = _DEFAULTS.conv_factorization,
                  pixel_loss_weight: float = _DEFAULTS.pixel_loss_weight,
-                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames):
+                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames, backend: str = _DEFAULTS.backend):
         super().__init__()
         check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression")
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
         _check_config(spec, num_frames, objective, ordering, context_latents, d_model, num_layers, num_heads,
                       mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention, spatial_kernel,
-                      temporal_kernel, conv_factorization)
+                      temporal_kernel, conv_factorization, backend)
         sampling_options(sampling)  # fail early on bad keys
         self.sampling = dict(sampling) if sampling is not None else {}
         self.needs_codes = objective == "autoregressive"
@@ -222,7 +228,8 @@ class TransformerHead(ComposedHead):
         self.trunk = TransformerTrunk(d_model=d_model, num_layers=num_layers, num_heads=num_heads, mlp_ratio=mlp_ratio,
                                       dropout=dropout, position=position, mask=mask, attention=attention,
                                       grid=model_grid, query_chunk=query_chunk, spatial_kernel=spatial_kernel,
-                                      temporal_kernel=temporal_kernel, conv_factorization=conv_factorization)
+                                      temporal_kernel=temporal_kernel, conv_factorization=conv_factorization,
+                                      backend=backend)
         self._init_objective(patch)
 
     def _init_objective(self, patch: int) -> None:

@@ -48,6 +48,8 @@ class TransformerTrunk(nn.Module):
         temporal_kernel: ``1`` or an odd ``k_t`` (with ``spatial_kernel > 0``): that conv spans ``k_t`` frames.
         conv_factorization: ``"joint"`` (one ``k_t x k x k`` conv) or ``"2+1d"`` (``k x k`` per frame,
             then a ``k_t`` conv per token across frames).
+        backend: ``"auto" | "sdpa" | "flex"``: the kernel of masked / ALiBi attention over a whole
+            sequence (:mod:`futurelat.models.heads.flex`).
 
     Blocks are initialized GPT-2 style (linears ``N(0, 0.02)``, zero biases, residual projections
     scaled by ``1 / sqrt(2 L)``); the convs start at zero, so a fresh trunk is the plain transformer.
@@ -55,7 +57,7 @@ class TransformerTrunk(nn.Module):
 
     def __init__(self, *, d_model: int, num_layers: int, num_heads: int, mlp_ratio: float, dropout: float,
                  position: str, mask: str, attention: str, grid: tuple[int, int], query_chunk: int,
-                 spatial_kernel: int, temporal_kernel: int, conv_factorization: str):
+                 spatial_kernel: int, temporal_kernel: int, conv_factorization: str, backend: str = "auto"):
         super().__init__()
         self.width, self.position, self.grid = d_model, position, tuple(grid)
         self.frame_tokens = grid[0] * grid[1]  # M
@@ -67,7 +69,7 @@ class TransformerTrunk(nn.Module):
         else:
             self.blocks = CheckpointableBlocks(
                 Block(d_model, num_heads, mlp_ratio, dropout, position=position, mask=mask, grid=self.grid,
-                      query_chunk=query_chunk) for _ in range(num_layers))
+                      query_chunk=query_chunk, backend=backend) for _ in range(num_layers))
         joint = temporal_kernel > 1 and conv_factorization == "joint"
         self.spatial_mixers = nn.ModuleList(
             channels_last_weight(
