@@ -177,3 +177,36 @@ def test_two_rank_ddp_trains_both_networks(tmp_path):
         torch.testing.assert_close(fixed["model"][k], v, rtol=1e-4, atol=1e-5)
     for k, v in union.gan.critic.state_dict().items():
         torch.testing.assert_close(fixed["critic"][k], v, rtol=1e-4, atol=1e-5)
+
+
+class MovingSquares(torch.utils.data.Dataset):
+    """``n`` clips ``{"frames": (5, 1, 16, 16)}``: a bright square moving right (a video tokenizer's input)."""
+
+    def __init__(self, n: int = 8):
+        self.frames = torch.zeros(n, 5, 1, 16, 16)
+        for i in range(n):
+            for j in range(5):
+                self.frames[i, j, 0, i % 10:i % 10 + 5, j + i % 5:j + i % 5 + 5] = 1.0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"frames": self.frames[i]}
+
+
+def test_magvit2_trains_as_a_generator_with_the_3d_discriminator(tmp_path):
+    from futurelat.models.backbones.magvit2 import MAGVIT2
+
+    torch.manual_seed(0)
+    backbone = MAGVIT2(in_channels=1, hidden_channels=8, channel_mult=[1, 1, 2])
+    gan = build_gan({"enabled": True, "discriminator": "style3d", "channels": 4, "num_layers": 2, "start_step": 1,
+                     "adaptive_weight": True}, in_channels=1)
+    logger = ListLogger()
+    t = Trainer(backbone, MovingSquares(), trainer_cfg(), stage_cfg(max_steps=2, batch_size=2), run_dir=tmp_path,
+                name="backbone", logger=logger, gan=gan)
+    t.fit()
+    last = logger.records[-1][1]
+    assert last["backbone/gan_weight"] != pytest.approx(0.1) and last["backbone/gan_weight"] > 0  # adaptive
+    assert torch.isfinite(torch.tensor([last[f"backbone/{k}"] for k in ("d_loss", "g_adv", "logits_fake")])).all()
+    assert load_checkpoint(t.checkpoint_path("final"))["gan"]["optimizer"]["state"]

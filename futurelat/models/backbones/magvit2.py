@@ -297,10 +297,19 @@ class MAGVIT2(Backbone):
             "perplexity": entropy.exp(),
         }
 
-    def forward(self, frames: Tensor) -> dict[str, Tensor]:
+    def last_decoder_layer(self) -> Tensor:
+        """:attr:`last_layer`, under the name the GAN step asks for (:meth:`Backbone.last_decoder_layer`)."""
+        return self.last_layer
+
+    def forward(self, frames: Tensor, return_reconstruction: bool = False) -> dict[str, Tensor]:
         """Stage-1 step on clips ``(B, T, C, H, W)``, ``T = 1 + s·k``: :meth:`reconstruction_losses` of
-        :meth:`autoencode`."""
-        return self.reconstruction_losses(frames, self.autoencode(frames))
+        :meth:`autoencode`; with ``return_reconstruction`` also ``reconstruction`` (its ``recon``), for the
+        GAN step (``backbone.gan``, :meth:`Backbone.forward`)."""
+        out = self.autoencode(frames)
+        losses = self.reconstruction_losses(frames, out)
+        if return_reconstruction:
+            losses["reconstruction"] = out.recon
+        return losses
 
     def sample_training_frames(self, frames: Tensor, frames_per_clip: int) -> Tensor:
         """A random window of consecutive frames of each clip: ``(B, T, C, H, W)`` → ``(B, k, C, H, W)``,
