@@ -19,6 +19,27 @@ VJEPA2 = ["debug/backbone@backbone=none", "debug/dataset@dataset=none", "backbon
           "trainer.head.max_steps=2", "head.params.sampling.steps=1"]
 
 
+#: Steamboat Willie presets read a video file (the test writes one) through the tiny MAGVIT-v2, GAN from step 1.
+STEAMBOAT = ["debug/backbone@backbone=magvit2_fsq", "debug/dataset@dataset=none", "dataset.image_size=32",
+             "dataset.target_fps=null", "dataset.frame_stride=1", "dataset.test_fraction=0.4",
+             "backbone.gan.start_step=1"]
+
+
+@pytest.fixture(scope="module")
+def film(tmp_path_factory):
+    """A 48-frame 40 x 48 gray video of a bright square crossing a dark frame."""
+    import numpy as np
+
+    from futurelat.datasets.video_io import write_video
+
+    frames = np.zeros((48, 40, 48, 3), dtype=np.uint8)
+    for t in range(48):
+        frames[t, 10:22, t % 36:t % 36 + 12] = 220
+    path = tmp_path_factory.mktemp("film") / "film.mp4"
+    write_video(path, frames, fps=12)
+    return path
+
+
 @pytest.fixture(scope="module")
 def toy_videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
@@ -28,8 +49,10 @@ def toy_videos(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_preset_runs_its_tiny_variant(experiment, tmp_path, toy_videos):
+def test_every_preset_runs_its_tiny_variant(experiment, tmp_path, toy_videos, film):
     overrides = [f"+experiment={experiment}", "+debug=tiny"]
+    if experiment.startswith("steamboat"):
+        overrides += [*STEAMBOAT, f"dataset.path={film}", f"dataset.cache_dir={tmp_path / 'frames'}"]
     if experiment.startswith("vjepa2"):
         overrides += [*VJEPA2, f"dataset.source.root={toy_videos}", f"dataset.dir={tmp_path / 'cache'}",
                       "cache.progress=false"]
