@@ -21,7 +21,6 @@ position ids in ``VJEPA2RopeAttention.get_position_ids`` decode indices the same
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,8 +30,7 @@ from torch import Tensor
 
 from futurelat.config.backbone import VJEPA2_CHECKPOINT, VJEPA2Params, VJEPA2TinyParams
 from futurelat.models.base import Backbone, Latents, LatentSpec, check_frames
-from futurelat.utils.hub import hub_unreachable as _hub_unreachable
-from futurelat.utils.hub import looks_like_path as _looks_like_path
+from futurelat.utils.hub import WeightsSource, load_offline_first
 
 if TYPE_CHECKING:  # transformers is imported when a model is built: it costs seconds at import
     from transformers import VJEPA2Model
@@ -51,6 +49,11 @@ CHECKPOINTS = (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: How the loading errors name these weights (:func:`futurelat.utils.hub.load_offline_first`).
+WEIGHTS = WeightsSource(what="V-JEPA 2 weights", key="backbone.params.pretrained", cache_key="backbone.params.cache_dir",
+                        saved_by="VJEPA2Model.save_pretrained", example=DEFAULT_CHECKPOINT,
+                        contents="V-JEPA 2 model in that directory (need config.json and model.safetensors)",
+                        tail=f"Known ids: {', '.join(CHECKPOINTS)}.")
 
 
 # --------------------------------------------------------------------------------------
@@ -58,28 +61,12 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 # --------------------------------------------------------------------------------------
 
 
-def _missing_weights_message(pretrained: str, cache_dir: str | None, reason: str) -> str:
-    from huggingface_hub import constants
-
-    where = cache_dir or constants.HF_HUB_CACHE
-    return (
-        f"V-JEPA 2 weights '{pretrained}' (backbone.params.pretrained) are not in the local Hugging Face "
-        f"cache ({where}) and cannot be downloaded: {reason}. futurelat downloads missing weights into that "
-        f"cache when the Hub answers and offline mode is off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE unset); "
-        f"otherwise it fails here at once instead of retrying. On a machine with internet run "
-        f"`hf download {pretrained}` (or `huggingface-cli download {pretrained}`) and copy the cache here "
-        f"(HF_HOME / backbone.params.cache_dir), or save the model to a directory and set "
-        f"backbone.params.pretrained=/path/to/dir (if {pretrained!r} was meant as a directory, it does not "
-        f"exist). Known ids: {', '.join(CHECKPOINTS)}."
-    )
-
-
 def load_pretrained(pretrained: str, crop_size: int, cache_dir: str | None = None) -> tuple[VJEPA2Model, bool]:
     """Load ``VJEPA2Model`` weights from a local directory or the HF cache, downloading a missing hub id.
 
     A hub id is looked up in the cache first (``local_files_only=True``, no network). On a miss it is
     downloaded into the cache as transformers does, unless offline mode is on or the Hub does not
-    answer (:func:`_hub_unreachable`): then the error comes at once, never after network retries.
+    answer: then the error comes at once (:func:`futurelat.utils.hub.load_offline_first`), never after network retries.
 
     Args:
         pretrained: a hub id (``facebook/vjepa2-vitl-fpc64-256``, see :data:`CHECKPOINTS`), or a
@@ -98,27 +85,8 @@ def load_pretrained(pretrained: str, crop_size: int, cache_dir: str | None = Non
             and cannot be downloaded (offline mode, no connection, or the download failed); the
             message says why and how to get the weights.
     """
-    local = _looks_like_path(pretrained)
-    if local and not Path(pretrained).expanduser().is_dir():
-        raise FileNotFoundError(f"backbone.params.pretrained={pretrained!r} looks like a directory but does not "
-                                "exist; give a directory written by VJEPA2Model.save_pretrained or a hub id "
-                                f"such as {DEFAULT_CHECKPOINT!r}")
-    source = str(Path(pretrained).expanduser()) if local else pretrained
-    try:
-        return _from_pretrained(source, crop_size, cache_dir, local_files_only=True)
-    except OSError as error:
-        if local:
-            raise FileNotFoundError(f"backbone.params.pretrained={pretrained!r}: no V-JEPA 2 model in that "
-                                    f"directory (need config.json and model.safetensors): {error}") from error
-        reason = _hub_unreachable(pretrained)
-        if reason is not None:
-            raise FileNotFoundError(_missing_weights_message(pretrained, cache_dir, reason)) from error
-    log.info("V-JEPA 2 weights %s are not cached: downloading them into %s", pretrained, cache_dir or "the HF cache")
-    try:
-        return _from_pretrained(source, crop_size, cache_dir, local_files_only=False)
-    except OSError as error:  # the connection dropped, a gated repo without a token, no such repo
-        raise FileNotFoundError(_missing_weights_message(pretrained, cache_dir, f"the download failed: {error}")) \
-            from error
+    return load_offline_first(lambda name, local_only: _from_pretrained(name, crop_size, cache_dir, local_only),
+                              pretrained, cache_dir, WEIGHTS)
 
 
 def _from_pretrained(source: str, crop_size: int, cache_dir: str | None,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,13 +24,19 @@ from torch import Tensor, nn
 
 from futurelat.config.gan import PerceptualConfig
 from futurelat.models.base import check_frames
-from futurelat.utils.hub import hub_unreachable, looks_like_path
+from futurelat.utils.hub import WeightsSource, load_offline_first
 
 log = logging.getLogger(__name__)
 
 #: ImageNet statistics (RGB), what the pretrained image models were trained on.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: How the loading errors name these weights (:func:`futurelat.utils.hub.load_offline_first`).
+WEIGHTS = WeightsSource(what="perceptual-loss weights", key="backbone.gan.perceptual.pretrained",
+                        cache_key="backbone.gan.perceptual.cache_dir", saved_by="save_pretrained",
+                        example=PerceptualConfig.pretrained,
+                        contents="transformers model in that directory (need config.json and the weights)",
+                        tail="Or train without it: backbone.gan.perceptual_weight=0.")
 
 
 class PerceptualLoss(nn.Module):
@@ -120,22 +125,6 @@ def random_image_model(model_type: str, config: dict[str, Any], seed: int = 0) -
         return AutoModel.from_config(model_config)
 
 
-def _missing_weights_message(pretrained: str, cache_dir: str | None, reason: str) -> str:
-    from huggingface_hub import constants
-
-    where = cache_dir or constants.HF_HUB_CACHE
-    return (
-        f"perceptual-loss weights '{pretrained}' (backbone.gan.perceptual.pretrained) are not in the local "
-        f"Hugging Face cache ({where}) and cannot be downloaded: {reason}. futurelat downloads missing weights "
-        f"into that cache when the Hub answers and offline mode is off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE "
-        f"unset); otherwise it fails here at once instead of retrying. On a machine with internet run "
-        f"`hf download {pretrained}` (or `huggingface-cli download {pretrained}`) and copy the cache here "
-        f"(HF_HOME / backbone.gan.perceptual.cache_dir), or save the model to a directory and set "
-        f"backbone.gan.perceptual.pretrained=/path/to/dir (if {pretrained!r} was meant as a directory, it does "
-        f"not exist); or train without it: backbone.gan.perceptual_weight=0."
-    )
-
-
 def load_image_model(pretrained: str, cache_dir: str | None = None) -> nn.Module:
     """``AutoModel.from_pretrained`` of a local directory or a hub id, the cache first (no network), then
     a download unless offline mode is on or the Hub does not answer (then the error comes at once).
@@ -146,27 +135,5 @@ def load_image_model(pretrained: str, cache_dir: str | None = None) -> nn.Module
     """
     from transformers import AutoModel
 
-    local = looks_like_path(pretrained)
-    if local and not Path(pretrained).expanduser().is_dir():
-        raise FileNotFoundError(f"backbone.gan.perceptual.pretrained={pretrained!r} looks like a directory but "
-                                "does not exist; give a directory written by save_pretrained or a hub id such as "
-                                f"{PerceptualConfig.pretrained!r}")
-    source = str(Path(pretrained).expanduser()) if local else pretrained
-    try:
-        return AutoModel.from_pretrained(source, local_files_only=True, cache_dir=cache_dir)
-    except (OSError, ValueError) as error:  # (ValueError: a directory without a model's config.json)
-        if local:
-            raise FileNotFoundError(f"backbone.gan.perceptual.pretrained={pretrained!r}: no transformers model in "
-                                    f"that directory (need config.json and the weights): {error}") from error
-        if not isinstance(error, OSError):
-            raise
-        reason = hub_unreachable(pretrained)
-        if reason is not None:
-            raise FileNotFoundError(_missing_weights_message(pretrained, cache_dir, reason)) from error
-    log.info("perceptual-loss weights %s are not cached: downloading them into %s", pretrained,
-             cache_dir or "the HF cache")
-    try:
-        return AutoModel.from_pretrained(source, local_files_only=False, cache_dir=cache_dir)
-    except OSError as error:
-        raise FileNotFoundError(_missing_weights_message(pretrained, cache_dir, f"the download failed: {error}")) \
-            from error
+    return load_offline_first(lambda name, local_only: AutoModel.from_pretrained(
+        name, local_files_only=local_only, cache_dir=cache_dir), pretrained, cache_dir, WEIGHTS)
