@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
 from futurelat.evaluation.fvd import MIN_FRAMES, FrechetVideoDistance, frechet_distance_of_features
-from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_metrics
+from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_laplacian_energy, frame_metrics
 from futurelat.evaluation.results import best_of_k, collect_metrics, write_metrics
 from futurelat.evaluation.visualize import save_prediction_gif, save_prediction_grid
 from futurelat.models.base import check_frames
@@ -92,7 +92,7 @@ def _metric_keys(future_frames: int) -> set[str]:
     """Every key :func:`evaluate_frames` can compute for ``future_frames`` steps."""
     width = max(2, len(str(future_frames)))
     keys = {"test/num_sequences", "test/num_samples", "reconstruction/num_sequences", "reconstruction/codebook_usage",
-            "reconstruction/perplexity", "test/fvd", "test/copy_last/fvd", *(f"reconstruction/{m}" for m in METRIC_NAMES)}
+            "reconstruction/perplexity", "reconstruction/sharpness", "test/sharpness", "test/fvd", "test/copy_last/fvd", *(f"reconstruction/{m}" for m in METRIC_NAMES)}
     for prefix in ("test/", "test/best_of_k/", *(f"test/{b}/" for b in BASELINES)):
         for m in METRIC_NAMES:
             keys.add(prefix + m)
@@ -153,6 +153,9 @@ def evaluate_frames(
           ``reconstruction/num_sequences`` sequences; for a discrete backbone also
           ``reconstruction/codebook_usage`` (share of the ``K`` codes used by those clips, in [0, 1])
           and ``reconstruction/perplexity`` (exp of their code entropy, in [1, K]);
+          ``reconstruction/sharpness``: their high-frequency energy over the truth's
+          (:func:`~futurelat.evaluation.metrics.sharpness_ratio`: 1 = as sharp, < 1 blurred);
+        - ``test/sharpness``: the same ratio for the first sample's predicted future frames;
         - ``test/fvd``, ``test/copy_last/fvd`` (with ``fvd``, at least 2 sequences): FVD of
           context + future clips, >= 0, lower is better;
         - ``test/num_sequences``; plus ``extra_metrics``.
@@ -198,6 +201,7 @@ def evaluate_frames(
     codebook = getattr(getattr(model, "spec", None), "codebook_size", None)
     code_counts = torch.zeros(codebook, dtype=torch.long) if codebook and callable(getattr(model, "encode", None)) else None
     copy_last_features: list[Tensor] = []  # FVD of copy-last, against the real clips fvd holds
+    energy = torch.zeros(4, dtype=torch.float64)  # high-frequency energy: prediction, future, reconstruction, clip
     shown: dict[str, list[Tensor]] = {"context": [], "target": [], "prediction": []}
     num_shown = 0
 
@@ -221,6 +225,8 @@ def evaluate_frames(
             if num_samples > 1:
                 accumulators["test/best_of_k/"].update(best_of_k([m for m, _ in samples], "mse"))
             prediction = samples[0][1]
+            energy[:2] += torch.stack([frame_laplacian_energy(x.clamp(0, 1).float()).sum().cpu().double()
+                                       for x in (prediction, target)])
             accumulators["test/copy_last/"].update(
                 frame_metrics(copy_last_baseline(context, tf), target))
             accumulators["test/zeros/"].update(frame_metrics(zeros_baseline(context, tf), target))
@@ -237,6 +243,8 @@ def evaluate_frames(
                     _check_output(recon, tuple(frames[:todo].shape), "model.reconstruct(frames)")
                     reconstruction_acc = reconstruction_acc or MetricAccumulator()
                     reconstruction_acc.update(frame_metrics(recon, frames[:todo]))
+                    energy[2:] += torch.stack([frame_laplacian_energy(x.clamp(0, 1).float()).sum().cpu().double()
+                                               for x in (recon, frames[:todo])])
                     reconstructed += todo
                     codes = model.encode(frames[:todo]).codes if code_counts is not None else None
                     if codes is not None:
@@ -259,10 +267,14 @@ def evaluate_frames(
         tok = reconstruction_acc.compute("reconstruction/", per_step=False)
         reconstruction = {k: v for k, v in tok.items() if k.split("/")[-1] in ("mse", "ssim", "psnr")}
         reconstruction["reconstruction/num_sequences"] = float(reconstructed)
+        if energy[3] > 0:  # (flat truth: no ratio)
+            reconstruction["reconstruction/sharpness"] = float(energy[2] / energy[3])
         if code_counts is not None and code_counts.sum() > 0:
             p = code_counts.double() / code_counts.sum()
             reconstruction["reconstruction/codebook_usage"] = float((code_counts > 0).double().mean())
             reconstruction["reconstruction/perplexity"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+    if energy[1] > 0:
+        reconstruction["test/sharpness"] = float(energy[0] / energy[1])
     if fvd is not None and start >= 2:
         reconstruction["test/fvd"] = fvd.compute()
         reconstruction["test/copy_last/fvd"] = frechet_distance_of_features(fvd.real_features(),

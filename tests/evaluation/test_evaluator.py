@@ -260,3 +260,18 @@ def test_codebook_usage_and_perplexity_of_a_discrete_backbone(dataset):
     assert m["reconstruction/codebook_usage"] == 0.5
     assert m["reconstruction/perplexity"] == pytest.approx(2.0)
     assert "reconstruction/codebook_usage" not in _run(ShiftModel(reconstruct_noise=0.1), dataset)
+
+
+def test_sharpness_of_predictions_and_reconstructions(sequences, dataset):
+    from futurelat.evaluation.metrics import sharpness_ratio
+
+    class Blurry(ShiftModel):
+        def reconstruct(self, frames):
+            return torch.nn.functional.avg_pool3d(frames.transpose(1, 2), (1, 3, 3), 1, (0, 1, 1)).transpose(1, 2)
+
+    m = _run(Blurry(), dataset)
+    assert m["reconstruction/sharpness"] == pytest.approx(
+        sharpness_ratio(Blurry().reconstruct(sequences), sequences), rel=1e-5)
+    assert m["reconstruction/sharpness"] < 0.5  # a 3x3 box blur removes most high-frequency energy
+    shifted = ShiftModel().rollout(sequences[:, :TC], TF).detach()
+    assert m["test/sharpness"] == pytest.approx(sharpness_ratio(shifted, sequences[:, TC:]), rel=1e-5)
