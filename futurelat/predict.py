@@ -139,18 +139,19 @@ def rollout(model: LatentVideoModel, context: Tensor, num_future: int, num_sampl
         latents snapped to the codebook, as decoded); predicted frames ``(K, Tf, C, H, W)`` in [0, 1].
 
     Raises:
-        ValueError: frame counts that are not multiples of the backbone's temporal downsampling.
+        ValueError: frame counts the backbone cannot encode (multiples of its temporal downsampling;
+            ``1 + k * s`` context frames for a backbone that encodes the first frame alone).
     """
     step = model.spec.temporal_downsample
-    for what, n in (("context", len(context)), ("future", num_future)):
-        if n < 1 or n % step:
-            raise ValueError(f"{what} frames must be a positive multiple of the backbone's temporal "
-                             f"downsampling ({step}); got {n}")
+    model.spec.latent_frames(len(context), "the context", "the run's backbone")  # ValueError: not encodable
+    if num_future < 1 or num_future % step:
+        raise ValueError(f"future frames must be a positive multiple of the backbone's temporal "
+                         f"downsampling ({step}); got {num_future}")
     z = model.encode(context[None])  # (1, Tc', N, D)
     repeat = (num_samples,) + (1,) * (z.latents.ndim - 1)
     batch = Latents(z.latents.repeat(repeat), None if z.codes is None else z.codes.repeat(repeat[:-1]))
     future = model.head.rollout(batch, num_future // step)
-    frames = model.backbone.decode(future).clamp(0, 1)
+    frames = model.decode_future(batch, future)
     if future.latents.shape[-1] == 0 and future.codes is not None:  # a code prior predicts codes only
         future = Latents(model.backbone.embed_codes(future.codes), future.codes)
     elif future.codes is None and model.spec.discrete and hasattr(model.backbone, "snap"):

@@ -81,11 +81,20 @@ class LatentVideoModel(nn.Module):
                              f"downsampling ({step})")
         self.eval()
         z_context = self.encode(context)
-        z_future = self.head.rollout(z_context, num_future // step)
+        return self.decode_future(z_context, self.head.rollout(z_context, num_future // step))
+
+    @torch.no_grad()
+    def decode_future(self, z_context: Latents, z_future: Latents) -> Tensor:
+        """Frames ``(B, Tf, C, H, W)`` in [0, 1] of predicted latents ``z_future`` ``(B, Tf', ...)`` that
+        follow ``z_context`` (``Tf = Tf' * temporal_downsample``).
+
+        A causal video decoder (:attr:`LatentSpec.first_frame_alone`) decodes the future after its
+        context (alone, the first future latent frame would decode as an image): context + future are
+        decoded and the future's frames kept.
+        """
         if not self.spec.first_frame_alone:
             return self.backbone.decode(z_future).clamp(0, 1)
-        # A causal video decoder decodes the future after its context (alone, the first future latent frame
-        # would decode as an image): decode context + future, keep the future's frames.
+        num_future = z_future.num_frames * self.spec.temporal_downsample
         return self.backbone.decode(_concat_time(z_context, z_future))[:, -num_future:].clamp(0, 1)
 
     @torch.no_grad()
