@@ -22,19 +22,20 @@ VJEPA2 = ["debug/backbone@backbone=none", "debug/dataset@dataset=none", "backbon
 #: Steamboat Willie presets read a video file (the test writes one) through the tiny MAGVIT-v2, GAN from step 1.
 STEAMBOAT = ["debug/backbone@backbone=magvit2_fsq", "debug/dataset@dataset=none", "dataset.image_size=32",
              "dataset.target_fps=null", "dataset.frame_stride=1", "dataset.test_fraction=0.4",
-             "backbone.gan.start_step=1"]
+             "backbone.gan.start_step=1", "backbone.gan.perceptual.pretrained=null"]  # random ConvNeXt: no hub
 
 
 @pytest.fixture(scope="module")
 def film(tmp_path_factory):
-    """A 48-frame 40 x 48 gray video of a bright square crossing a dark frame."""
+    """A 64-frame 40 x 48 gray video of a bright square moving to and fro over a dark frame (no cut)."""
     import numpy as np
 
     from futurelat.datasets.video_io import write_video
 
-    frames = np.zeros((48, 40, 48, 3), dtype=np.uint8)
-    for t in range(48):
-        frames[t, 10:22, t % 36:t % 36 + 12] = 220
+    frames = np.zeros((64, 40, 48, 3), dtype=np.uint8)
+    for t in range(64):
+        x = abs(t % 72 - 36)
+        frames[t, 10:22, x:x + 12] = 220
     path = tmp_path_factory.mktemp("film") / "film.mp4"
     write_video(path, frames, fps=12)
     return path
