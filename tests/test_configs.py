@@ -45,7 +45,8 @@ def test_every_preset_composes_and_builds(experiment, monkeypatch):
     assert isinstance(model, LatentVideoModel)
     size = cfg.dataset.image_size
     step = model.spec.temporal_downsample
-    frames = torch.rand(1, 2 * step, cfg.dataset.channels, size, size)
+    num_frames = 1 + step if model.spec.first_frame_alone else 2 * step  # two latent frames
+    frames = torch.rand(1, num_frames, cfg.dataset.channels, size, size)
     z = model.encode(frames)
     n = model.spec.tokens_per_frame
     assert z.latents.shape == (1, 2, n, model.spec.latent_dim)
@@ -53,7 +54,8 @@ def test_every_preset_composes_and_builds(experiment, monkeypatch):
         assert z.codes.shape == (1, 2, n) and z.codes.dtype == torch.int64
     else:
         assert z.codes is None
-    assert model.head.context_frames * step == cfg.dataset.context_frames if hasattr(model.head, "context_frames") else True
+    if "context_latents" in cfg.head.params:  # null in the YAML: the dataset's context frames in latent frames
+        assert model.head.context_latents == model.spec.latent_frames(cfg.dataset.context_frames)
 
 
 def test_large_preset_changes_only_what_it_says():

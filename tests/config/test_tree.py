@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from composing import CONFIG_DIR, EXPERIMENTS, TINY, compose_config, tiny_config
+from composing import CONFIG_DIR, EXPERIMENTS, TINY, TINY_BACKBONE, TINY_COMMON, compose_config, tiny_config
 
 GPU = {"device": "cuda", "precision": "bf16", "num_workers": 8, "log_every": 100, "ckpt_every": 2000}
 
@@ -69,6 +69,9 @@ def test_debug_tiny_after_a_preset_wins_over_it(experiment):
     if experiment.startswith("vjepa2"):  # V-JEPA 2 on a latent cache: no vqvae or Moving MNIST sizes
         drop = ["debug/backbone@backbone=none", "debug/dataset@dataset=none"]
         tiny = [o for o in TINY if not o.startswith(("backbone.", "dataset."))]
+    elif experiment.startswith("steamboat"):  # MAGVIT-v2 on a video file: its own tiny sizes, no Moving MNIST ones
+        drop = ["debug/backbone@backbone=magvit2_fsq", "debug/dataset@dataset=none"]
+        tiny = [o for o in TINY_COMMON if not o.startswith("dataset.")] + TINY_BACKBONE["magvit2_fsq"]
     else:
         drop, tiny = [], TINY
     cfg = compose_config([f"+experiment={experiment}", "+debug=tiny", *drop])
