@@ -38,6 +38,7 @@ from futurelat.registry import BACKBONES
 from futurelat.training.config_match import load_checked_weights
 from futurelat.training.distributed import DistInfo, init_distributed
 from futurelat.training.preemption import TrainingInterrupted
+from futurelat.training.stage_checkpoints import LEGACY_STAGE_NAMES
 from futurelat.training.trainer import Trainer
 from futurelat.utils import launch_time
 from futurelat.utils.resolved_config import print_config, save_config
@@ -49,8 +50,8 @@ launch_time.register()  # ${launch_time:...} in hydra.run.dir: one run directory
 register_configs()  # the schemas (base_*) that configs/ builds on: futurelat/config/
 
 STAGES = ("backbone", "head", "evaluate")
-#: The stage names used before 2026-11-30, refused with their new name.
-RENAMED_STAGES = {"tokenizer": "backbone", "predictor": "head"}
+#: The stage names used before 2026-11-30, refused with their new name (old → new; one table with resuming's).
+RENAMED_STAGES = {old: new for new, old in LEGACY_STAGE_NAMES.items()}
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
 
