@@ -26,8 +26,9 @@ al. 2018), for the model and for copy-last.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +66,18 @@ def zeros_baseline(context: Tensor, num_future: int) -> Tensor:
     """Black frames: ``(B, Tc, C, H, W)`` → zeros ``(B, num_future, C, H, W)``."""
     b, _, c, h, w = context.shape
     return context.new_zeros(b, num_future, c, h, w)
+
+
+def _reconstruct(model: Any, reconstruct: Callable[..., Any], frames: Tensor, want_codes: bool
+                 ) -> tuple[Tensor | None, Tensor | None]:
+    """``(reconstruction or None, codes or None)`` of ``frames``, encoding once when ``reconstruct``
+    takes ``return_codes`` (:meth:`LatentVideoModel.reconstruct`), else ``model.encode(frames).codes``."""
+    if not want_codes:
+        return reconstruct(frames), None
+    if "return_codes" in inspect.signature(reconstruct).parameters:
+        return reconstruct(frames, return_codes=True)
+    recon = reconstruct(frames)
+    return recon, (model.encode(frames).codes if recon is not None else None)
 
 
 def _collate_frames(items: list[Mapping[str, Any]]) -> Tensor:
@@ -233,7 +246,7 @@ def evaluate_frames(
 
             todo = b if reconstruct_sequences is None else min(b, reconstruct_sequences - reconstructed)
             if reconstruct is not None and todo > 0:
-                recon = reconstruct(frames[:todo].clone())
+                recon, codes = _reconstruct(model, reconstruct, frames[:todo].clone(), code_counts is not None)
                 if recon is None:
                     if reconstruction_acc is not None:
                         raise ValueError("model.reconstruct returned None after returning frames "
@@ -246,7 +259,6 @@ def evaluate_frames(
                     energy[2:] += torch.stack([frame_laplacian_energy(x.clamp(0, 1).float()).sum().cpu().double()
                                                for x in (recon, frames[:todo])])
                     reconstructed += todo
-                    codes = model.encode(frames[:todo]).codes if code_counts is not None else None
                     if codes is not None:
                         code_counts += torch.bincount(codes.flatten().cpu(), minlength=codebook)
             if fvd is not None:

@@ -98,12 +98,19 @@ class LatentVideoModel(nn.Module):
         return self.backbone.decode(_concat_time(z_context, z_future))[:, -num_future:].clamp(0, 1)
 
     @torch.no_grad()
-    def reconstruct(self, frames: Tensor) -> Tensor | None:
-        """Tokenizer round trip ``(B, T, C, H, W)`` → ``(B, T, C, H, W)``; ``None`` without a decoder."""
+    def reconstruct(self, frames: Tensor, return_codes: bool = False
+                    ) -> Tensor | None | tuple[Tensor | None, Tensor | None]:
+        """Tokenizer round trip ``(B, T, C, H, W)`` → ``(B, T, C, H, W)`` in [0, 1]; ``None`` without a decoder.
+
+        With ``return_codes``: ``(frames, codes)``, the codes ``(B, T', N)`` int64 of the same encoding
+        (``None`` for a continuous backbone), so a caller that counts codes does not encode twice.
+        """
         if not self.backbone.has_decoder:
-            return None
+            return (None, None) if return_codes else None
         self.eval()
-        return self.backbone.decode(self.encode(frames)).clamp(0, 1)
+        z = self.encode(frames)
+        recon = self.backbone.decode(z).clamp(0, 1)
+        return (recon, z.codes) if return_codes else recon
 
 
 def _concat_time(a: Latents, b: Latents) -> Latents:

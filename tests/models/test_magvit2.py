@@ -190,7 +190,10 @@ def test_composed_config_trains_a_step_of_each_stage_and_rolls_out(head):
     assert any(not torch.equal(a, p) for a, p in zip(before, params))
     future = model.rollout(frames[:, :5], 8)
     assert future.shape == (2, 8, 3, 32, 32) and 0 <= future.min() and future.max() <= 1
-    assert model.reconstruct(frames).shape == frames.shape
+    recon = model.reconstruct(frames)
+    assert recon.shape == frames.shape
+    again, codes = model.reconstruct(frames, return_codes=True)  # one encoding for the frames and their codes
+    assert torch.equal(again, recon) and torch.equal(codes, model.encode(frames).codes)
 
 
 def test_cache_command_writes_its_latents_and_a_head_trains_from_them(tmp_path, monkeypatch):
