@@ -37,6 +37,7 @@ from futurelat.models.latent_video_model import LatentVideoModel, build_model
 from futurelat.registry import BACKBONES
 from futurelat.training.config_match import load_checked_weights
 from futurelat.training.distributed import DistInfo, init_distributed
+from futurelat.training.ema import EVAL_WEIGHTS, eval_weights_key
 from futurelat.training.preemption import TrainingInterrupted
 from futurelat.training.stage_checkpoints import LEGACY_STAGE_NAMES
 from futurelat.training.trainer import Trainer
@@ -73,6 +74,11 @@ def _check_stages(cfg: DictConfig) -> list[str]:
             and needs_weights):
         raise ValueError("stages without `backbone` need a trained backbone: set backbone.checkpoint=PATH "
                          "(e.g. <run_dir>/checkpoints/backbone_final.pt)")
+    if cfg.eval.weights not in EVAL_WEIGHTS:
+        raise ValueError(f"eval.weights must be one of {EVAL_WEIGHTS}; got {cfg.eval.weights!r}")
+    if cfg.eval.weights == "ema" and cfg.trainer.ema.decay is None and not (cfg.backbone.checkpoint or cfg.head.checkpoint):
+        raise ValueError("eval.weights=ema, but trainer.ema.decay is null: set trainer.ema.decay (e.g. 0.999) "
+                         "or eval.weights=auto")
     if "head" not in stages and not cfg.head.checkpoint and "evaluate" in stages:
         raise ValueError("stages without `head` need a trained head: set head.checkpoint=PATH "
                          "(e.g. <run_dir>/checkpoints/head_final.pt)")
@@ -112,9 +118,11 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
             train_set = build_dataset(cfg.dataset, "train")
             k = int(cfg.backbone.get("frames_per_clip") or cfg.dataset.context_frames + cfg.dataset.future_frames)
             gan = build_gan(cfg.backbone.gan, in_channels=int(cfg.dataset.channels))  # None: GAN off
-            Trainer(model.backbone, train_set, cfg.trainer, cfg.trainer.backbone, run_dir, name="backbone",
-                    prepare=lambda batch: {"frames": model.backbone.sample_training_frames(batch["frames"], k)}, logger=logger,
-                    config_to_save=resolved, dist=dist, gan=gan).fit()
+            trainer = Trainer(model.backbone, train_set, cfg.trainer, cfg.trainer.backbone, run_dir, name="backbone",
+                              prepare=lambda batch: {"frames": model.backbone.sample_training_frames(batch["frames"], k)},
+                              logger=logger, config_to_save=resolved, dist=dist, gan=gan)
+            trainer.fit()
+            _use_ema(trainer, cfg.eval.weights)
         model.backbone.freeze()
         model.to(dist.device)
 
@@ -123,8 +131,10 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
             load_checked_weights(cfg, "head", model.head)
         elif "head" in stages:
             train_set = train_set or build_dataset(cfg.dataset, "train")
-            Trainer(model.head, train_set, cfg.trainer, cfg.trainer.head, run_dir, name="head",
-                    prepare=model.head_inputs, logger=logger, config_to_save=resolved, dist=dist).fit()
+            trainer = Trainer(model.head, train_set, cfg.trainer, cfg.trainer.head, run_dir, name="head",
+                              prepare=model.head_inputs, logger=logger, config_to_save=resolved, dist=dist)
+            trainer.fit()
+            _use_ema(trainer, cfg.eval.weights)
         _report_skipped(train_set, "train")
         if dist.is_main:
             write_curves(run_dir)  # curves.png: train_log.jsonl drawn per stage (none for an eval-only run)
@@ -147,6 +157,16 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
         raise
     finally:
         logger.finish(preempted=preempted)
+
+
+def _use_ema(trainer: Trainer, choice: str) -> None:
+    """After a stage: its EMA weights replace the trained ones (what later stages and evaluation use)
+    when it kept one and ``eval.weights`` is not ``raw``; the checkpoints hold both either way."""
+    if eval_weights_key(choice, trainer.ema is not None, f"stage '{trainer.name}'") == "ema_model":
+        trainer.ema.copy_to(trainer.module)
+        if trainer.dist.is_main:
+            log.info("stage '%s': its EMA weights (decay %s, %d updates) are used from here on; eval.weights=raw "
+                     "keeps the trained ones", trainer.name, trainer.ema.decay, trainer.ema.updates)
 
 
 def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,

@@ -108,3 +108,21 @@ def test_stages_are_checked_before_anything_runs(stages, message):
     with pytest.raises(ValueError, match=message):
         _check_stages(tiny_config([f"stages={stages}"]))
     assert _check_stages(tiny_config(["stages=[backbone,head]"])) == ["backbone", "head"]
+
+
+def test_evaluation_uses_the_heads_ema_weights_and_raw_ones_on_request(tmp_path):
+    """``trainer.ema.decay`` set: the run scores its head's EMA weights (which an eval-only run loads
+    from the checkpoint by default: ``tests/training/test_ema.py``); ``eval.weights=raw`` scores the
+    trained weights, which differ."""
+    import futurelat.main as entry
+
+    ema = ["trainer.ema.decay=0.5", "logger=none", "eval.max_sequences=16", "trainer.progress=false"]
+    first = entry.run(tiny_config(ema), tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints"
+    raw = entry.run(tiny_config([*ema, "stages=[evaluate]", "eval.weights=raw",
+                                 f"backbone.checkpoint={ckpt / 'backbone_final.pt'}",
+                                 f"head.checkpoint={ckpt / 'head_final.pt'}"]), tmp_path / "raw")
+    assert raw["reconstruction/psnr"] == first["reconstruction/psnr"]  # the same backbone (it kept no EMA)
+    assert raw["test/mse"] != first["test/mse"]
+    with pytest.raises(ValueError, match="eval.weights=ema, but trainer.ema.decay is null"):
+        entry.run(tiny_config(["eval.weights=ema"]), tmp_path / "no_ema")

@@ -20,7 +20,9 @@ class EvalConfig:
     first K test clips (null = all). ``backbone_predictor``: latent-space evaluation also scores the
     backbone's own pretrained predictor (V-JEPA 2) on the raw test frames. ``fvd_weights``: I3D
     weights for FVD on pixel runs (a file or folder, :mod:`futurelat.evaluation.fvd`); null = those
-    cached in ``$TORCH_HOME/futurelat/``, else FVD is skipped with a one-line note.
+    cached in ``$TORCH_HOME/futurelat/``, else FVD is skipped with a one-line note. ``weights``:
+    ``auto`` (the EMA weights of a stage that kept them, ``trainer.ema``, else the trained ones) |
+    ``ema`` (an error without them) | ``raw`` (the trained weights).
     """
 
     batch_size: int = 100
@@ -30,6 +32,7 @@ class EvalConfig:
     reconstruct_sequences: Optional[int] = 200
     backbone_predictor: bool = True
     fvd_weights: Optional[str] = None
+    weights: str = "auto"
 
 
 @dataclass

@@ -22,6 +22,8 @@ from futurelat.training.preemption import DEFAULT_STOP_SIGNALS, parse_signals
 from futurelat.utils.cpu_memory import CPU_MALLOC_MODES
 from futurelat.utils.precision import PRECISIONS  # valid trainer.precision values: fp32 | bf16 | fp16 (CUDA)
 
+#: The trained stages, in order (``trainer.<stage>`` holds each one's schedule).
+STAGES = ("backbone", "head")
 #: Valid ``trainer.resume`` values.
 RESUME_MODES = (True, False, "auto")
 
@@ -68,6 +70,20 @@ class StageSchedule:
 
 
 @dataclass
+class EMASettings:
+    """``trainer.ema``: an exponential moving average of the weights (:mod:`futurelat.training.ema`).
+
+    ``decay``: in (0, 1), e.g. 0.999; null = no EMA. ``stages``: the stages that keep one (``head``,
+    ``backbone``). ``warmup``: the decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after update ``n``.
+    Evaluation uses the EMA weights when the head kept them (``eval.weights``).
+    """
+
+    decay: Optional[float] = None
+    stages: List[str] = field(default_factory=lambda: ["head"])
+    warmup: bool = True
+
+
+@dataclass
 class TrainerSettings:
     """Settings shared by every stage (``configs/trainer/default.yaml``).
 
@@ -84,7 +100,7 @@ class TrainerSettings:
     data order and RNG (rank r uses seed + r). ``progress``: a progress bar on rank 0.
     ``find_unused_parameters``: passed to ``DistributedDataParallel``. ``cpu_malloc``: ``system`` |
     ``reuse`` (:mod:`futurelat.utils.cpu_memory`). ``gradient_checkpointing``: recompute each head
-    block's activations in backward (less memory, ~1 more forward per step).
+    block's activations in backward (less memory, ~1 more forward per step). ``ema``: :class:`EMASettings`.
     """
 
     device: str = "auto"
@@ -104,6 +120,7 @@ class TrainerSettings:
     find_unused_parameters: bool = False
     cpu_malloc: str = "system"
     gradient_checkpointing: bool = False
+    ema: EMASettings = field(default_factory=EMASettings)
     backbone: StageSchedule = field(default_factory=lambda: StageSchedule(
         max_steps=400, batch_size=32, lr=2.0e-3, warmup_steps=50, min_lr_ratio=0.1))
     head: StageSchedule = field(default_factory=lambda: StageSchedule(
@@ -139,6 +156,11 @@ class TrainerSettings:
         if s.skip_nonfinite < 0:
             raise ValueError(f"trainer.skip_nonfinite must be >= 0; got {s.skip_nonfinite}")
         parse_signals(s.stop_signals)
+        if s.ema.decay is not None and not 0.0 < s.ema.decay < 1.0:
+            raise ValueError(f"trainer.ema.decay must be in (0, 1) or null; got {s.ema.decay}")
+        unknown = sorted(set(s.ema.stages) - set(STAGES))
+        if unknown:
+            raise ValueError(f"trainer.ema.stages: unknown stage(s) {unknown}; valid: {list(STAGES)}")
         return s
 
 

@@ -149,11 +149,15 @@ def load_checkpoint(path: str | os.PathLike,
             f"(torch.load(weights_only=True) failed: {err})") from err
 
 
-def load_module_weights(path: str | os.PathLike, module: nn.Module, *, key: str = "model",
+def load_module_weights(path: str | os.PathLike, module: nn.Module, *,
+                        key: str | Callable[[Mapping[str, Any]], str] = "model",
                         strict: bool = True,
                         map_location: str | torch.device | None = "cpu",
                         check: Callable[[Mapping[str, Any]], None] | None = None) -> nn.Module:
     """Load only the model weights ``checkpoint[key]`` of a trainer checkpoint into ``module``.
+
+    ``key`` may be a function of the whole checkpoint that returns the entry to load (e.g. the EMA
+    weights ``"ema_model"`` when the checkpoint has them, :func:`futurelat.training.ema.eval_weights_key`).
 
     Used e.g. to build a frozen backbone from ``run_dir/checkpoints/backbone_final.pt``.
     ``check``, if given, is called with the whole checkpoint dict before the weights are loaded
@@ -169,6 +173,8 @@ def load_module_weights(path: str | os.PathLike, module: nn.Module, *, key: str 
             ``load_state_dict``, prefixed with the path.
     """
     ckpt = load_checkpoint(path, map_location=map_location)
+    if callable(key) and isinstance(ckpt, Mapping):
+        key = key(ckpt)
     if not isinstance(ckpt, Mapping) or key not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise KeyError(f"checkpoint {path} has no {key!r} entry (found: {keys})")

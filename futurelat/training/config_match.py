@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from futurelat.training.checkpoint import load_module_weights
+from futurelat.training.ema import eval_weights_key
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ RENAMED_PARAMS = {"context_frames": "context_latents"}  # head.params, 2026-11-3
 
 
 def load_checked_weights(cfg: DictConfig, part: str, module: nn.Module) -> nn.Module:
-    """Load ``cfg.<part>.checkpoint`` into ``module`` after :func:`check_stored_config`.
+    """Load ``cfg.<part>.checkpoint`` into ``module`` after :func:`check_stored_config`: its EMA weights
+    when it has them and ``eval.weights`` is ``auto`` (the default) or ``ema``, else its trained weights.
 
     Args:
         cfg: this run's composed config. part: ``"backbone"`` or ``"head"``.
@@ -62,11 +64,20 @@ def load_checked_weights(cfg: DictConfig, part: str, module: nn.Module) -> nn.Mo
         ``module``, its weights overwritten.
 
     Raises:
-        ValueError: the checkpoint's model config differs (see :func:`check_stored_config`).
+        ValueError: the checkpoint's model config differs (see :func:`check_stored_config`), or
+            ``eval.weights=ema`` and it has no EMA weights.
         FileNotFoundError / KeyError / RuntimeError: from :func:`load_module_weights`.
     """
     path = cfg[part].checkpoint
-    return load_module_weights(path, module, check=lambda ckpt: check_stored_config(ckpt, cfg, part, path))
+    choice = str(OmegaConf.select(cfg, "eval.weights", default="auto"))
+
+    def key(ckpt: Mapping[str, Any]) -> str:
+        chosen = eval_weights_key(choice, ckpt.get("ema_model") is not None, str(path))
+        if chosen == "ema_model":
+            log.info("%s: loading its EMA weights (eval.weights=%s; raw weights: eval.weights=raw)", path, choice)
+        return chosen
+
+    return load_module_weights(path, module, key=key, check=lambda ckpt: check_stored_config(ckpt, cfg, part, path))
 
 
 def check_stored_config(ckpt: Mapping[str, Any], cfg: DictConfig, part: str, path: str | os.PathLike) -> None:

@@ -2,7 +2,8 @@
 
 The file format (and the atomic write) is :mod:`futurelat.training.checkpoint`'s; this module decides
 what a stage stores (model, optimizer, scheduler, GradScaler, every rank's RNG state, the step, the
-resolved config; with ``backbone.gan`` also the discriminator and its optimizer, ``"gan"``) and how a :class:`~futurelat.training.trainer.Trainer` takes it back.
+resolved config; with ``backbone.gan`` also the discriminator and its optimizer, ``"gan"``; with
+``trainer.ema`` the averaged weights, ``"ema"`` and ``"ema_model"``) and how a :class:`~futurelat.training.trainer.Trainer` takes it back.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from futurelat.training.checkpoint import (FORMAT_VERSION, capture_rng_state, load_checkpoint, save_checkpoint,
                                            state_digest)
 from futurelat.training.distributed import all_gather_objects
+from futurelat.training.ema import EMA
 from futurelat.training.gan_step import gan_state_dict, load_gan_state
 
 if TYPE_CHECKING:  # annotations only: the trainer imports this module
@@ -58,6 +60,7 @@ def resume_stage(trainer: Trainer) -> dict[str, Any] | None:
         raise ValueError(f"stage '{name}': {path} is at step {step} > max_steps={max_steps}")
     trainer.module.load_state_dict(ckpt["model"])
     trainer.step = step
+    _resume_ema(trainer, ckpt, str(path))
     if step >= max_steps:
         return None
     trainer.optimizer.load_state_dict(ckpt["optimizer"])
@@ -75,6 +78,23 @@ def resume_stage(trainer: Trainer) -> dict[str, Any] | None:
     if dist.is_main:
         log.info("stage '%s': resumed from %s at step %d", name, path, step)
     return rng[dist.rank % len(rng)]
+
+
+def _resume_ema(trainer: Trainer, ckpt: Mapping[str, Any], path: str) -> None:
+    """The EMA from the checkpoint; a checkpoint without one (written with ``trainer.ema.decay=null``)
+    starts the average at its weights, with a warning."""
+    if trainer.ema is None:
+        if ckpt.get("ema_model") is not None and trainer.dist.is_main:
+            log.warning("stage '%s': %s holds EMA weights, but trainer.ema.decay is null: this run keeps no "
+                        "EMA and its checkpoints will not hold one", trainer.name, path)
+        return
+    if ckpt.get("ema_model") is None:
+        if trainer.dist.is_main:
+            log.warning("stage '%s': %s holds no EMA weights; the EMA starts at its step-%d weights",
+                        trainer.name, path, int(ckpt["step"]))
+        trainer.ema = EMA(trainer.module, trainer.ema.decay, trainer.ema.warmup)
+        return
+    trainer.ema.load_state_dict(ckpt, path)
 
 
 def save_stage(trainer: Trainer, kinds: tuple[str, ...]) -> None:
@@ -109,6 +129,8 @@ def save_stage(trainer: Trainer, kinds: tuple[str, ...]) -> None:
         }
         if trainer.gan is not None:  # only then: a run without the GAN writes what it always wrote
             state["gan"] = gan_state_dict(trainer.gan)
+        if trainer.ema is not None:  # "ema" and "ema_model"
+            state.update(trainer.ema.state_dict())
         for kind in kinds:
             save_checkpoint(state, trainer.checkpoint_path(kind))
 

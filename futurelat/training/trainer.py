@@ -23,6 +23,9 @@ trainer applies some of them:
   tokenizer) logs a warning and trains without (:mod:`futurelat.models.heads.checkpointing`).
 - the schedule: linear warmup, then cosine decay to ``lr * min_lr_ratio``
   (:mod:`futurelat.training.optim`).
+- ``ema``: the stages it names keep an exponential moving average of their weights, updated after
+  every optimizer update that was made, saved and resumed with the rest (:mod:`futurelat.training.ema`);
+  ``Trainer.ema`` holds it, and :meth:`Trainer.fit` returns the trained (raw) weights.
 
 Outputs in ``run_dir``: ``checkpoints/{name}_last.pt`` (every ``ckpt_every`` steps and at the
 end), ``checkpoints/{name}_final.pt`` (at the end; format in
@@ -48,6 +51,7 @@ from futurelat.config.trainer import StageSchedule, TrainerSettings
 from futurelat.models.heads.checkpointing import set_gradient_checkpointing
 from futurelat.training.checkpoint import checkpoint_path, restore_rng_state
 from futurelat.training.distributed import DistInfo, barrier, init_distributed, resolve_device
+from futurelat.training.ema import EMA
 from futurelat.training.gan_step import gan_train_step, setup_gan, wrap_critic
 from futurelat.training.loader import build_loader
 from futurelat.training.optim import build_optimizer, build_scheduler
@@ -144,6 +148,9 @@ class Trainer:
                                          min_lr_ratio=self.schedule.min_lr_ratio)
         #: the GAN (discriminator, its optimizer, the perceptual loss), or None
         self.gan = setup_gan(self, gan) if gan is not None else None
+        ema = self.settings.ema
+        #: the EMA of the module's weights (``trainer.ema``), or None
+        self.ema = EMA(self.module, ema.decay, ema.warmup) if ema.decay is not None and name in ema.stages else None
         #: completed optimizer steps
         self.step = 0
         #: non-finite steps skipped in a row / in all (``skip_nonfinite``)
@@ -226,6 +233,8 @@ class Trainer:
             while self.step < sched.max_steps and not stopping:
                 values, keys, stopping = step_fn(self, model, batches, keys, stop)
                 self.step += 1
+                if values is not None and self.ema is not None:
+                    self.ema.update(self.module)
                 if values is not None:
                     window.add(values, self.samples_per_step)
                     progress.update(task, completed=self.step, loss=values["loss"],
