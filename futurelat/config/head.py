@@ -36,11 +36,16 @@ class AnyHeadConfig(HeadConfig):
 @dataclass
 class CodeSampling:
     """Sampling codes (autoregressive objectives): ``greedy`` argmax, else ancestral sampling at
-    ``temperature`` (> 0) from the ``top_k`` most likely codes (null = all)."""
+    ``temperature`` (> 0) from the ``top_k`` most likely codes (null = all). Whole-frame decoding
+    (``frame_decoding: maskgit``) fills each future frame in ``steps`` (>= 1) refinement passes,
+    keeping the most confident codes each pass; ``choice_temperature`` (>= 0) scales the Gumbel noise
+    added to the confidences (MaskGIT's, annealed linearly to 0 over the passes; 0 = none)."""
 
     greedy: bool = False
     temperature: float = 1.0
     top_k: Optional[int] = None
+    steps: int = 8
+    choice_temperature: float = 4.5
 
 
 @dataclass
@@ -56,6 +61,8 @@ class MambaParams:
     Gaussian noise on the standardized inputs. ``pixel_loss_weight`` (>= 0) x the pixel MSE of
     ``pixel_loss_frames`` decoded predicted frames per clip (regression, needs a decoder).
     ``backend``: ``auto`` (mamba-ssm kernels when installed) | the pure-PyTorch scan.
+    ``frame_decoding`` (autoregressive, frame ordering): ``independent`` (all codes of the next frame
+    at once) | ``maskgit`` (masked token modelling, each frame filled in ``sampling.steps`` passes).
     """
 
     objective: str = "autoregressive"
@@ -77,6 +84,7 @@ class MambaParams:
     dropout: float = 0.0
     input_noise: float = 0.1
     backend: str = "auto"
+    frame_decoding: str = "independent"
     sampling: CodeSampling = field(default_factory=CodeSampling)
 
 
@@ -102,6 +110,7 @@ class TransformerParams:
     ``joint`` (one kt x k x k conv) | ``2+1d``; ``loss`` ``mse`` | ``l1`` | ``smooth_l1``;
     ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` as for
     :class:`MambaParams`. ``query_chunk``: queries per attention call with a mask or ALiBi bias.
+    ``frame_decoding``: as for :class:`MambaParams` (autoregressive, ordering ``frame``).
     ``backend``: the kernel of attention with a mask or ALiBi bias over a whole sequence (training,
     prefill): ``auto`` (FlexAttention, compiled, on CUDA; SDPA with a per-chunk bias elsewhere) |
     ``sdpa`` | ``flex`` (FlexAttention everywhere; on CPU eager and forward-only). Decode steps
@@ -128,6 +137,7 @@ class TransformerParams:
     pixel_loss_frames: int = 2
     query_chunk: int = 1024
     backend: str = "auto"
+    frame_decoding: str = "independent"
     sampling: CodeSampling = field(default_factory=CodeSampling)
 
 

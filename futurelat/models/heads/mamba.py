@@ -86,8 +86,12 @@ class MambaHead(ComposedHead):
         backend: ``"auto" | "mamba_ssm" | "torch"``; resolved name in ``self.backend``.
         pixel_loss_weight, pixel_loss_frames: regression only: the decoded pixel loss
             (:mod:`~futurelat.models.heads.pixel_loss`), off at ``0``; as for the transformer head.
-        sampling: ``{"greedy", "temperature", "top_k"}`` for :meth:`rollout`, kept in
-            ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`); ``None``: greedy.
+        sampling: ``{"greedy", "temperature", "top_k", "steps", "choice_temperature"}`` for
+            :meth:`rollout`, kept in ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`
+            and :class:`futurelat.config.head.CodeSampling`); ``None``: the defaults.
+        frame_decoding: autoregressive, frame ordering: ``"independent"`` (all codes of the next frame
+            drawn at once) or ``"maskgit"`` (masked token modelling, each frame filled in
+            ``sampling.steps`` passes; :mod:`~futurelat.models.heads.objectives.code_prior`).
 
     Raises:
         ValueError: the autoregressive objective on a continuous ``spec`` (``codebook_size is
@@ -112,7 +116,8 @@ class MambaHead(ComposedHead):
                  dropout: float = _DEFAULTS.dropout, input_noise: float = _DEFAULTS.input_noise,
                  backend: str = _DEFAULTS.backend, sampling: Mapping[str, Any] | None = None,
                  pixel_loss_weight: float = _DEFAULTS.pixel_loss_weight,
-                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames):
+                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames,
+                 frame_decoding: str = _DEFAULTS.frame_decoding):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"head.params.objective must be one of {OBJECTIVES}; got {objective!r}")
@@ -153,7 +158,7 @@ class MambaHead(ComposedHead):
         else:
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model,
                                        readout="tied" if tie_embeddings else "untied", input_noise=input_noise,
-                                       name=self.name)
+                                       name=self.name, frame_decoding=frame_decoding)
         self.backend = self.trunk.backend
         gpt2_init(self, self.trunk, num_layers)
 

@@ -44,7 +44,8 @@ def sampling_options(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
     """Validate a ``sampling`` mapping and fill in defaults → a plain dict with the keys above.
 
     Raises:
-        ValueError: an unknown key, ``temperature <= 0``, or ``top_k < 1``; the message names the key.
+        ValueError: an unknown key, ``temperature <= 0``, ``top_k < 1``, ``steps < 1`` or
+            ``choice_temperature < 0``; the message names the key.
     """
     options = dict(SAMPLING_DEFAULTS)
     if sampling is not None:
@@ -61,7 +62,18 @@ def sampling_options(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
         options["top_k"] = int(options["top_k"])
         if options["top_k"] < 1:
             raise ValueError(f"head.sampling.top_k must be >= 1 or null; got {options['top_k']}")
+    options["steps"] = int(options["steps"])
+    if options["steps"] < 1:
+        raise ValueError(f"head.sampling.steps must be >= 1; got {options['steps']}")
+    options["choice_temperature"] = float(options["choice_temperature"])
+    if options["choice_temperature"] < 0:
+        raise ValueError(f"head.sampling.choice_temperature must be >= 0; got {options['choice_temperature']}")
     return options
+
+
+def draw_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of validated ``options`` that :func:`sample_codes` takes (``greedy``, ``temperature``, ``top_k``)."""
+    return {key: options[key] for key in ("greedy", "temperature", "top_k")}
 
 
 def sample_codes(logits: Tensor, *, greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,

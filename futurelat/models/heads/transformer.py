@@ -201,7 +201,8 @@ class TransformerHead(ComposedHead):
                  spatial_kernel: int = _DEFAULTS.spatial_kernel, temporal_kernel: int = _DEFAULTS.temporal_kernel,
                  conv_factorization: str = _DEFAULTS.conv_factorization,
                  pixel_loss_weight: float = _DEFAULTS.pixel_loss_weight,
-                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames, backend: str = _DEFAULTS.backend):
+                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames, backend: str = _DEFAULTS.backend,
+                 frame_decoding: str = _DEFAULTS.frame_decoding):
         super().__init__()
         check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression")
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
@@ -218,7 +219,7 @@ class TransformerHead(ComposedHead):
         # The objective's layers are made first, then the trunk's (and their random draws in that order).
         if self.needs_codes:
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model, readout="linear",
-                                       input_noise=0.0, name=self.name)
+                                       input_noise=0.0, name=self.name, frame_decoding=frame_decoding)
             mask = "block" if ordering == "frame" else "causal"
         else:
             self.objective = BlockRegression(spec, num_frames, context_latents=context_latents, patch_size=patch,
@@ -243,6 +244,8 @@ class TransformerHead(ComposedHead):
         objective = self.objective
         if self.needs_codes:
             nn.init.normal_(objective.code_embed.weight, std=1 / patch)
+            if objective.frame_decoding == "maskgit":
+                nn.init.normal_(objective.next_embed.weight, std=1 / patch)
         else:
             nn.init.normal_(objective.to_tokens.weight, std=objective.to_tokens.in_features ** -0.5)
             nn.init.zeros_(objective.to_tokens.bias)

@@ -13,6 +13,18 @@ Two orderings (``head.params.ordering``), each on a trunk of the matching causal
 - ``"token"`` (``causal == "token"``): VideoGPT's raster order (Yan et al. 2021, arXiv:2104.10157):
   frame, row, column, led by a start token (index ``K``), one code per step.
 
+Whole-frame decoding (``frame_decoding="maskgit"``, frame ordering only): masked token modelling of
+the next frame, as MaskGIT (Chang et al. 2022, arXiv:2202.04200) and MaskViT (Gupta et al. 2022,
+arXiv:2206.11894) do. The token of frame ``t`` also holds the *visible* codes of frame ``t + 1``
+(a second embedding table with one extra index, ``K``, for a masked code) and predicts the masked
+ones. Training masks a share ``cos(pi/2 * u)``, ``u ~ U(0, 1)``, of each next frame's codes (at least
+one) and scores the cross-entropy on the masked codes only. A rollout fills each future frame in
+``sampling.steps`` passes from all-masked: each pass draws every masked code, keeps the most confident
+(log-probability plus annealed Gumbel noise) so that ``floor(N * cos(pi/2 * (k + 1) / steps))`` stay
+masked after pass ``k``, and then feeds the finished frame once to advance the trunk. The passes
+re-run only the last frame's tokens against the trunk's state (``trunk.peek``), so a frame costs
+``steps + 1`` one-frame passes, never a pass over the past.
+
 Training may corrupt a fraction ``input_noise`` of the *input* codes with uniformly random ones
 (targets stay clean), so the prior learns to recover from its own sampling errors (exposure bias;
 cf. GameNGen's noise augmentation, Valevski et al. 2024). Rollouts draw codes greedily or by
@@ -21,6 +33,7 @@ ancestral sampling with temperature and top-k (:mod:`futurelat.models.heads.samp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,9 +43,11 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Latents, LatentSpec, check_codes
 from futurelat.models.heads.patches import patchify, unpatchify
-from futurelat.models.heads.sampling import code_cross_entropy, sample_codes, sampling_options
+from futurelat.models.heads.sampling import code_cross_entropy, draw_options, sample_codes, sampling_options
 
 ORDERINGS = ("frame", "token")
+#: How the codes of a future frame are drawn (frame ordering): all at once, or in MaskGIT's refinement passes.
+FRAME_DECODINGS = ("independent", "maskgit")
 #: How features become logits: ``"linear"`` (a linear layer with bias), ``"tied"`` (the code embedding
 #: transposed, plus ``logit_bias``; Press & Wolf 2017) or ``"untied"`` (a bias-free linear plus ``logit_bias``).
 READOUTS = ("linear", "tied", "untied")
@@ -50,6 +65,7 @@ class CodePrior(nn.Module):
         readout: one of :data:`READOUTS`.
         input_noise: fraction in ``[0, 1)`` of input codes replaced by random codes in training.
         name: the head's name, for messages.
+        frame_decoding: one of :data:`FRAME_DECODINGS` (``"maskgit"`` needs the frame ordering).
 
     Layers keep PyTorch's initialization; the head initializes them.
     """
@@ -57,17 +73,25 @@ class CodePrior(nn.Module):
     needs_codes = True
 
     def __init__(self, spec: LatentSpec, *, ordering: str, patch_size: int, width: int, readout: str,
-                 input_noise: float, name: str):
+                 input_noise: float, name: str, frame_decoding: str = "independent"):
         super().__init__()
         if spec.codebook_size is None or ordering not in ORDERINGS or readout not in READOUTS:
             raise ValueError(f"code_prior needs a spec with codes, ordering in {ORDERINGS} and readout in "
                              f"{READOUTS}; got {spec}, {ordering!r}, {readout!r}")
+        if frame_decoding not in FRAME_DECODINGS:
+            raise ValueError(f"head.params.frame_decoding must be one of {FRAME_DECODINGS}; got {frame_decoding!r}")
+        if frame_decoding == "maskgit" and ordering != "frame":
+            raise ValueError("head.params.frame_decoding=maskgit fills whole frames and needs "
+                             f"head.params.ordering=frame; got ordering={ordering!r}")
+        self.frame_decoding = frame_decoding
         p = 1 if ordering == "token" else patch_size
         self.ordering, self.patch_size, self.name, self.input_noise = ordering, p, name, input_noise
         self.num_codes, self.grid, self.tokens_per_frame = spec.codebook_size, tuple(spec.grid), spec.tokens_per_frame
         self.frame_tokens = (spec.grid[0] // p) * (spec.grid[1] // p)  # M
         # frame: one table per position inside a patch; token: one table plus the start token (index K).
         self.code_embed = nn.Embedding(self.num_codes * p * p + (ordering == "token"), width)
+        if frame_decoding == "maskgit":  # the next frame's visible codes: K codes + the mask (index K) per patch position
+            self.next_embed = nn.Embedding((self.num_codes + 1) * p * p, width)
         num_out = self.num_codes * p * p
         if readout == "linear":
             self.to_out = nn.Linear(width, num_out)
@@ -90,6 +114,13 @@ class CodePrior(nn.Module):
         patches = patchify(codes[..., None], self.grid, p)  # (B, T, M, p*p)
         patches = patches + self.num_codes * torch.arange(p * p, device=codes.device)
         return self.code_embed(patches).sum(-2).flatten(1, 2)
+
+    def embed_next(self, codes: Tensor) -> Tensor:
+        """Maskgit inputs: the next frames' codes ``(B, T, N)`` in ``[0, K]`` (``K``: masked) → ``(B, T * M, d)``."""
+        p = self.patch_size
+        patches = patchify(codes[..., None], self.grid, p)  # (B, T, M, p*p)
+        patches = patches + (self.num_codes + 1) * torch.arange(p * p, device=codes.device)
+        return self.next_embed(patches).sum(-2).flatten(1, 2)
 
     def readout(self, x: Tensor) -> Tensor:
         """Features ``(..., d)`` → logits ``(..., p*p*K)``."""
@@ -143,8 +174,21 @@ class CodePrior(nn.Module):
         if self.training and self.input_noise > 0:
             noisy = torch.rand(codes.shape, device=codes.device) < self.input_noise
             inputs = torch.where(noisy, torch.randint_like(codes, self.num_codes), codes)
+        if self.frame_decoding == "maskgit":
+            return self._masked_loss(trunk, inputs, codes)
         logits = self.logits(trunk, inputs)
         return code_cross_entropy(logits, codes[:, codes.shape[1] - logits.shape[1]:])
+
+    def _masked_loss(self, trunk: nn.Module, inputs: Tensor, codes: Tensor) -> dict[str, Tensor]:
+        """Maskgit training: frames ``< T - 1`` of ``inputs`` plus the visible codes of each next frame →
+        cross-entropy on the masked codes of frames ``1 ..`` of ``codes`` (mean over masked codes)."""
+        target = codes[:, 1:]  # (B, T-1, N)
+        masked = cosine_mask(target.shape, target.device)
+        x = self.embed_frames(inputs[:, :-1]) + self.embed_next(target.masked_fill(masked, self.num_codes))
+        logits = self.frame_logits(trunk(x))  # (B, T-1, N, K)
+        out = code_cross_entropy(logits[masked], target[masked])
+        out["masked_share"] = masked.float().mean()
+        return out
 
     # -- rollout ------------------------------------------------------------------------------
 
@@ -154,7 +198,12 @@ class CodePrior(nn.Module):
         ``"frame"`` (``Tc >= 1``): logits ``(B, N, K)`` of frame ``Tc``. ``"token"``: logits
         ``(B, 1, K)`` of the code after the raster-order prefix (``context`` ``(B, Tc, N)`` with
         ``Tc >= 0``, or a flat ``(B, L)``, e.g. ending mid-frame). Feed the drawn codes to :meth:`step`.
+
+        Raises:
+            ValueError: a ``"maskgit"`` prior (its next-frame logits depend on the visible codes: use
+                :meth:`rollout`).
         """
+        self._no_maskgit("prefill")
         if self.ordering == "frame":
             x, state = trunk.prefill(self.embed_frames(context))
             return self.frame_logits(x[:, -self.frame_tokens:])[:, 0], state
@@ -166,12 +215,21 @@ class CodePrior(nn.Module):
 
         ``"frame"``: ``codes`` ``(B, N)`` (one frame) → logits ``(B, N, K)`` of the next frame.
         ``"token"``: ``codes`` ``(B, 1)`` → logits ``(B, 1, K)`` of the next code.
+
+        Raises:
+            ValueError: a ``"maskgit"`` prior (use :meth:`rollout`).
         """
+        self._no_maskgit("step")
         if self.ordering == "frame":
             x, state = trunk.step(self.embed_frames(codes[:, None]), state)
             return self.frame_logits(x)[:, 0], state
         x, state = trunk.step(self.code_embed(codes), state)
         return self.readout(x), state
+
+    def _no_maskgit(self, method: str) -> None:
+        if self.frame_decoding == "maskgit":
+            raise ValueError(f"{self.name} head: {method} draws each next frame independently; this prior was "
+                             "trained with frame_decoding=maskgit, whose frames are filled by rollout()")
 
     def rollout(self, trunk: nn.Module, context: Latents, num_future: int, *, sampling: Mapping[str, Any] | None,
                 generator: torch.Generator | None) -> Latents:
@@ -191,14 +249,84 @@ class CodePrior(nn.Module):
         """
         codes = self._check_codes(context.codes, "context", 1 if self.ordering == "frame" else 0)
         options = sampling_options(sampling)
+        if self.frame_decoding == "maskgit":
+            return self._empty_latents(self._maskgit_rollout(trunk, codes, num_future, options, generator))
+        draw = draw_options(options)
         bsz, n = codes.shape[0], self.tokens_per_frame
         steps = num_future if self.ordering == "frame" else num_future * n
         logits, state = self.prefill(trunk, codes)
         drawn = []
         for i in range(steps):
-            drawn.append(sample_codes(logits, **options, generator=generator))  # (B, N) or (B, 1)
+            drawn.append(sample_codes(logits, **draw, generator=generator))  # (B, N) or (B, 1)
             if i + 1 < steps:
                 logits, state = self.step(trunk, drawn[-1], state)
-        future = torch.cat(drawn, dim=1).view(bsz, num_future, n)
-        empty = torch.empty(bsz, num_future, n, 0, device=codes.device, dtype=self.code_embed.weight.dtype)
-        return Latents(latents=empty, codes=future)
+        return self._empty_latents(torch.cat(drawn, dim=1).view(bsz, num_future, n))
+
+    def _empty_latents(self, codes: Tensor) -> Latents:
+        """Future codes ``(B, Tf, N)`` as :class:`Latents` with an empty ``(B, Tf, N, 0)`` latent tensor."""
+        empty = torch.empty(*codes.shape, 0, device=codes.device, dtype=self.code_embed.weight.dtype)
+        return Latents(latents=empty, codes=codes)
+
+    # -- whole-frame (maskgit) rollout -----------------------------------------------------------
+
+    def _maskgit_rollout(self, trunk: nn.Module, codes: Tensor, num_future: int, options: Mapping[str, Any],
+                         generator: torch.Generator | None) -> Tensor:
+        """Context codes ``(B, Tc, N)`` → future codes ``(B, num_future, N)``, each frame filled in
+        ``options["steps"]`` passes (see the module docstring)."""
+        peek = getattr(trunk, "peek", None)
+        if peek is None:
+            raise ValueError(f"{self.name} head: frame_decoding=maskgit needs a trunk with peek(x, state) "
+                             f"(run one frame without keeping it); {type(trunk).__name__} has none")
+        state = None  # the trunk's state after frames < Tc - 1, each with its next frame fully visible
+        if codes.shape[1] > 1:
+            _, state = trunk.prefill(self.embed_frames(codes[:, :-1]) + self.embed_next(codes[:, 1:]))
+        last, future = codes[:, -1], []
+        for f in range(num_future):
+            tokens = self.embed_frames(last[:, None])  # (B, M, d)
+            frame = self._fill_frame(lambda visible: peek(tokens + self.embed_next(visible[:, None]), state)
+                                     if state is not None else trunk(tokens + self.embed_next(visible[:, None])),
+                                     last.shape, options, generator)
+            future.append(frame)
+            if f + 1 < num_future:  # the finished frame, fed once: the state moves on by one frame
+                x = tokens + self.embed_next(frame[:, None])
+                state = trunk.step(x, state)[1] if state is not None else trunk.prefill(x)[1]
+            last = frame
+        return torch.stack(future, dim=1)
+
+    def _fill_frame(self, features: Any, shape: torch.Size, options: Mapping[str, Any],
+                    generator: torch.Generator | None) -> Tensor:
+        """One future frame ``(B, N)``: from all masked, ``steps`` passes of draw-and-keep-the-most-confident.
+
+        ``features(visible)`` maps the visible codes ``(B, N)`` (``K`` = masked) to trunk features ``(B, M, d)``.
+        """
+        bsz, n = shape
+        steps, choice_temperature = options["steps"], options["choice_temperature"]
+        visible = torch.full(shape, self.num_codes, dtype=torch.long, device=self.code_embed.weight.device)
+        masked = torch.ones(shape, dtype=torch.bool, device=visible.device)
+        for k in range(steps):
+            logits = self.frame_logits(features(visible))[:, 0].float()  # (B, N, K)
+            drawn = sample_codes(logits, **draw_options(options), generator=generator)
+            confidence = torch.log_softmax(logits, -1).gather(-1, drawn[..., None])[..., 0]  # (B, N)
+            noise_scale = choice_temperature * (1.0 - (k + 1) / steps)
+            if noise_scale > 0 and not options["greedy"]:
+                uniform = torch.rand(shape, device=logits.device, generator=generator).clamp_(1e-20, 1.0)
+                confidence = confidence - noise_scale * torch.log(-torch.log(uniform))  # + scale * Gumbel
+            confidence = confidence.masked_fill(~masked, float("inf"))  # fixed codes stay fixed
+            left = masked.sum(-1)  # (B,)
+            keep_masked = torch.minimum(torch.full_like(left, math.floor(n * math.cos(math.pi / 2 * (k + 1) / steps))),
+                                        (left - 1).clamp(min=0))
+            rank = confidence.argsort(-1).argsort(-1)  # 0 = least confident
+            still = rank < keep_masked[:, None]
+            visible = torch.where(masked & ~still, drawn, visible)
+            masked = still
+        return visible
+
+
+def cosine_mask(shape: tuple[int, ...] | torch.Size, device: torch.device) -> Tensor:
+    """MaskGIT's training mask ``(..., N)`` bool (True = masked): per leading index a share
+    ``cos(pi/2 * u)``, ``u ~ U(0, 1)``, of the ``N`` positions, at least one, chosen uniformly."""
+    *lead, n = shape
+    share = torch.cos(math.pi / 2 * torch.rand(*lead, 1, device=device))
+    count = torch.ceil(share * n).clamp_(1, n)
+    rank = torch.rand(*lead, n, device=device).argsort(-1).argsort(-1)
+    return rank < count

@@ -169,6 +169,11 @@ class MambaFrameTrunk(_MambaTrunk):
             new_states.append(state)
         return self.norm_out(x), new_states
 
+    def peek(self, x: Tensor, states: list[MixerState]) -> Tensor:
+        """One frame ``(B, M, d)`` → features ``(B, M, d)``; ``states`` are not advanced (each step
+        returns new state tensors), as a maskgit pass over an unfinished frame needs."""
+        return self.step(x, states)[0]
+
 
 class MambaTokenTrunk(_MambaTrunk):
     """Token-causal Mamba-2 trunk: tokens ``(B, L, d)`` in raster order → features ``(B, L, d)``.

@@ -141,3 +141,16 @@ class TransformerTrunk(nn.Module):
             ValueError: a ``"factorized"`` trunk (bidirectional, no cache).
         """
         return self._run(x, caches), caches
+
+    def peek(self, x: Tensor, caches: list[KVCache]) -> Tensor:
+        """Tokens ``(B, L, d)`` after the cached sequence → features ``(B, L, d)``, the caches left as they
+        were (a maskgit pass over a frame that is not finished yet).
+
+        Raises:
+            ValueError: a ``"factorized"`` trunk (no cache).
+        """
+        lengths = [cache.length for cache in caches]
+        out = self._run(x, caches)
+        for cache, length in zip(caches, lengths):
+            cache.length = length  # what was appended past it is overwritten by the next append
+        return out
