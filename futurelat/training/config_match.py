@@ -51,6 +51,9 @@ NON_MODEL_PARAMS = frozenset({
 ABSENT = "<absent>"
 #: ``params`` keys renamed since a checkpoint may have been written: ``{old: new}``, read under the new name.
 RENAMED_PARAMS = {"context_frames": "context_latents"}  # head.params, 2026-11-30: heads count latent frames
+#: ``params`` keys added since a checkpoint may have been written: ``{name: the value that reproduces a
+#: checkpoint without it}``; a stored config that lacks the key is compared as if it held that value.
+ADDED_PARAMS = {"frame_decoding": "independent"}  # head.params, 2026-11-30: MaskGIT whole-frame decoding
 
 
 def load_checked_weights(cfg: DictConfig, part: str, module: nn.Module) -> nn.Module:
@@ -116,13 +119,18 @@ def model_config_differences(stored: Mapping[str, Any], current: Mapping[str, An
                              part: str) -> list[tuple[str, Any, Any]]:
     """``(dotted key, stored value, current value)`` for each model-defining key of ``part`` that differs.
 
-    A key missing on one side has the value :data:`ABSENT`; ``params`` entries in
+    A key missing on one side has the value :data:`ABSENT`, except a param of :data:`ADDED_PARAMS`
+    missing from the stored side (it takes the value listed there); ``params`` entries in
     :data:`NON_MODEL_PARAMS` are skipped.
     """
     old, new = {}, {}
     for key in MODEL_KEYS[part]:
         old.update(_flatten(key, _select(stored, key)))
         new.update(_flatten(key, _select(current, key)))
+    for key in new.keys() - old.keys():  # a param added after the checkpoint was written
+        prefix, _, name = key.rpartition(".")
+        if prefix.endswith(".params") and name in ADDED_PARAMS and any(k.startswith(prefix + ".") for k in old):
+            old[key] = ADDED_PARAMS[name]
     return [(key, old.get(key, ABSENT), new.get(key, ABSENT)) for key in sorted(old.keys() | new.keys())
             if old.get(key, ABSENT) != new.get(key, ABSENT)]
 

@@ -86,3 +86,13 @@ def test_a_param_stored_under_its_old_name_is_compared_under_the_new_one():
         "context_latents": 5, "d_model": 32}}}, "head") == []
     assert model_config_differences(old, {"head": {"name": "transformer", "params": {
         "context_latents": 4, "d_model": 32}}}, "head") == [("head.params.context_latents", 5, 4)]
+
+
+def test_a_param_added_later_compares_as_the_value_that_reproduces_older_checkpoints():
+    """Heads written before 2026-11-30 store no ``frame_decoding``: they decode frames independently."""
+    old = {"head": {"name": "mamba", "params": {"d_model": 32}}}
+    assert model_config_differences(old, {"head": {"name": "mamba", "params": {
+        "d_model": 32, "frame_decoding": "independent"}}}, "head") == []
+    assert model_config_differences(old, {"head": {"name": "mamba", "params": {
+        "d_model": 32, "frame_decoding": "maskgit"}}}, "head") == [
+        ("head.params.frame_decoding", "independent", "maskgit")]
