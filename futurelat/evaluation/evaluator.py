@@ -68,13 +68,14 @@ def zeros_baseline(context: Tensor, num_future: int) -> Tensor:
     return context.new_zeros(b, num_future, c, h, w)
 
 
-def _reconstruct(model: Any, reconstruct: Callable[..., Any], frames: Tensor, want_codes: bool
-                 ) -> tuple[Tensor | None, Tensor | None]:
+def _reconstruct(model: Any, reconstruct: Callable[..., Any], frames: Tensor, want_codes: bool,
+                 returns_codes: bool) -> tuple[Tensor | None, Tensor | None]:
     """``(reconstruction or None, codes or None)`` of ``frames``, encoding once when ``reconstruct``
-    takes ``return_codes`` (:meth:`LatentVideoModel.reconstruct`), else ``model.encode(frames).codes``."""
+    takes ``return_codes`` (``returns_codes``; :meth:`LatentVideoModel.reconstruct`), else
+    ``model.encode(frames).codes``."""
     if not want_codes:
         return reconstruct(frames), None
-    if "return_codes" in inspect.signature(reconstruct).parameters:
+    if returns_codes:
         return reconstruct(frames, return_codes=True)
     recon = reconstruct(frames)
     return recon, (model.encode(frames).codes if recon is not None else None)
@@ -211,6 +212,7 @@ def evaluate_frames(
     reconstructed = 0
     reconstruct = getattr(model, "reconstruct", None)
     reconstruct = reconstruct if callable(reconstruct) else None
+    returns_codes = reconstruct is not None and "return_codes" in inspect.signature(reconstruct).parameters
     codebook = getattr(getattr(model, "spec", None), "codebook_size", None)
     code_counts = torch.zeros(codebook, dtype=torch.long) if codebook and callable(getattr(model, "encode", None)) else None
     copy_last_features: list[Tensor] = []  # FVD of copy-last, against the real clips fvd holds
@@ -246,7 +248,8 @@ def evaluate_frames(
 
             todo = b if reconstruct_sequences is None else min(b, reconstruct_sequences - reconstructed)
             if reconstruct is not None and todo > 0:
-                recon, codes = _reconstruct(model, reconstruct, frames[:todo].clone(), code_counts is not None)
+                recon, codes = _reconstruct(model, reconstruct, frames[:todo].clone(), code_counts is not None,
+                                           returns_codes)
                 if recon is None:
                     if reconstruction_acc is not None:
                         raise ValueError("model.reconstruct returned None after returning frames "
