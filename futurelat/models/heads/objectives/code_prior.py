@@ -299,7 +299,7 @@ class CodePrior(nn.Module):
 
         ``features(visible)`` maps the visible codes ``(B, N)`` (``K`` = masked) to trunk features ``(B, M, d)``.
         """
-        bsz, n = shape
+        n = shape[-1]
         steps, choice_temperature = options["steps"], options["choice_temperature"]
         visible = torch.full(shape, self.num_codes, dtype=torch.long, device=self.code_embed.weight.device)
         masked = torch.ones(shape, dtype=torch.bool, device=visible.device)
