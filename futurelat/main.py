@@ -37,7 +37,7 @@ from futurelat.models.latent_video_model import LatentVideoModel, build_model
 from futurelat.registry import BACKBONES
 from futurelat.training.config_match import load_checked_weights
 from futurelat.training.distributed import DistInfo, init_distributed
-from futurelat.training.ema import EVAL_WEIGHTS, eval_weights_key
+from futurelat.training.ema import check_eval_weights, eval_weights_key
 from futurelat.training.preemption import TrainingInterrupted
 from futurelat.training.stage_checkpoints import LEGACY_STAGE_NAMES
 from futurelat.training.trainer import Trainer
@@ -74,8 +74,7 @@ def _check_stages(cfg: DictConfig) -> list[str]:
             and needs_weights):
         raise ValueError("stages without `backbone` need a trained backbone: set backbone.checkpoint=PATH "
                          "(e.g. <run_dir>/checkpoints/backbone_final.pt)")
-    if cfg.eval.weights not in EVAL_WEIGHTS:
-        raise ValueError(f"eval.weights must be one of {EVAL_WEIGHTS}; got {cfg.eval.weights!r}")
+    check_eval_weights(cfg.eval.weights)
     if cfg.eval.weights == "ema" and cfg.trainer.ema.decay is None and not (cfg.backbone.checkpoint or cfg.head.checkpoint):
         raise ValueError("eval.weights=ema, but trainer.ema.decay is null: set trainer.ema.decay (e.g. 0.999) "
                          "or eval.weights=auto")

@@ -108,6 +108,12 @@ class EMA:
         return module
 
 
+def check_eval_weights(choice: str) -> None:
+    """Raise ``ValueError`` unless ``choice`` (``eval.weights``) is one of :data:`EVAL_WEIGHTS`."""
+    if choice not in EVAL_WEIGHTS:
+        raise ValueError(f"eval.weights must be one of {EVAL_WEIGHTS}; got {choice!r}")
+
+
 def eval_weights_key(choice: str, has_ema: bool, where: str) -> str:
     """Which checkpoint entry evaluation loads: ``"ema_model"`` or ``"model"``.
 
@@ -119,8 +125,7 @@ def eval_weights_key(choice: str, has_ema: bool, where: str) -> str:
     Raises:
         ValueError: an unknown ``choice``, or ``ema`` when there is none.
     """
-    if choice not in EVAL_WEIGHTS:
-        raise ValueError(f"eval.weights must be one of {EVAL_WEIGHTS}; got {choice!r}")
+    check_eval_weights(choice)
     if choice == "ema" and not has_ema:
         raise ValueError(f"eval.weights=ema, but {where} kept no EMA weights (trainer.ema.decay was null); "
                          "use eval.weights=auto or raw")

@@ -108,19 +108,21 @@ class CodePrior(nn.Module):
 
     # -- embeddings and logits ----------------------------------------------------------------
 
-    def embed_frames(self, codes: Tensor) -> Tensor:
-        """Frame-ordering inputs: codes ``(B, T, N)`` → tokens ``(B, T * M, d)``."""
+    def _embed_patches(self, table: nn.Embedding, codes: Tensor, per_position: int) -> Tensor:
+        """Codes ``(B, T, N)`` → tokens ``(B, T * M, d)``: the sum over each ``p x p`` patch of ``table``'s
+        rows, one block of ``per_position`` rows per position inside the patch."""
         p = self.patch_size
         patches = patchify(codes[..., None], self.grid, p)  # (B, T, M, p*p)
-        patches = patches + self.num_codes * torch.arange(p * p, device=codes.device)
-        return self.code_embed(patches).sum(-2).flatten(1, 2)
+        patches = patches + per_position * torch.arange(p * p, device=codes.device)
+        return table(patches).sum(-2).flatten(1, 2)
+
+    def embed_frames(self, codes: Tensor) -> Tensor:
+        """Frame-ordering inputs: codes ``(B, T, N)`` → tokens ``(B, T * M, d)``."""
+        return self._embed_patches(self.code_embed, codes, self.num_codes)
 
     def embed_next(self, codes: Tensor) -> Tensor:
         """Maskgit inputs: the next frames' codes ``(B, T, N)`` in ``[0, K]`` (``K``: masked) → ``(B, T * M, d)``."""
-        p = self.patch_size
-        patches = patchify(codes[..., None], self.grid, p)  # (B, T, M, p*p)
-        patches = patches + (self.num_codes + 1) * torch.arange(p * p, device=codes.device)
-        return self.next_embed(patches).sum(-2).flatten(1, 2)
+        return self._embed_patches(self.next_embed, codes, self.num_codes + 1)
 
     def readout(self, x: Tensor) -> Tensor:
         """Features ``(..., d)`` → logits ``(..., p*p*K)``."""
@@ -303,9 +305,10 @@ class CodePrior(nn.Module):
         steps, choice_temperature = options["steps"], options["choice_temperature"]
         visible = torch.full(shape, self.num_codes, dtype=torch.long, device=self.code_embed.weight.device)
         masked = torch.ones(shape, dtype=torch.bool, device=visible.device)
+        draw = draw_options(options)
         for k in range(steps):
             logits = self.frame_logits(features(visible))[:, 0].float()  # (B, N, K)
-            drawn = sample_codes(logits, **draw_options(options), generator=generator)
+            drawn = sample_codes(logits, **draw, generator=generator)
             confidence = torch.log_softmax(logits, -1).gather(-1, drawn[..., None])[..., 0]  # (B, N)
             noise_scale = choice_temperature * (1.0 - (k + 1) / steps)
             if noise_scale > 0 and not options["greedy"]:
