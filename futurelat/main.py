@@ -27,6 +27,7 @@ from futurelat.config import check_config, register_configs
 from futurelat.datasets import build_dataset
 from futurelat.datasets.latent_cache import check_cache_for_model, is_latent_cache
 from futurelat.evaluation.curves import write_curves
+from futurelat.evaluation.ensemble import check_point_estimate
 from futurelat.evaluation.results import write_metrics
 from futurelat.evaluation.evaluator import evaluate_frames
 from futurelat.evaluation.fvd import maybe_fvd
@@ -42,6 +43,7 @@ from futurelat.training.preemption import TrainingInterrupted
 from futurelat.training.stage_checkpoints import LEGACY_STAGE_NAMES
 from futurelat.training.trainer import Trainer
 from futurelat.utils import launch_time
+from futurelat.utils.cpu_memory import configure_cpu_malloc
 from futurelat.utils.resolved_config import print_config, save_config
 from futurelat.utils.run_logger import build_logger
 from futurelat.utils.seeding import seed_everything
@@ -75,6 +77,7 @@ def _check_stages(cfg: DictConfig) -> list[str]:
         raise ValueError("stages without `backbone` need a trained backbone: set backbone.checkpoint=PATH "
                          "(e.g. <run_dir>/checkpoints/backbone_final.pt)")
     check_eval_weights(cfg.eval.weights)
+    check_point_estimate(str(cfg.eval.point_estimate), int(cfg.eval.num_samples))  # before training, not after
     if cfg.eval.weights == "ema" and cfg.trainer.ema.decay is None and not (cfg.backbone.checkpoint or cfg.head.checkpoint):
         raise ValueError("eval.weights=ema, but trainer.ema.decay is null: set trainer.ema.decay (e.g. 0.999) "
                          "or eval.weights=auto")
@@ -98,6 +101,8 @@ def run(cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None) -> dict[st
     check_config(cfg)
     dist = dist or init_distributed(str(cfg.trainer.device))
     stages = _check_stages(cfg)
+    if dist.device.type == "cpu":  # the evaluation's rollouts too, also in a run without training
+        configure_cpu_malloc(str(cfg.trainer.cpu_malloc))
     if dist.is_main:
         print_config(cfg)
         save_config(cfg, run_dir / "config.yaml")
@@ -187,7 +192,7 @@ def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
             model, test_set, context_frames=int(cfg.dataset.context_frames),
             future_frames=int(cfg.dataset.future_frames),
             reconstruct_sequences=cfg.eval.reconstruct_sequences, fvd=maybe_fvd(cfg.eval.fvd_weights, device=device),
-            **common)
+            point_estimate=str(cfg.eval.point_estimate), **common)
         return _with_skipped(metrics, test_set, run_dir), ("predictions.gif", "predictions.png")
     step = model.spec.temporal_downsample
     test_config, baselines = cfg.dataset, {}
@@ -198,7 +203,8 @@ def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
     test_set = build_dataset(test_config, "test")
     metrics = evaluate_latents(
         model, test_set, context_latents=int(cfg.dataset.context_frames) // step,
-        future_latents=int(cfg.dataset.future_frames) // step, extra_baselines=baselines, **common)
+        future_latents=int(cfg.dataset.future_frames) // step, extra_baselines=baselines,
+        point_estimate=str(cfg.eval.point_estimate), **common)
     return _with_skipped(metrics, test_set, run_dir), (LATENT_PICTURE,)
 
 

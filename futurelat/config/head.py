@@ -63,6 +63,8 @@ class MambaParams:
     ``backend``: ``auto`` (mamba-ssm kernels when installed) | the pure-PyTorch scan.
     ``frame_decoding`` (autoregressive, frame ordering): ``independent`` (all codes of the next frame
     at once) | ``maskgit`` (masked token modelling, each frame filled in ``sampling.steps`` passes).
+    ``scheduled_sampling`` (autoregressive, frame ordering, independent decoding): the share in [0, 1]
+    of input frames replaced in training by the prior's own draws (parallel scheduled sampling; 0 = off).
     """
 
     objective: str = "autoregressive"
@@ -83,6 +85,7 @@ class MambaParams:
     chunk_size: int = 64
     dropout: float = 0.0
     input_noise: float = 0.1
+    scheduled_sampling: float = 0.0
     backend: str = "auto"
     frame_decoding: str = "independent"
     sampling: CodeSampling = field(default_factory=CodeSampling)
@@ -110,7 +113,7 @@ class TransformerParams:
     ``joint`` (one kt x k x k conv) | ``2+1d``; ``loss`` ``mse`` | ``l1`` | ``smooth_l1``;
     ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` as for
     :class:`MambaParams`. ``query_chunk``: queries per attention call with a mask or ALiBi bias.
-    ``frame_decoding``: as for :class:`MambaParams` (autoregressive, ordering ``frame``).
+    ``frame_decoding``, ``scheduled_sampling``: as for :class:`MambaParams` (autoregressive, ordering ``frame``).
     ``backend``: the kernel of attention with a mask or ALiBi bias over a whole sequence (training,
     prefill): ``auto`` (FlexAttention, compiled, on CUDA; SDPA with a per-chunk bias elsewhere) |
     ``sdpa`` | ``flex`` (FlexAttention everywhere; on CPU eager and forward-only). Decode steps
@@ -138,6 +141,7 @@ class TransformerParams:
     query_chunk: int = 1024
     backend: str = "auto"
     frame_decoding: str = "independent"
+    scheduled_sampling: float = 0.0
     sampling: CodeSampling = field(default_factory=CodeSampling)
 
 

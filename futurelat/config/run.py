@@ -22,7 +22,10 @@ class EvalConfig:
     weights for FVD on pixel runs (a file or folder, :mod:`futurelat.evaluation.fvd`); null = those
     cached in ``$TORCH_HOME/futurelat/``, else FVD is skipped with a one-line note. ``weights``:
     ``auto`` (the EMA weights of a stage that kept them, ``trainer.ema``, else the trained ones) |
-    ``ema`` (an error without them) | ``raw`` (the trained weights).
+    ``ema`` (an error without them) | ``raw`` (the trained weights). ``point_estimate``:
+    ``sample`` (score each of the ``num_samples`` futures) | ``mean`` | ``median`` (score their
+    per-pixel, or per-latent, mean or median, ``num_samples >= 2``; :mod:`futurelat.evaluation.ensemble`); a model whose
+    rollouts are deterministic draws one future whatever ``num_samples``.
     """
 
     batch_size: int = 100
@@ -33,6 +36,7 @@ class EvalConfig:
     backbone_predictor: bool = True
     fvd_weights: Optional[str] = None
     weights: str = "auto"
+    point_estimate: str = "sample"
 
 
 @dataclass

@@ -12,7 +12,10 @@ sequences it scores two baselines, so a number is never read without its floor:
 A stochastic model (a sampled token prior, a flow head) can be scored on ``num_samples = k``
 futures per context: ``test/*`` is then the mean over all ``k`` samples, and ``test/best_of_k/*``
 scores, for each sequence, the sample with the lowest MSE (an oracle pick, the usual "best of k"
-of stochastic video prediction, e.g. Denton & Fergus 2018).
+of stochastic video prediction, e.g. Denton & Fergus 2018). With ``point_estimate`` ``mean`` or
+``median`` (:mod:`futurelat.evaluation.ensemble`), ``test/*`` scores instead the per-pixel mean or
+median of the ``k`` futures, the pictures show it, and ``test/sample/*`` keeps the samples' own
+scores beside it. A model whose ``deterministic`` attribute is true draws one future whatever ``k``.
 
 If the model can reconstruct frames (``model.reconstruct``, e.g. a tokenizer's encode → decode),
 the reconstruction of all ``Tc + Tf`` frames is scored as ``reconstruction/*``: the ceiling a
@@ -37,6 +40,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
+from futurelat.evaluation.ensemble import check_point_estimate, point_estimate as reduce_samples
 from futurelat.evaluation.fvd import MIN_FRAMES, FrechetVideoDistance, frechet_distance_of_features
 from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_laplacian_energy, frame_metrics
 from futurelat.evaluation.results import best_of_k, collect_metrics, write_metrics
@@ -107,7 +111,7 @@ def _metric_keys(future_frames: int) -> set[str]:
     width = max(2, len(str(future_frames)))
     keys = {"test/num_sequences", "test/num_samples", "reconstruction/num_sequences", "reconstruction/codebook_usage",
             "reconstruction/perplexity", "reconstruction/sharpness", "test/sharpness", "test/fvd", "test/copy_last/fvd", *(f"reconstruction/{m}" for m in METRIC_NAMES)}
-    for prefix in ("test/", "test/best_of_k/", *(f"test/{b}/" for b in BASELINES)):
+    for prefix in ("test/", "test/sample/", "test/best_of_k/", *(f"test/{b}/" for b in BASELINES)):
         for m in METRIC_NAMES:
             keys.add(prefix + m)
             keys.update(f"{prefix}{m}/step_{k:0{width}d}" for k in range(1, future_frames + 1))
@@ -129,6 +133,7 @@ def evaluate_frames(
     num_samples: int = 1,
     reconstruct_sequences: int | None = None,
     fvd: FrechetVideoDistance | None = None,
+    point_estimate: str = "sample",
 ) -> dict[str, float]:
     """Score ``model.rollout`` on future frames, with baselines, per-step curves and pictures.
 
@@ -150,18 +155,23 @@ def evaluate_frames(
         max_sequences: score only the first ``max_sequences`` sequences (``None``: all).
         progress: show a rich progress bar.
         extra_metrics: merged into the returned dict and ``metrics.json`` (e.g. step, checkpoint).
-        num_samples: ``k`` rollouts per context (for stochastic models); the pictures show the first.
+        num_samples: ``k`` rollouts per context (for stochastic models); the pictures show the first,
+            or the point estimate. A model with ``deterministic`` true gets one rollout (logged).
         reconstruct_sequences: score ``reconstruction/*`` on the first this many sequences only (``None``:
             all): the ceiling is a sanity figure, and encoding, decoding and scoring all ``T`` frames
             of every sequence can cost as much as the rollouts.
-        fvd: score whole clips by FVD (``T >= 9`` frames; the first sample of each context); ``None``: skip.
+        fvd: score whole clips by FVD (``T >= 9`` frames; the first sample of each context, or the
+            point estimate); ``None``: skip.
+        point_estimate: ``"sample"`` (score each sample) | ``"mean"`` | ``"median"`` (score the
+            per-pixel reduction of the ``k >= 2`` samples; :mod:`futurelat.evaluation.ensemble`).
 
     Returns:
         Flat dict of floats (see :mod:`futurelat.evaluation.metrics` for units):
 
         - ``test/{mse,mae,ssim,psnr}`` and ``test/{metric}/step_01`` ... ``step_{Tf}``: the model
-          (mean over the ``k`` samples); ``test/best_of_k/...`` the same keys for the per-sequence
-          lowest-MSE sample, only when ``k > 1``; ``test/num_samples`` = ``k``;
+          (mean over the ``k`` samples, or the point estimate); ``test/sample/...`` the same keys
+          for the samples when ``test/*`` is a point estimate; ``test/best_of_k/...`` the same
+          keys for the per-sequence lowest-MSE sample, only when ``k > 1``; ``test/num_samples`` = ``k``;
         - ``test/copy_last/...`` and ``test/zeros/...``: same keys for the two baselines;
         - ``reconstruction/{mse,ssim,psnr}``: reconstruction of all ``T`` frames (if available), of
           ``reconstruction/num_sequences`` sequences; for a discrete backbone also
@@ -185,6 +195,11 @@ def evaluate_frames(
     check_eval_arguments({"context_frames": context_frames, "future_frames": future_frames,
                           "batch_size": batch_size, "num_samples": num_samples}, num_visualize, max_sequences,
                          {"reconstruct_sequences": reconstruct_sequences})
+    check_point_estimate(point_estimate, num_samples)
+    if num_samples > 1 and getattr(model, "deterministic", False) is True:
+        log.info("the model's rollouts are deterministic: one future per context instead of "
+                 "eval.num_samples=%d (and no point estimate)", num_samples)
+        num_samples, point_estimate = 1, "sample"
 
     if extra_metrics:
         clash = sorted(set(extra_metrics) & _metric_keys(future_frames))
@@ -205,6 +220,9 @@ def evaluate_frames(
         fvd = None
 
     accumulators = {"test/": MetricAccumulator()}
+    ensemble = point_estimate != "sample"
+    if ensemble:
+        accumulators["test/sample/"] = MetricAccumulator()
     if num_samples > 1:
         accumulators["test/best_of_k/"] = MetricAccumulator()
     accumulators.update({f"test/{b}/": MetricAccumulator() for b in BASELINES})
@@ -233,13 +251,16 @@ def evaluate_frames(
 
             samples = []
             for _ in range(num_samples):
-                samples.append(model.rollout(context.clone(), tf))
-                _check_output(samples[-1], (b, tf, *frames.shape[2:]), "model.rollout(context, num_future)")
-                samples[-1] = frame_metrics(samples[-1], target), samples[-1]
-                accumulators["test/"].update(samples[-1][0])
+                sample = model.rollout(context.clone(), tf)
+                _check_output(sample, (b, tf, *frames.shape[2:]), "model.rollout(context, num_future)")
+                samples.append((frame_metrics(sample, target), sample))
+                accumulators["test/sample/" if ensemble else "test/"].update(samples[-1][0])
             if num_samples > 1:
                 accumulators["test/best_of_k/"].update(best_of_k([m for m, _ in samples], "mse"))
             prediction = samples[0][1]
+            if ensemble:
+                prediction = reduce_samples(torch.stack([x.clamp(0, 1) for _, x in samples]), point_estimate)
+                accumulators["test/"].update(frame_metrics(prediction, target))
             energy[:2] += torch.stack([frame_laplacian_energy(x.clamp(0, 1).float()).sum().cpu().double()
                                        for x in (prediction, target)])
             accumulators["test/copy_last/"].update(
@@ -308,7 +329,7 @@ def evaluate_frames(
 
 def summarize(metrics: Mapping[str, float]) -> str:
     """One line per scorer (model, baselines, reconstruction) with MSE / MAE / SSIM / PSNR, for logs."""
-    rows = [("model", "test/"), ("best of k", "test/best_of_k/"), *((b, f"test/{b}/") for b in BASELINES),
+    rows = [("model", "test/"), ("one sample", "test/sample/"), ("best of k", "test/best_of_k/"), *((b, f"test/{b}/") for b in BASELINES),
             ("reconstruction", "reconstruction/")]
     lines = []
     for label, prefix in rows:

@@ -37,6 +37,7 @@ from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
 from futurelat.evaluation.latent_metrics import LATENT_METRIC_NAMES, check_latents, latent_metrics
 from futurelat.evaluation.latent_visualize import save_latent_grid
 from futurelat.evaluation.metrics import MetricAccumulator
+from futurelat.evaluation.ensemble import check_point_estimate, point_estimate as reduce_samples
 from futurelat.evaluation.results import best_of_k, collect_metrics, write_metrics
 from futurelat.models.base import Latents, LatentSpec
 from futurelat.utils.modes import eval_mode_on
@@ -202,7 +203,7 @@ def latent_metric_keys(future_latents: int, baselines: Iterable[str] = ()) -> se
     """Every key :func:`evaluate_latents` can compute for ``Tf'`` steps and the named extra baselines."""
     width = max(2, len(str(future_latents)))
     keys = {"test/num_sequences", "test/num_samples"}
-    scorers = ("", "best_of_k/", *(f"{b}/" for b in (*LATENT_BASELINES, *baselines)))
+    scorers = ("", "sample/", "best_of_k/", *(f"{b}/" for b in (*LATENT_BASELINES, *baselines)))
     for scorer in scorers:
         for m in LATENT_METRIC_NAMES:
             keys.add(f"test/{scorer}{m}")
@@ -247,6 +248,7 @@ def evaluate_latents(
     num_samples: int = 1,
     extra_baselines: Mapping[str, Callable[[BaselineInputs], Tensor]] | None = None,
     extra_metrics: Mapping[str, Any] | None = None,
+    point_estimate: str = "sample",
 ) -> dict[str, float]:
     """Score ``model.head.rollout`` on future latents, with baselines, per-step curves and a PCA picture.
 
@@ -268,7 +270,10 @@ def evaluate_latents(
         num_visualize: how many of the first sequences the picture shows (0: no picture).
         max_sequences: score only the first ``max_sequences`` sequences (``None``: all).
         progress: show a rich progress bar.
-        num_samples: ``k`` rollouts per context; the picture shows the first.
+        num_samples: ``k`` rollouts per context; the picture shows the first, or the point estimate.
+            A model with ``deterministic`` true gets one rollout (logged).
+        point_estimate: ``"sample"`` (score each sample) | ``"mean"`` | ``"median"`` (score the
+            entry-wise reduction of the ``k >= 2`` sampled latents; :mod:`futurelat.evaluation.ensemble`).
         extra_baselines: ``{name: fn}``, ``fn(BaselineInputs) -> (B, Tf', N, D)`` tensor or
             :class:`Latents`; scored as ``test/{name}/*``. A callable with ``needs_frames = True``
             (:class:`FramesBaseline`) is skipped, with a warning, when items have no ``frames``.
@@ -278,7 +283,8 @@ def evaluate_latents(
         Flat dict of floats (units in :mod:`futurelat.evaluation.latent_metrics`):
 
         - ``test/{l1,mse,cosine}`` and ``test/{metric}/step_01`` ... ``step_{Tf'}``: the model (mean
-          over the ``k`` samples); ``test/best_of_k/...`` the same keys for each sequence's
+          over the ``k`` samples, or the point estimate); ``test/sample/...`` the same keys for the
+          samples when ``test/*`` is a point estimate; ``test/best_of_k/...`` the same keys for each sequence's
           lowest-L1 sample, only when ``k > 1``; ``test/num_samples`` = ``k``;
         - ``test/copy_last/...`` and ``test/{name}/...`` for each extra baseline that ran;
         - ``test/num_sequences``; plus ``extra_metrics``.
@@ -292,6 +298,11 @@ def evaluate_latents(
     """
     _check_arguments(model, context_latents, future_latents, batch_size, num_samples, num_visualize,
                      max_sequences, extra_baselines)
+    check_point_estimate(point_estimate, num_samples)
+    if num_samples > 1 and getattr(model, "deterministic", False) is True:
+        log.info("the model's rollouts are deterministic: one future per context instead of "
+                 "eval.num_samples=%d (and no point estimate)", num_samples)
+        num_samples, point_estimate = 1, "sample"
     baselines = dict(extra_baselines or {})
     if extra_metrics:
         clash = sorted(set(extra_metrics) & latent_metric_keys(future_latents, baselines))
@@ -308,6 +319,9 @@ def evaluate_latents(
     spec: LatentSpec = model.spec
     tc, tf, step = context_latents, future_latents, spec.temporal_downsample
     accumulators = {"test/": MetricAccumulator()}
+    ensemble = point_estimate != "sample"
+    if ensemble:
+        accumulators["test/sample/"] = MetricAccumulator()
     if num_samples > 1:
         accumulators["test/best_of_k/"] = MetricAccumulator()
     shown: dict[str, list[Tensor]] = {"true": [], "predicted": [], "copy_last": []}
@@ -340,17 +354,20 @@ def evaluate_latents(
             context, target = z[:tc], z.latents[:, tc:]
             expected = (b, tf, n, d)
 
-            samples = []
+            samples, drawn = [], []
             for _ in range(num_samples):
                 fresh = Latents(context.latents.clone(), None if context.codes is None else context.codes.clone())
                 predicted = _as_latents(model, model.head.rollout(fresh, tf), expected,
                                         "model.head.rollout(context, num_future)")
-                if not samples:
-                    first = predicted  # the picture shows the first sample
+                drawn.append(predicted)
                 samples.append(latent_metrics(predicted, target))
-                accumulators["test/"].update(samples[-1])
+                accumulators["test/sample/" if ensemble else "test/"].update(samples[-1])
             if num_samples > 1:
                 accumulators["test/best_of_k/"].update(best_of_k(samples, BEST_OF_K_KEY))
+            first = drawn[0]  # the picture shows the first sample, or the point estimate
+            if ensemble:
+                first = reduce_samples(torch.stack(drawn), point_estimate)
+                accumulators["test/"].update(latent_metrics(first, target))
             copy_last = copy_last_latents(context.latents, tf)
             accumulators["test/copy_last/"].update(latent_metrics(copy_last, target))
             inputs = BaselineInputs(context=context, num_future=tf,
@@ -391,7 +408,7 @@ def _runnable(baselines: dict[str, Callable], has_frames: bool) -> dict[str, Cal
 
 def summarize_latents(metrics: Mapping[str, float]) -> str:
     """One line per scorer (model, best of k, copy_last, extra baselines) with L1 / MSE / cosine, for logs."""
-    scorers = [("model", "test/"), ("best of k", "test/best_of_k/"), ("copy_last", "test/copy_last/")]
+    scorers = [("model", "test/"), ("one sample", "test/sample/"), ("best of k", "test/best_of_k/"), ("copy_last", "test/copy_last/")]
     known = {prefix for _, prefix in scorers}
     for key in sorted(metrics):
         parts = key.split("/")

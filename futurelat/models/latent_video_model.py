@@ -65,6 +65,13 @@ class LatentVideoModel(nn.Module):
                              f"discrete backbone (codebook_size={self.spec.codebook_size}); got {got}")
         return {"z": Latents(latents, codes if self.spec.discrete else None)}
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether :meth:`rollout` gives the same future on every call (the head's ``deterministic``, with
+        its current sampling options; false for a head that does not say). The evaluator draws one
+        future instead of ``eval.num_samples`` when it is."""
+        return bool(getattr(self.head, "deterministic", False))
+
     @torch.no_grad()
     def rollout(self, context: Tensor, num_future: int) -> Tensor:
         """Predict frames: context ``(B, Tc, C, H, W)`` → future ``(B, num_future, C, H, W)`` in [0, 1].

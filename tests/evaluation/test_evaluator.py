@@ -120,6 +120,47 @@ def test_num_samples_reports_the_mean_and_the_best_of_k(sequences, dataset):
         _run(ZeroModel(), dataset, num_samples=0)
 
 
+class CyclingModel(OracleModel):
+    """Draws cycle: the truth, the truth, black frames; ``deterministic`` as set."""
+
+    def __init__(self, sequences, deterministic: bool = False):
+        super().__init__(sequences)
+        self.calls, self.deterministic = 0, deterministic
+
+    def rollout(self, context, num_future):
+        self.calls += 1
+        if self.calls % 3:
+            return super().rollout(context, num_future)
+        return torch.zeros(context.shape[0], num_future, *context.shape[2:])
+
+
+def test_median_of_samples_is_scored_and_the_samples_beside_it(sequences, dataset, tmp_path):
+    # 2 of 3 draws are the truth: the per-pixel median is the truth, the mean a third darker
+    m = _run(CyclingModel(sequences), dataset, tmp_path, num_samples=3, point_estimate="median")
+    assert m["test/mse"] == 0.0 and m["test/ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert m["test/sample/mse"] == pytest.approx(m["test/zeros/mse"] / 3, rel=1e-6)
+    assert m["test/best_of_k/mse"] == 0.0 and m["test/num_samples"] == 3.0
+    future = sequences[:, TC:].double()
+    mean = _run(CyclingModel(sequences), dataset, num_samples=3, point_estimate="mean")
+    assert mean["test/mse"] == pytest.approx(_per_frame_sq_sum(future / 3).mean().item(), rel=1e-5)
+    assert "test/sample/mse" not in _run(CyclingModel(sequences), dataset, num_samples=3)
+    assert (tmp_path / "predictions.png").is_file()
+
+
+def test_point_estimate_needs_samples_and_a_known_name(sequences, dataset):
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        _run(ZeroModel(), dataset, point_estimate="median")
+    with pytest.raises(ValueError, match="point_estimate"):
+        _run(ZeroModel(), dataset, num_samples=3, point_estimate="mode")
+
+
+def test_a_deterministic_model_is_rolled_out_once(sequences, dataset):
+    model = CyclingModel(sequences, deterministic=True)
+    m = _run(model, dataset, num_samples=3, point_estimate="median")
+    assert model.calls == 2 and m["test/num_samples"] == 1.0  # 2 batches, one draw each
+    assert "test/sample/mse" not in m and "test/best_of_k/mse" not in m
+
+
 def test_per_step_keys_average_to_overall(dataset):
     m = _run(ShiftModel(), dataset)
     for prefix in ("test/", "test/copy_last/", "test/zeros/"):

@@ -129,7 +129,7 @@ def test_metric_values_and_per_step_keys():
     latents = encode(frames)
     m = _run(FakeModel(_halve_last), FramesData([{"frames": f} for f in frames]))
     ref = _expected(0.5 * latents[:, TC - 1:TC].expand(-1, TF, -1, -1), latents[:, TC:])
-    assert set(m) == latent_metric_keys(TF) - {k for k in latent_metric_keys(TF) if "best_of_k" in k}
+    assert set(m) == {k for k in latent_metric_keys(TF) if "best_of_k" not in k and "/sample/" not in k}
     for name in METRICS:
         steps = [m[f"test/{name}/step_{k:02d}"] for k in range(1, TF + 1)]
         np.testing.assert_allclose(steps, ref[name].mean(0), rtol=1e-5)
@@ -172,6 +172,24 @@ def test_best_of_k_is_the_oracle_pick_and_not_worse_than_the_mean(tmp_path):
     m = _run(noisy, FramesData([{"frames": f} for f in frames]), num_samples=3)
     assert m["test/best_of_k/l1"] < m["test/l1"]
     assert "test/best_of_k/l1" not in _run(FakeModel(_halve_last), FramesData([{"frames": f} for f in frames]))
+
+
+def test_the_median_of_sampled_latents_is_scored_beside_the_samples():
+    frames = _frames(2)
+    latents = encode(frames)
+    truth, calls = _oracle(latents), []
+
+    def mostly_right(context, num_future):  # draws: the truth, the truth, zeros, ...
+        calls.append(1)
+        return truth(context, num_future) if len(calls) % 3 else torch.zeros(context.shape[0], num_future, 4, 4)
+
+    data = FramesData([{"frames": f} for f in frames])
+    m = _run(FakeModel(mostly_right), data, num_samples=3, point_estimate="median")
+    zeros = _expected(torch.zeros_like(latents[:, TC:]), latents[:, TC:])
+    assert m["test/l1"] == 0.0 and m["test/best_of_k/l1"] == 0.0
+    assert m["test/sample/l1"] == pytest.approx(zeros["l1"].mean() / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        _run(FakeModel(mostly_right), data, point_estimate="mean")
 
 
 def test_best_of_k_helper_picks_per_sequence():

@@ -102,6 +102,13 @@ class ComposedHead(Head):
         """The trunk's blocks (:class:`~futurelat.models.heads.checkpointing.CheckpointableBlocks`)."""
         return self.trunk.blocks
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether :meth:`rollout` gives the same future on every call with ``self.sampling`` (the
+        objective's ``deterministic(sampling)``; false for an objective that does not say)."""
+        check = getattr(self.objective, "deterministic", None)
+        return bool(check(self.sampling)) if callable(check) else False
+
     def forward(self, z: Latents) -> dict[str, Tensor]:
         """Training losses for a clip ``z`` (see the objective's ``loss``); key ``"loss"``."""
         return self.objective.loss(self.trunk, z)

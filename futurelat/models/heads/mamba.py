@@ -92,6 +92,9 @@ class MambaHead(ComposedHead):
         frame_decoding: autoregressive, frame ordering: ``"independent"`` (all codes of the next frame
             drawn at once) or ``"maskgit"`` (masked token modelling, each frame filled in
             ``sampling.steps`` passes; :mod:`~futurelat.models.heads.objectives.code_prior`).
+        scheduled_sampling: autoregressive, frame ordering, independent decoding: the share of input
+            frames replaced in training by the prior's own draws (parallel scheduled sampling,
+            :mod:`~futurelat.models.heads.objectives.code_prior`); 0 = off.
 
     Raises:
         ValueError: the autoregressive objective on a continuous ``spec`` (``codebook_size is
@@ -117,7 +120,8 @@ class MambaHead(ComposedHead):
                  backend: str = _DEFAULTS.backend, sampling: Mapping[str, Any] | None = None,
                  pixel_loss_weight: float = _DEFAULTS.pixel_loss_weight,
                  pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames,
-                 frame_decoding: str = _DEFAULTS.frame_decoding):
+                 frame_decoding: str = _DEFAULTS.frame_decoding,
+                 scheduled_sampling: float = _DEFAULTS.scheduled_sampling):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"head.params.objective must be one of {OBJECTIVES}; got {objective!r}")
@@ -158,7 +162,8 @@ class MambaHead(ComposedHead):
         else:
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model,
                                        readout="tied" if tie_embeddings else "untied", input_noise=input_noise,
-                                       name=self.name, frame_decoding=frame_decoding)
+                                       name=self.name, frame_decoding=frame_decoding,
+                                       scheduled_sampling=scheduled_sampling)
         self.backend = self.trunk.backend
         gpt2_init(self, self.trunk, num_layers)
 

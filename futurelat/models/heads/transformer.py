@@ -178,6 +178,9 @@ class TransformerHead(ComposedHead):
             is compiled FlexAttention on CUDA and SDPA elsewhere (:mod:`~futurelat.models.heads.flex`).
         sampling: ``{"greedy", "temperature", "top_k"}`` for autoregressive rollouts, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`); ``None``: greedy.
+        frame_decoding, scheduled_sampling: autoregressive, ordering ``"frame"``: as for
+            :class:`~futurelat.models.heads.mamba.MambaHead` (the same
+            :class:`~futurelat.models.heads.objectives.code_prior.CodePrior`).
 
     Raises:
         ValueError: a bad key (the message names ``head.params.<key>`` and the valid values), an
@@ -202,7 +205,8 @@ class TransformerHead(ComposedHead):
                  conv_factorization: str = _DEFAULTS.conv_factorization,
                  pixel_loss_weight: float = _DEFAULTS.pixel_loss_weight,
                  pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames, backend: str = _DEFAULTS.backend,
-                 frame_decoding: str = _DEFAULTS.frame_decoding):
+                 frame_decoding: str = _DEFAULTS.frame_decoding,
+                 scheduled_sampling: float = _DEFAULTS.scheduled_sampling):
         super().__init__()
         check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression")
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
@@ -219,7 +223,8 @@ class TransformerHead(ComposedHead):
         # The objective's layers are made first, then the trunk's (and their random draws in that order).
         if self.needs_codes:
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model, readout="linear",
-                                       input_noise=0.0, name=self.name, frame_decoding=frame_decoding)
+                                       input_noise=0.0, name=self.name, frame_decoding=frame_decoding,
+                                       scheduled_sampling=scheduled_sampling)
             mask = "block" if ordering == "frame" else "causal"
         else:
             self.objective = BlockRegression(spec, num_frames, context_latents=context_latents, patch_size=patch,

@@ -27,7 +27,12 @@ re-run only the last frame's tokens against the trunk's state (``trunk.peek``), 
 
 Training may corrupt a fraction ``input_noise`` of the *input* codes with uniformly random ones
 (targets stay clean), so the prior learns to recover from its own sampling errors (exposure bias;
-cf. GameNGen's noise augmentation, Valevski et al. 2024). Rollouts draw codes greedily or by
+cf. GameNGen's noise augmentation, Valevski et al. 2024). Parallel scheduled sampling (Duckworth et
+al. 2019, arXiv:1906.04331; frame ordering) goes further: with ``scheduled_sampling = q > 0``, a first
+teacher-forced pass without gradients draws every next frame from the prior (ancestral sampling,
+T = 1), a share ``q`` of the input frames after the first is replaced by those draws, and the loss is
+scored on a second pass over the mixed inputs, still against the true codes. The prior thus trains
+on inputs with the errors its own one-step samples make, at the cost of one more forward pass. Rollouts draw codes greedily or by
 ancestral sampling with temperature and top-k (:mod:`futurelat.models.heads.sampling`).
 """
 
@@ -66,6 +71,11 @@ class CodePrior(nn.Module):
         input_noise: fraction in ``[0, 1)`` of input codes replaced by random codes in training.
         name: the head's name, for messages.
         frame_decoding: one of :data:`FRAME_DECODINGS` (``"maskgit"`` needs the frame ordering).
+        scheduled_sampling: share in ``[0, 1]`` of input frames replaced by the prior's own draws in
+            training (frame ordering, independent decoding; 0 = off).
+
+    Raises:
+        ValueError: a spec without codes, or an unknown or incompatible option (named).
 
     Layers keep PyTorch's initialization; the head initializes them.
     """
@@ -73,7 +83,8 @@ class CodePrior(nn.Module):
     needs_codes = True
 
     def __init__(self, spec: LatentSpec, *, ordering: str, patch_size: int, width: int, readout: str,
-                 input_noise: float, name: str, frame_decoding: str = "independent"):
+                 input_noise: float, name: str, frame_decoding: str = "independent",
+                 scheduled_sampling: float = 0.0):
         super().__init__()
         if spec.codebook_size is None or ordering not in ORDERINGS or readout not in READOUTS:
             raise ValueError(f"code_prior needs a spec with codes, ordering in {ORDERINGS} and readout in "
@@ -83,7 +94,13 @@ class CodePrior(nn.Module):
         if frame_decoding == "maskgit" and ordering != "frame":
             raise ValueError("head.params.frame_decoding=maskgit fills whole frames and needs "
                              f"head.params.ordering=frame; got ordering={ordering!r}")
-        self.frame_decoding = frame_decoding
+        if not 0.0 <= scheduled_sampling <= 1.0:
+            raise ValueError(f"head.params.scheduled_sampling must lie in [0, 1]; got {scheduled_sampling}")
+        if scheduled_sampling > 0 and (ordering != "frame" or frame_decoding != "independent"):
+            raise ValueError("head.params.scheduled_sampling replaces whole input frames by the prior's draws and "
+                             "needs head.params.ordering=frame with frame_decoding=independent; got "
+                             f"ordering={ordering!r}, frame_decoding={frame_decoding!r}")
+        self.frame_decoding, self.scheduled_sampling = frame_decoding, scheduled_sampling
         p = 1 if ordering == "token" else patch_size
         self.ordering, self.patch_size, self.name, self.input_noise = ordering, p, name, input_noise
         self.num_codes, self.grid, self.tokens_per_frame = spec.codebook_size, tuple(spec.grid), spec.tokens_per_frame
@@ -178,8 +195,18 @@ class CodePrior(nn.Module):
             inputs = torch.where(noisy, torch.randint_like(codes, self.num_codes), codes)
         if self.frame_decoding == "maskgit":
             return self._masked_loss(trunk, inputs, codes)
+        if self.training and self.scheduled_sampling > 0:
+            inputs = self._own_draws(trunk, inputs)
         logits = self.logits(trunk, inputs)
         return code_cross_entropy(logits, codes[:, codes.shape[1] - logits.shape[1]:])
+
+    @torch.no_grad()
+    def _own_draws(self, trunk: nn.Module, inputs: Tensor) -> Tensor:
+        """Parallel scheduled sampling: ``inputs`` ``(B, T, N)`` with a share ``scheduled_sampling`` of
+        frames ``1 .. T-1`` replaced by codes drawn (T = 1) from the teacher-forced prediction of them."""
+        drawn = torch.distributions.Categorical(logits=self.logits(trunk, inputs).float()).sample()  # (B, T-1, N)
+        replace = torch.rand(inputs.shape[0], inputs.shape[1] - 1, 1, device=inputs.device) < self.scheduled_sampling
+        return torch.cat([inputs[:, :1], torch.where(replace, drawn, inputs[:, 1:])], dim=1)
 
     def _masked_loss(self, trunk: nn.Module, inputs: Tensor, codes: Tensor) -> dict[str, Tensor]:
         """Maskgit training: frames ``< T - 1`` of ``inputs`` plus the visible codes of each next frame →
@@ -232,6 +259,12 @@ class CodePrior(nn.Module):
         if self.frame_decoding == "maskgit":
             raise ValueError(f"{self.name} head: {method} draws each next frame independently; this prior was "
                              "trained with frame_decoding=maskgit, whose frames are filled by rollout()")
+
+    def deterministic(self, sampling: Mapping[str, Any] | None) -> bool:
+        """Whether :meth:`rollout` gives the same future every call: greedy codes, and for whole-frame
+        decoding no Gumbel noise on the confidences (``choice_temperature`` 0)."""
+        options = sampling_options(sampling)
+        return options["greedy"] and (self.frame_decoding == "independent" or options["choice_temperature"] == 0)
 
     def rollout(self, trunk: nn.Module, context: Latents, num_future: int, *, sampling: Mapping[str, Any] | None,
                 generator: torch.Generator | None) -> Latents:

@@ -162,6 +162,10 @@ class FlowMatching(nn.Module):
                        steps=options.steps, euler_last=self.prediction == "data")
         return self._from_target(context, x1)
 
+    def deterministic(self, sampling: Mapping[str, Any] | None) -> bool:
+        """Whether :meth:`rollout` gives the same future every call: only at ``noise_scale`` 0."""
+        return sampling_options(sampling).noise_scale == 0
+
     def rollout(self, net: nn.Module, context: Latents, num_future: int, *, sampling: Mapping[str, Any] | None,
                 generator: torch.Generator | None) -> Latents:
         """Sample ``num_future`` latent frames after ``context.latents`` ``(B, Tc', N, D)``, ``Tc' >= Tc``.

@@ -65,6 +65,11 @@ class _LatentRegression(nn.Module):
         return unpatchify(x.view(x.shape[0], -1, self.frame_tokens, x.shape[-1]), self.grid, self.patch_size)
 
 
+    def deterministic(self, sampling: Mapping[str, Any] | None) -> bool:
+        """Always true: a regression's rollout is a function of its context."""
+        return True
+
+
 class BlockRegression(_LatentRegression):
     """All ``Tf`` future frames from ``Tc`` context frames in one pass; see the module docstring.
 
