@@ -246,6 +246,9 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     rows = [("model", "test"), ("copy last frame", "test/copy_last"), ("black frames", "test/zeros")]
     if "test/best_of_k/mse" in metrics:
         rows.insert(1, (f"best of {int(metrics['test/num_samples'])} samples", "test/best_of_k"))
+    if "test/sample/mse" in metrics:  # test/* is the median or mean of the samples
+        rows[0] = (f"model (point estimate of {int(metrics['test/num_samples'])})", "test")
+        rows.insert(1, ("one sample", "test/sample"))
     for label, prefix in rows:
         table.add_row(label, *(f"{metrics[f'{prefix}/{m}']:.2f}" if m != "ssim" else f"{metrics[f'{prefix}/{m}']:.3f}"
                                for m in ("mse", "mae", "ssim", "psnr")))

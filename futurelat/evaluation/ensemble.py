@@ -20,7 +20,12 @@ forecasts report (e.g. Leutbecher & Palmer 2008, "Ensemble forecasting"):
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 #: Valid ``eval.point_estimate`` values.
 POINT_ESTIMATES: tuple[str, ...] = ("sample", "mean", "median")
@@ -34,6 +39,21 @@ def check_point_estimate(kind: str, num_samples: int) -> None:
     if kind != "sample" and num_samples < 2:
         raise ValueError(f"eval.point_estimate={kind} reduces several sampled futures and needs "
                          f"eval.num_samples >= 2; got {num_samples}")
+
+
+def futures_to_draw(model: Any, num_samples: int, kind: str) -> tuple[int, str]:
+    """``(num_samples, kind)`` after :func:`check_point_estimate`, or ``(1, "sample")`` for a model whose
+    ``deterministic`` attribute is true (its futures would all be the same; logged).
+
+    Raises:
+        ValueError: as :func:`check_point_estimate`.
+    """
+    check_point_estimate(kind, num_samples)
+    if num_samples > 1 and getattr(model, "deterministic", False) is True:
+        log.info("the model's rollouts are deterministic: one future per context instead of "
+                 "eval.num_samples=%d (and no point estimate)", num_samples)
+        return 1, "sample"
+    return num_samples, kind
 
 
 def point_estimate(samples: Tensor, kind: str) -> Tensor:

@@ -40,7 +40,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
-from futurelat.evaluation.ensemble import check_point_estimate, point_estimate as reduce_samples
+from futurelat.evaluation.ensemble import futures_to_draw, point_estimate as reduce_samples
 from futurelat.evaluation.fvd import MIN_FRAMES, FrechetVideoDistance, frechet_distance_of_features
 from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_laplacian_energy, frame_metrics
 from futurelat.evaluation.results import best_of_k, collect_metrics, write_metrics
@@ -195,11 +195,7 @@ def evaluate_frames(
     check_eval_arguments({"context_frames": context_frames, "future_frames": future_frames,
                           "batch_size": batch_size, "num_samples": num_samples}, num_visualize, max_sequences,
                          {"reconstruct_sequences": reconstruct_sequences})
-    check_point_estimate(point_estimate, num_samples)
-    if num_samples > 1 and getattr(model, "deterministic", False) is True:
-        log.info("the model's rollouts are deterministic: one future per context instead of "
-                 "eval.num_samples=%d (and no point estimate)", num_samples)
-        num_samples, point_estimate = 1, "sample"
+    num_samples, point_estimate = futures_to_draw(model, num_samples, point_estimate)
 
     if extra_metrics:
         clash = sorted(set(extra_metrics) & _metric_keys(future_frames))

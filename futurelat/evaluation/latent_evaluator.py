@@ -37,7 +37,7 @@ from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
 from futurelat.evaluation.latent_metrics import LATENT_METRIC_NAMES, check_latents, latent_metrics
 from futurelat.evaluation.latent_visualize import save_latent_grid
 from futurelat.evaluation.metrics import MetricAccumulator
-from futurelat.evaluation.ensemble import check_point_estimate, point_estimate as reduce_samples
+from futurelat.evaluation.ensemble import futures_to_draw, point_estimate as reduce_samples
 from futurelat.evaluation.results import best_of_k, collect_metrics, write_metrics
 from futurelat.models.base import Latents, LatentSpec
 from futurelat.utils.modes import eval_mode_on
@@ -298,11 +298,7 @@ def evaluate_latents(
     """
     _check_arguments(model, context_latents, future_latents, batch_size, num_samples, num_visualize,
                      max_sequences, extra_baselines)
-    check_point_estimate(point_estimate, num_samples)
-    if num_samples > 1 and getattr(model, "deterministic", False) is True:
-        log.info("the model's rollouts are deterministic: one future per context instead of "
-                 "eval.num_samples=%d (and no point estimate)", num_samples)
-        num_samples, point_estimate = 1, "sample"
+    num_samples, point_estimate = futures_to_draw(model, num_samples, point_estimate)
     baselines = dict(extra_baselines or {})
     if extra_metrics:
         clash = sorted(set(extra_metrics) & latent_metric_keys(future_latents, baselines))
