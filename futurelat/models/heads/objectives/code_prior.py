@@ -204,7 +204,7 @@ class CodePrior(nn.Module):
     def _own_draws(self, trunk: nn.Module, inputs: Tensor) -> Tensor:
         """Parallel scheduled sampling: ``inputs`` ``(B, T, N)`` with a share ``scheduled_sampling`` of
         frames ``1 .. T-1`` replaced by codes drawn (T = 1) from the teacher-forced prediction of them."""
-        drawn = torch.distributions.Categorical(logits=self.logits(trunk, inputs).float()).sample()  # (B, T-1, N)
+        drawn = sample_codes(self.logits(trunk, inputs), greedy=False)  # (B, T-1, N), T = 1
         replace = torch.rand(inputs.shape[0], inputs.shape[1] - 1, 1, device=inputs.device) < self.scheduled_sampling
         return torch.cat([inputs[:, :1], torch.where(replace, drawn, inputs[:, 1:])], dim=1)
 
