@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from futurelat.evaluation.visualize import save_prediction_grid
 from futurelat.models.base import Latents
 from futurelat.models.latent_video_model import build_model
 from futurelat.predict import load_run
-from futurelat.training.optim import param_groups
+from futurelat.training.optim import param_groups, warmup_cosine
 from futurelat.utils.cpu_memory import reuse_freed_memory
 
 WARMUP_STEPS = 20
@@ -117,11 +116,7 @@ def train(head, codes: torch.Tensor, seconds: float, batch: int, lr: float, weig
     while (elapsed := time.perf_counter() - start) < seconds:
         if step == WARMUP_STEPS:
             total = max(WARMUP_STEPS + 1, int(seconds / (elapsed / WARMUP_STEPS)))
-        if step < WARMUP_STEPS:
-            scale = (step + 1) / WARMUP_STEPS
-        else:
-            progress = min(1.0, (step - WARMUP_STEPS) / (total - WARMUP_STEPS))
-            scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+        scale = warmup_cosine(step, max_steps=total or WARMUP_STEPS, warmup_steps=WARMUP_STEPS, min_lr_ratio=0.1)
         for group in opt.param_groups:
             group["lr"] = lr * scale
         clips = codes[torch.randint(0, len(codes), (batch,), generator=gen)]
