@@ -35,14 +35,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-import yaml
 from omegaconf import OmegaConf
 
 from futurelat.datasets import build_dataset
 from futurelat.evaluation.metrics import MetricAccumulator, frame_metrics
 from futurelat.evaluation.visualize import save_prediction_grid
 from futurelat.models.base import Latents
+from futurelat.models.heads.sampling import code_cross_entropy
 from futurelat.models.latent_video_model import build_model
 from futurelat.predict import load_run
 from futurelat.training.optim import param_groups, warmup_cosine
@@ -69,16 +68,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _overrides(pairs: list[str]) -> dict:
-    out: dict = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--set takes KEY=VALUE pairs; got {pair!r}")
-        key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 @torch.no_grad()
 def encoded_codes(model, cfg, split: str, count: int, cache: Path, run: Path) -> torch.Tensor:
     """Codes ``(count, T, N)`` (int64) of the first ``count`` clips of ``split``, encoded once and cached."""
@@ -103,7 +92,7 @@ def future_cross_entropy(head, codes: torch.Tensor, context: int) -> float:
     head.eval()
     with torch.no_grad():
         logits = head.objective.logits(head.trunk, codes)[:, context - 1:]  # row t predicts frame t + 1
-        return F.cross_entropy(logits.flatten(0, 2), codes[:, context:].flatten()).item()
+        return code_cross_entropy(logits, codes[:, context:])["loss"].item()
 
 
 def train(head, codes: torch.Tensor, seconds: float, batch: int, lr: float, weight_decay: float,
@@ -146,14 +135,13 @@ def main(argv: list[str] | None = None) -> None:
         result.update(variant="the run's head")
     else:
         train_codes = encoded_codes(model, cfg, "train", args.train_sequences, cache, run)
-        overrides = _overrides(args.set)
-        for key, value in overrides.items():
-            OmegaConf.update(cfg, f"head.params.{key}", value, force_add=False)
+        overrides = OmegaConf.from_dotlist(args.set)  # unknown keys: build_model refuses them, naming them
+        cfg.head.params = OmegaConf.merge(cfg.head.params, overrides)
         head = build_model(cfg).head
         batch = args.batch or int(cfg.trainer.head.batch_size)
         lr = args.lr or float(cfg.trainer.head.lr)
         steps, seconds = train(head, train_codes, args.seconds, batch, lr, float(cfg.trainer.weight_decay), args.seed)
-        result.update(variant={"batch": batch, "lr": lr, **overrides}, steps=steps,
+        result.update(variant={"batch": batch, "lr": lr, **OmegaConf.to_container(overrides)}, steps=steps,
                       s_per_step=round(seconds / steps, 3))
     result["future_ce"] = round(future_cross_entropy(head, test_codes, tc), 4)
     model.head = head.eval()
