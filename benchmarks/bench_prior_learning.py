@@ -1,22 +1,30 @@
-"""How fast a code prior learns per second of CPU: train fresh heads for a fixed wall time; prints figures, asserts nothing.
+"""How fast a prior learns per second of CPU: train fresh heads for a fixed wall time; prints figures, asserts nothing.
 
     python benchmarks/bench_prior_learning.py RUN_DIR --seconds 240                      # the run's head settings
     python benchmarks/bench_prior_learning.py RUN_DIR --seconds 240 --batch 4 --lr 6e-3 \\
         --set d_model=48 num_layers=3                                                      # a variant
     python benchmarks/bench_prior_learning.py RUN_DIR --reference                         # the run's own head
+    python benchmarks/bench_prior_learning.py FLOW_RUN --steps 300 --set prediction=data   # a flow head, 300 steps
 
 ``RUN_DIR`` is a finished ``python -m futurelat.main`` run with a discrete tokenizer (the default job's
-VQ-VAE) and a code-prior head. Its frozen tokenizer encodes ``--train-sequences`` training clips once
+VQ-VAE) and a head: a code prior, or a head over continuous latents such as ``flow_dit`` (it then trains
+on the codes' codebook vectors). For another head on the same tokenizer, a one-step head-only run
+makes such a directory: ``python -m futurelat.main +experiment=mmnist_vqvae_flow stages=[head]
+backbone.checkpoint=RUN_DIR/checkpoints/backbone_final.pt trainer.head.max_steps=1
+trainer.head.warmup_steps=0``. Its frozen tokenizer encodes ``--train-sequences`` training clips once
 (the codes are cached in ``--cache``, keyed by the run, so every variant sees the same clips without
 re-encoding them) and the first ``--test-sequences`` test clips. A fresh head, built from the run's
 ``head`` config with the ``--set`` overrides, then trains on random clips of that pool for ``--seconds``
-of wall time: AdamW with the run's ``trainer.weight_decay`` on matrices (the trainer's groups), gradient
+of wall time (or ``--steps`` steps): AdamW with the run's ``trainer.weight_decay`` on matrices (the trainer's groups), gradient
 clipping at 1, linear warm-up over 20 steps and cosine decay to 0.1 x
 ``--lr`` over the steps the first 20 say fit in the time (the trainer's schedule, sized by time instead
 of steps). Printed, one JSON line per run (appended to ``--out`` too):
 
-- ``future_ce``: the teacher-forced cross-entropy (nats per code) of the test clips' future frames
-  ``Tc .. T-1`` given the true past, in eval mode: how well the prior knows the next frame;
+- code priors, ``future_ce``: the teacher-forced cross-entropy (nats per code) of the test clips' future
+  frames ``Tc .. T-1`` given the true past, in eval mode: how well the prior knows the next frame;
+- other heads, ``test_loss``: the head's own training loss on the test clips, in eval mode, with fixed
+  noise (seed 0), beside ``test_loss_other_context``, the same with each clip's context frames swapped
+  for the next clip's: equal figures mean the head ignores its context;
 - one sampled future of each test context, decoded: MSE and SSIM (:mod:`futurelat.evaluation.metrics`),
   and the MSE at future steps 1, 3, 5 and 10;
 - ``steps``, seconds per step, and the rollout's seconds.
@@ -52,8 +60,9 @@ WARMUP_STEPS = 20
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="a finished run directory (discrete tokenizer + code prior)")
+    p.add_argument("run", help="a finished run directory (discrete tokenizer + a head)")
     p.add_argument("--seconds", type=float, default=240.0, help="training wall time per head (default 240)")
+    p.add_argument("--steps", type=int, default=None, help="train this many steps instead of --seconds")
     p.add_argument("--batch", type=int, default=None, help="clips per step (default: the run's trainer.head.batch_size)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the run's trainer.head.lr)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -95,28 +104,48 @@ def future_cross_entropy(head, codes: torch.Tensor, context: int) -> float:
         return code_cross_entropy(logits, codes[:, context:])["loss"].item()
 
 
-def train(head, codes: torch.Tensor, seconds: float, batch: int, lr: float, weight_decay: float,
-          seed: int) -> tuple[int, float]:
-    """Train ``head`` on random clips of ``codes`` for ``seconds``; returns (steps, seconds)."""
+def clip_latents(model, codes: torch.Tensor, head) -> Latents:
+    """The head's input for clips of ``codes`` ``(B, T, N)``: codes alone for a code prior, else their codebook vectors too."""
+    if head.needs_codes:
+        return Latents(latents=torch.empty(*codes.shape, 0), codes=codes)
+    return Latents(latents=model.backbone.embed_codes(codes), codes=codes)
+
+
+def test_losses(model, head, codes: torch.Tensor, context: int) -> dict[str, float]:
+    """A continuous head's eval-mode loss on ``codes`` with their own context and with the next clip's, same noise."""
+    head.eval()
+    other = torch.cat([codes[:, :context].roll(1, 0), codes[:, context:]], dim=1)
+    out = {}
+    with torch.no_grad():
+        for key, clips in (("test_loss", codes), ("test_loss_other_context", other)):
+            torch.manual_seed(0)
+            losses = [head(clip_latents(model, clips[i:i + 50], head))["loss"].item() for i in range(0, len(clips), 50)]
+            out[key] = round(sum(losses) / len(losses), 4)
+    return out
+
+
+def train(model, head, codes: torch.Tensor, seconds: float, steps: int | None, batch: int, lr: float,
+          weight_decay: float, seed: int) -> tuple[int, float]:
+    """Train ``head`` on random clips of ``codes`` for ``seconds`` (or ``steps`` steps); returns (steps, seconds)."""
     head.train()
     opt = torch.optim.AdamW(param_groups(head, weight_decay), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    start, step, total = time.perf_counter(), 0, None
-    while (elapsed := time.perf_counter() - start) < seconds:
-        if step == WARMUP_STEPS:
+    start, step, total = time.perf_counter(), 0, steps
+    while (step < steps) if steps else ((elapsed := time.perf_counter() - start) < seconds):
+        if step == WARMUP_STEPS and not steps:
             total = max(WARMUP_STEPS + 1, int(seconds / (elapsed / WARMUP_STEPS)))
         scale = warmup_cosine(step, max_steps=total or WARMUP_STEPS, warmup_steps=WARMUP_STEPS, min_lr_ratio=0.1)
         for group in opt.param_groups:
             group["lr"] = lr * scale
         clips = codes[torch.randint(0, len(codes), (batch,), generator=gen)]
-        loss = head(Latents(latents=torch.empty(*clips.shape, 0), codes=clips))["loss"]
+        loss = head(clip_latents(model, clips, head))["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
         opt.step()
         step += 1
         if step % 100 == 0:
-            print(f"  step {step}  {elapsed:.0f} s  loss {loss.item():.3f}", flush=True)
+            print(f"  step {step}  {time.perf_counter() - start:.0f} s  loss {loss.item():.3f}", flush=True)
     return step, time.perf_counter() - start
 
 
@@ -129,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     tc, tf = int(cfg.dataset.context_frames), int(cfg.dataset.future_frames)
     cache = Path(args.cache)
     test_codes = encoded_codes(model, cfg, "test", args.test_sequences, cache, run)
-    result: dict = {"run": str(run), "seconds": args.seconds}
+    result: dict = {"run": str(run), "budget": f"{args.steps} steps" if args.steps else f"{args.seconds} s"}
     if args.reference:
         head = model.head
         result.update(variant="the run's head")
@@ -140,10 +169,14 @@ def main(argv: list[str] | None = None) -> None:
         head = build_model(cfg).head
         batch = args.batch or int(cfg.trainer.head.batch_size)
         lr = args.lr or float(cfg.trainer.head.lr)
-        steps, seconds = train(head, train_codes, args.seconds, batch, lr, float(cfg.trainer.weight_decay), args.seed)
+        steps, seconds = train(model, head, train_codes, args.seconds, args.steps, batch, lr,
+                               float(cfg.trainer.weight_decay), args.seed)
         result.update(variant={"batch": batch, "lr": lr, **OmegaConf.to_container(overrides)}, steps=steps,
                       s_per_step=round(seconds / steps, 3))
-    result["future_ce"] = round(future_cross_entropy(head, test_codes, tc), 4)
+    if head.needs_codes:
+        result["future_ce"] = round(future_cross_entropy(head, test_codes, tc), 4)
+    else:
+        result.update(test_losses(model, head, test_codes, tc))
     model.head = head.eval()
     test = build_dataset(cfg.dataset, "test")
     frames = torch.stack([test[i]["frames"] for i in range(args.test_sequences)])

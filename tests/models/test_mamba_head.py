@@ -11,7 +11,7 @@ import torch
 from futurelat.models.base import LatentSpec, Latents
 from futurelat.models.heads.mamba import MambaHead
 from futurelat.models.heads import mamba_layers
-from futurelat.models.heads.mamba_layers import Mamba2Mixer, resolve_backend, ssd_chunk_scan
+from futurelat.models.heads.mamba_layers import Mamba2Mixer, causal_depthwise_conv, resolve_backend, ssd_chunk_scan
 from futurelat.models.heads.sampling import sample_codes, sampling_options
 from futurelat.registry import HEADS
 
@@ -58,6 +58,21 @@ def test_chunked_scan_matches_sequential_recurrence():
         y, final = ssd_chunk_scan(x, dt, A, B, C, chunk, initial_state=state)
         torch.testing.assert_close(y, torch.stack(ys, 1), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(final, s, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,bias", [(4, True), (1, True), (3, False)])
+def test_causal_depthwise_conv_matches_conv1d_and_its_gradients(kernel, bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, kernel, groups=6, bias=bias)
+    x = torch.randn(3, kernel - 1 + 5, 6, requires_grad=True)
+    ours = causal_depthwise_conv(x, conv.weight, conv.bias)
+    ref = torch.nn.functional.conv1d(x.transpose(1, 2), conv.weight, conv.bias, groups=6).transpose(1, 2)
+    assert ours.shape == (3, 5, 6)
+    torch.testing.assert_close(ours, ref)
+    grads = torch.autograd.grad((ours * ref.detach()).sum(), [x, conv.weight])
+    ref_grads = torch.autograd.grad((ref * ref.detach()).sum(), [x, conv.weight])
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
 
 
 def test_mixer_step_and_split_forward_match_full_forward():

@@ -200,6 +200,25 @@ class GatedRMSNorm(nn.Module):
         return (y * self.weight.float()).to(z.dtype)
 
 
+def causal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The mixer's causal depthwise conv over time, channels last: ``x`` ``(b, k - 1 + l, c)`` → ``(b, l, c)``.
+
+    ``x`` starts with the ``k - 1`` left-context inputs; ``weight`` ``(c, 1, k)`` and ``bias`` ``(c,)``
+    are an ``nn.Conv1d(c, c, k, groups=c)``'s, and the result equals ``F.conv1d(x.transpose(1, 2),
+    weight, bias, groups=c).transpose(1, 2)``: ``y[t] = bias + sum_j weight[:, 0, j] * x[t + j]``.
+    ``k`` shifted multiply-adds instead of the conv: on CPU the depthwise ``conv1d``'s backward
+    costs about twice as much for the mixer's shapes (``benchmarks/bench_mamba_prior.py``).
+    """
+    k = weight.shape[-1]
+    length = x.shape[1] - (k - 1)
+    taps = weight[:, 0].t().to(x.dtype)  # (k, c)
+    last = x[:, k - 1:]
+    y = last * taps[k - 1] if bias is None else torch.addcmul(bias.to(x.dtype), last, taps[k - 1])
+    for j in range(k - 1):
+        y = torch.addcmul(y, x[:, j:j + length], taps[j])
+    return y
+
+
 @dataclass
 class MixerState:
     """Recurrent state of one :class:`Mamba2Mixer` for ``b`` sequences.
@@ -295,10 +314,10 @@ class Mamba2Mixer(nn.Module):
         z, xbc, dt = self._split(u)
         # Causal depthwise conv with the previous inputs (zeros at the start) as left context.
         prev = state.conv if state is not None else u.new_zeros(bsz, self.conv_dim, self.conv_kernel - 1)
-        xbc = torch.cat([prev.to(xbc.dtype), xbc.transpose(1, 2)], dim=-1)  # (b, conv_dim, k-1+l)
-        new_conv = xbc[:, :, xbc.shape[-1] - (self.conv_kernel - 1):]
-        xbc = F.silu(F.conv1d(xbc, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim))
-        x, B, C = xbc.transpose(1, 2).split([self.d_inner, self.d_state, self.d_state], dim=-1)
+        xbc = torch.cat([prev.to(xbc.dtype).transpose(1, 2), xbc], dim=1)  # (b, k-1+l, conv_dim)
+        new_conv = xbc[:, length:].transpose(1, 2)  # (b, conv_dim, k-1)
+        xbc = F.silu(causal_depthwise_conv(xbc, self.conv1d.weight, self.conv1d.bias))
+        x, B, C = xbc.split([self.d_inner, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(dt.float() + self.dt_bias.float())  # (b, l, h)
         A = -torch.exp(self.A_log.float())
         x = x.reshape(bsz, length, self.nheads, self.head_dim)
