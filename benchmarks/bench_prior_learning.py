@@ -18,7 +18,7 @@ re-encoding them) and the first ``--test-sequences`` test clips. A fresh head, b
 of wall time (or ``--steps`` steps): AdamW with the run's ``trainer.weight_decay`` on matrices (the trainer's groups), gradient
 clipping at 1, linear warm-up over 20 steps and cosine decay to 0.1 x
 ``--lr`` over the steps the first 20 say fit in the time (the trainer's schedule, sized by time instead
-of steps). Printed, one JSON line per run (appended to ``--out`` too):
+of steps; with ``--steps``, over those steps). Printed, one JSON line per run (appended to ``--out`` too):
 
 - code priors, ``future_ce``: the teacher-forced cross-entropy (nats per code) of the test clips' future
   frames ``Tc .. T-1`` given the true past, in eval mode: how well the prior knows the next frame;

@@ -206,8 +206,8 @@ def causal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Ten
     ``x`` starts with the ``k - 1`` left-context inputs; ``weight`` ``(c, 1, k)`` and ``bias`` ``(c,)``
     are an ``nn.Conv1d(c, c, k, groups=c)``'s, and the result equals ``F.conv1d(x.transpose(1, 2),
     weight, bias, groups=c).transpose(1, 2)``: ``y[t] = bias + sum_j weight[:, 0, j] * x[t + j]``.
-    ``k`` shifted multiply-adds instead of the conv: on CPU the depthwise ``conv1d``'s backward
-    costs about twice as much for the mixer's shapes (``benchmarks/bench_mamba_prior.py``).
+    Computed as ``k`` shifted multiply-adds: on CPU the depthwise ``conv1d`` and its backward are
+    slower at the mixer's shapes (docs/cpu_scan_study.md). :meth:`Mamba2Mixer.step` is the case ``l = 1``.
     """
     k = weight.shape[-1]
     length = x.shape[1] - (k - 1)
@@ -342,10 +342,7 @@ class Mamba2Mixer(nn.Module):
         bsz = u.shape[0]
         z, xbc, dt = self._split(u)
         window = torch.cat([state.conv, xbc.unsqueeze(-1)], dim=-1)  # (b, conv_dim, k)
-        xbc = (window * self.conv1d.weight[:, 0]).sum(-1)
-        if self.conv1d.bias is not None:
-            xbc = xbc + self.conv1d.bias
-        xbc = F.silu(xbc)
+        xbc = F.silu(causal_depthwise_conv(window.transpose(1, 2), self.conv1d.weight, self.conv1d.bias)[:, 0])
         x, B, C = xbc.split([self.d_inner, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(dt.float() + self.dt_bias.float())  # (b, h)
         A = -torch.exp(self.A_log.float())
