@@ -69,8 +69,9 @@ def test_causal_depthwise_conv_matches_conv1d_and_its_gradients(kernel, bias):
     ref = torch.nn.functional.conv1d(x.transpose(1, 2), conv.weight, conv.bias, groups=6).transpose(1, 2)
     assert ours.shape == (3, 5, 6)
     torch.testing.assert_close(ours, ref)
-    grads = torch.autograd.grad((ours * ref.detach()).sum(), [x, conv.weight])
-    ref_grads = torch.autograd.grad((ref * ref.detach()).sum(), [x, conv.weight])
+    inputs = [x, conv.weight] + ([conv.bias] if bias else [])
+    grads = torch.autograd.grad((ours * ref.detach()).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * ref.detach()).sum(), inputs)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r)
 
