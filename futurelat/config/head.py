@@ -39,13 +39,18 @@ class CodeSampling:
     ``temperature`` (> 0) from the ``top_k`` most likely codes (null = all). Whole-frame decoding
     (``frame_decoding: maskgit``) fills each future frame in ``steps`` (>= 1) refinement passes,
     keeping the most confident codes each pass; ``choice_temperature`` (>= 0) scales the Gumbel noise
-    added to the confidences (MaskGIT's, annealed linearly to 0 over the passes; 0 = none)."""
+    added to the confidences (MaskGIT's, annealed linearly to 0 over the passes; 0 = none).
+    ``mean_field`` (frame ordering, independent decoding): no draw at all; each future frame is the
+    expected codebook vector under the (temperature / top-k) distribution, decoded after snapping, and
+    the next step reads the expected code embedding: one deterministic rollout, the prior's point
+    estimate (futurelat/models/heads/objectives/code_prior.py)."""
 
     greedy: bool = False
     temperature: float = 1.0
     top_k: Optional[int] = None
     steps: int = 8
     choice_temperature: float = 4.5
+    mean_field: bool = False
 
 
 @dataclass

@@ -68,12 +68,36 @@ def sampling_options(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
     options["choice_temperature"] = float(options["choice_temperature"])
     if options["choice_temperature"] < 0:
         raise ValueError(f"head.sampling.choice_temperature must be >= 0; got {options['choice_temperature']}")
+    options["mean_field"] = bool(options["mean_field"])
+    if options["mean_field"] and options["greedy"]:
+        raise ValueError("head.sampling.mean_field and head.sampling.greedy exclude each other: mean_field "
+                         "averages over the codes' distribution, greedy keeps only its argmax")
     return options
 
 
 def draw_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of validated ``options`` that :func:`sample_codes` takes (``greedy``, ``temperature``, ``top_k``)."""
     return {key: options[key] for key in ("greedy", "temperature", "top_k")}
+
+
+def code_probabilities(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
+    """The distribution that ancestral sampling draws from: ``softmax(logits / temperature)`` over the
+    ``top_k`` most likely codes (the rest 0) → float32 ``(..., K)``, each row summing to 1.
+
+    Raises:
+        ValueError: ``temperature <= 0`` or ``top_k < 1``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    num_codes = logits.shape[-1]
+    flat = logits.reshape(-1, num_codes).float() / temperature  # (M, K)
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None; got {top_k}")
+        if top_k < num_codes:
+            kth = flat.topk(top_k, dim=-1).values[:, -1:]  # (M, 1), the k-th largest logit
+            flat = flat.masked_fill(flat < kth, float("-inf"))
+    return torch.softmax(flat, dim=-1).view(logits.shape)
 
 
 def sample_codes(logits: Tensor, *, greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
@@ -92,20 +116,12 @@ def sample_codes(logits: Tensor, *, greedy: bool = True, temperature: float = 1.
     """
     if greedy:
         return logits.argmax(dim=-1)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
     num_codes = logits.shape[-1]
-    flat = logits.reshape(-1, num_codes).float() / temperature  # (M, K)
-    if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None; got {top_k}")
-        if top_k < num_codes:
-            kth = flat.topk(top_k, dim=-1).values[:, -1:]  # (M, 1), the k-th largest logit
-            flat = flat.masked_fill(flat < kth, float("-inf"))
+    probs = code_probabilities(logits, temperature=temperature, top_k=top_k).reshape(-1, num_codes)  # (M, K)
     # Inverse-CDF draw: one uniform per position against the cumulative probabilities. Same
     # distribution as torch.multinomial, which on CPU draws K exponentials per position (slower;
     # docs/ablations.md).
-    cdf = torch.softmax(flat, dim=-1).cumsum_(dim=-1)  # (M, K)
-    uniform = torch.rand(flat.shape[0], 1, device=flat.device, generator=generator) * cdf[:, -1:]
+    cdf = probs.cumsum_(dim=-1)  # (M, K)
+    uniform = torch.rand(cdf.shape[0], 1, device=cdf.device, generator=generator) * cdf[:, -1:]
     codes = torch.searchsorted(cdf, uniform, right=True).clamp_(max=num_codes - 1)  # (M, 1)
     return codes.view(logits.shape[:-1])

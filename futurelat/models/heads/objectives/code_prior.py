@@ -34,13 +34,25 @@ T = 1), a share ``q`` of the input frames after the first is replaced by those d
 scored on a second pass over the mixed inputs, still against the true codes. The prior thus trains
 on inputs with the errors its own one-step samples make, at the cost of one more forward pass. Rollouts draw codes greedily or by
 ancestral sampling with temperature and top-k (:mod:`futurelat.models.heads.sampling`).
+
+Mean-field rollout (``sampling.mean_field``, frame ordering, independent decoding): no code is drawn.
+Each future frame is reported as the expected codebook vector ``sum_k p_k e_k`` under the prior's
+(temperature / top-k) distribution ``p``, which the backbone decodes after snapping it to the nearest
+codebook vector; the trunk then reads the expected code embedding ``sum_k p_k E_k`` of that frame,
+instead of one drawn frame, and predicts the next. This replaces the random variable by its mean in
+the recurrence (a mean-field approximation; soft feedback as in Goyal et al. 2017, "Differentiable
+scheduled sampling", arXiv:1704.06970), so the rollout is deterministic and costs one pass per frame.
+Where the prior is unsure the expected vector falls between codes; one sampled future instead draws
+a definite stroke, right or wrong, and its errors compound through its own inputs
+(docs/results.md has the measured difference). The codebook vectors come from the backbone:
+:func:`~futurelat.models.latent_video_model.build_model` sets :attr:`CodePrior.code_vectors`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +60,8 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Latents, LatentSpec, check_codes
 from futurelat.models.heads.patches import patchify, unpatchify
-from futurelat.models.heads.sampling import code_cross_entropy, draw_options, sample_codes, sampling_options
+from futurelat.models.heads.sampling import (code_cross_entropy, code_probabilities, draw_options, sample_codes,
+                                             sampling_options)
 
 ORDERINGS = ("frame", "token")
 #: How the codes of a future frame are drawn (frame ordering): all at once, or in MaskGIT's refinement passes.
@@ -74,6 +87,11 @@ class CodePrior(nn.Module):
         scheduled_sampling: share in ``[0, 1]`` of input frames replaced by the prior's own draws in
             training (frame ordering, independent decoding; 0 = off).
 
+    Attributes:
+        code_vectors: codes ``(...)`` int64 → the backbone's codebook vectors ``(..., D)`` (its
+            ``embed_codes``), set by :func:`~futurelat.models.latent_video_model.build_model`; only
+            the mean-field rollout needs it (``None`` until set).
+
     Raises:
         ValueError: a spec without codes, or an unknown or incompatible option (named).
 
@@ -81,6 +99,7 @@ class CodePrior(nn.Module):
     """
 
     needs_codes = True
+    code_vectors: Callable[[Tensor], Tensor] | None = None
 
     def __init__(self, spec: LatentSpec, *, ordering: str, patch_size: int, width: int, readout: str,
                  input_noise: float, name: str, frame_decoding: str = "independent",
@@ -136,6 +155,15 @@ class CodePrior(nn.Module):
     def embed_frames(self, codes: Tensor) -> Tensor:
         """Frame-ordering inputs: codes ``(B, T, N)`` → tokens ``(B, T * M, d)``."""
         return self._embed_patches(self.code_embed, codes, self.num_codes)
+
+    def embed_expected(self, probs: Tensor) -> Tensor:
+        """Frame-ordering inputs of code distributions: ``probs`` ``(B, T, N, K)`` → the expected input
+        tokens ``(B, T * M, d)``; one-hot ``probs`` give :meth:`embed_frames` of their codes."""
+        k, p = self.num_codes, self.patch_size
+        table = self.code_embed.weight[:k * p * p].view(p * p, k, -1)  # (p*p, K, d)
+        patches = patchify(probs, self.grid, p).unflatten(-1, (p * p, k))  # (B, T, M, p*p, K)
+        tokens = torch.einsum("btmjk,jkd->btmd", patches.to(table.dtype), table)
+        return tokens.flatten(1, 2)
 
     def embed_next(self, codes: Tensor) -> Tensor:
         """Maskgit inputs: the next frames' codes ``(B, T, N)`` in ``[0, K]`` (``K``: masked) → ``(B, T * M, d)``."""
@@ -264,6 +292,8 @@ class CodePrior(nn.Module):
         """Whether :meth:`rollout` gives the same future every call: greedy codes, and for whole-frame
         decoding no Gumbel noise on the confidences (``choice_temperature`` 0)."""
         options = sampling_options(sampling)
+        if options["mean_field"]:
+            return True
         return options["greedy"] and (self.frame_decoding == "independent" or options["choice_temperature"] == 0)
 
     def rollout(self, trunk: nn.Module, context: Latents, num_future: int, *, sampling: Mapping[str, Any] | None,
@@ -277,13 +307,19 @@ class CodePrior(nn.Module):
 
         Returns:
             :class:`Latents` with ``codes`` ``(B, num_future, N)`` int64 in ``[0, K)`` and ``latents``
-            an empty ``(B, num_future, N, 0)`` float tensor (the backbone decodes the codes).
+            an empty ``(B, num_future, N, 0)`` float tensor (the backbone decodes the codes). With
+            ``sampling.mean_field``: ``latents`` the expected codebook vectors ``(B, num_future, N, D)``
+            and ``codes`` ``None`` (the backbone snaps and decodes them).
 
         Raises:
-            ValueError: missing/bad context codes, or bad ``sampling`` keys.
+            ValueError: missing/bad context codes, bad ``sampling`` keys, or ``mean_field`` on a prior
+                that is not frame-ordered with independent decoding.
+            RuntimeError: ``mean_field`` with no :attr:`code_vectors` (a head built outside ``build_model``).
         """
         codes = self._check_codes(context.codes, "context", 1 if self.ordering == "frame" else 0)
         options = sampling_options(sampling)
+        if options["mean_field"]:
+            return self._mean_field_rollout(trunk, codes, num_future, options)
         if self.frame_decoding == "maskgit":
             return self._empty_latents(self._maskgit_rollout(trunk, codes, num_future, options, generator))
         draw = draw_options(options)
@@ -296,6 +332,27 @@ class CodePrior(nn.Module):
             if i + 1 < steps:
                 logits, state = self.step(trunk, drawn[-1], state)
         return self._empty_latents(torch.cat(drawn, dim=1).view(bsz, num_future, n))
+
+    def _mean_field_rollout(self, trunk: nn.Module, codes: Tensor, num_future: int,
+                            options: Mapping[str, Any]) -> Latents:
+        """Context codes ``(B, Tc, N)`` → expected codebook vectors ``(B, num_future, N, D)`` (module docstring)."""
+        if self.ordering != "frame" or self.frame_decoding != "independent":
+            raise ValueError(f"{self.name} head: sampling.mean_field feeds whole expected frames and needs "
+                             "ordering=frame with frame_decoding=independent; got "
+                             f"ordering={self.ordering!r}, frame_decoding={self.frame_decoding!r}")
+        if self.code_vectors is None:
+            raise RuntimeError(f"{self.name} head: sampling.mean_field needs the backbone's codebook vectors; build the "
+                               "model with futurelat.models.latent_video_model.build_model, which attaches them")
+        codebook = self.code_vectors(torch.arange(self.num_codes, device=codes.device)).float()  # (K, D)
+        logits, state = self.prefill(trunk, codes)
+        expected = []
+        for i in range(num_future):
+            probs = code_probabilities(logits, temperature=options["temperature"], top_k=options["top_k"])  # (B, N, K)
+            expected.append(probs @ codebook)  # (B, N, D)
+            if i + 1 < num_future:
+                x, state = trunk.step(self.embed_expected(probs[:, None]), state)
+                logits = self.frame_logits(x)[:, 0]
+        return Latents(latents=torch.stack(expected, dim=1), codes=None)
 
     def _empty_latents(self, codes: Tensor) -> Latents:
         """Future codes ``(B, Tf, N)`` as :class:`Latents` with an empty ``(B, Tf, N, 0)`` latent tensor."""
