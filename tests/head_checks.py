@@ -21,6 +21,15 @@ HEAD_CLASSES = {"mamba": "futurelat.models.heads.mamba:MambaHead",
                 "transformer": "futurelat.models.heads.transformer:TransformerHead",
                 "flow_dit": "futurelat.models.heads.flow_dit:FlowDiTHead"}
 HEAD_SCHEMAS = {"mamba": MambaParams, "transformer": TransformerParams, "flow_dit": FlowDiTParams}
+#: A tiny discrete spec, and the ``head.params`` of tiny frame-orderable code priors on both trunks
+#: (the tests of whole-frame decoding, scheduled sampling and mean-field rollouts build on them).
+PRIOR_SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
+TINY_PRIORS = {
+    "mamba": dict(d_model=32, num_layers=2, d_state=8, expand=2, head_dim=16, conv_kernel=4, spatial_kernel=3,
+                  chunk_size=8, backend="torch", input_noise=0.0),
+    "transformer": dict(objective="autoregressive", d_model=32, num_layers=2, num_heads=2, position="rope",
+                        context_latents=3),
+}
 
 
 def head_params(name: str, **overrides: Any) -> dict[str, Any]:

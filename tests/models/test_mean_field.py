@@ -7,20 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from futurelat.models.base import Latents, LatentSpec
+from futurelat.models.base import Latents
 from futurelat.models.heads.sampling import sampling_options
 from futurelat.models.latent_video_model import build_model
 
 from composing import tiny_config
-from head_checks import make_head
+from head_checks import PRIOR_SPEC, TINY_PRIORS, make_head
 
-SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
-HEADS = {
-    "mamba": dict(d_model=32, num_layers=2, d_state=8, expand=2, head_dim=16, conv_kernel=4, spatial_kernel=3,
-                  chunk_size=8, backend="torch", input_noise=0.0),
-    "transformer": dict(objective="autoregressive", d_model=32, num_layers=2, num_heads=2, position="rope",
-                        context_latents=3),
-}
+SPEC, HEADS = PRIOR_SPEC, TINY_PRIORS
 
 
 def prior_head(name: str, patch_size: int = 1, **sampling):
@@ -101,12 +95,14 @@ def test_mean_field_refuses_what_it_cannot_average():
         sampling_options({"mean_field": True, "greedy": True})
     context = random_codes()
     z = Latents(torch.empty(*context.shape, 0), context)
-    token = make_head("mamba", SPEC, 6, ordering="token", **HEADS["mamba"], sampling={"mean_field": True})
+    for name, kw in (("mamba", dict(ordering="token")), ("mamba", dict(frame_decoding="maskgit")),
+                     ("transformer", dict(ordering="token", position="alibi"))):
+        with pytest.raises(ValueError, match="needs ordering=frame with frame_decoding=independent"):
+            make_head(name, SPEC, 6, **{**HEADS[name], **kw}, sampling={"mean_field": True})  # refused when built
+    head = make_head("mamba", SPEC, 6, ordering="token", **HEADS["mamba"])
+    head.sampling = {"mean_field": True}  # changed after the build: refused by the rollout
     with pytest.raises(ValueError, match="needs ordering=frame with frame_decoding=independent"):
-        token.rollout(z, 1)
-    maskgit = make_head("mamba", SPEC, 6, frame_decoding="maskgit", **HEADS["mamba"], sampling={"mean_field": True})
-    with pytest.raises(ValueError, match="needs ordering=frame with frame_decoding=independent"):
-        maskgit.rollout(z, 1)
+        head.rollout(z, 1)
     unattached = make_head("mamba", SPEC, 6, **HEADS["mamba"], sampling={"mean_field": True})
     with pytest.raises(RuntimeError, match="needs the backbone's codebook vectors"):
         unattached.rollout(z, 1)

@@ -6,17 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from futurelat.models.base import Latents, LatentSpec
+from futurelat.models.base import Latents
 
-from head_checks import make_head
+from head_checks import PRIOR_SPEC, TINY_PRIORS, make_head
 
-SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
-HEADS = {
-    "mamba": dict(d_model=32, num_layers=2, d_state=8, expand=2, head_dim=16, conv_kernel=4, spatial_kernel=3,
-                  chunk_size=8, backend="torch", input_noise=0.0),
-    "transformer": dict(objective="autoregressive", d_model=32, num_layers=2, num_heads=2, position="rope",
-                        context_latents=3),
-}
+SPEC, HEADS = PRIOR_SPEC, TINY_PRIORS
 
 
 def prior_head(name: str, **kw):

@@ -164,6 +164,7 @@ class MambaHead(ComposedHead):
                                        readout="tied" if tie_embeddings else "untied", input_noise=input_noise,
                                        name=self.name, frame_decoding=frame_decoding,
                                        scheduled_sampling=scheduled_sampling)
+            self.objective.check_sampling(sampling)
         self.backend = self.trunk.backend
         gpt2_init(self, self.trunk, num_layers)
 

@@ -225,6 +225,7 @@ class TransformerHead(ComposedHead):
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model, readout="linear",
                                        input_noise=0.0, name=self.name, frame_decoding=frame_decoding,
                                        scheduled_sampling=scheduled_sampling)
+            self.objective.check_sampling(sampling)
             mask = "block" if ordering == "frame" else "causal"
         else:
             self.objective = BlockRegression(spec, num_frames, context_latents=context_latents, patch_size=patch,

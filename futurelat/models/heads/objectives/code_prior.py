@@ -288,6 +288,15 @@ class CodePrior(nn.Module):
             raise ValueError(f"{self.name} head: {method} draws each next frame independently; this prior was "
                              "trained with frame_decoding=maskgit, whose frames are filled by rollout()")
 
+    def check_sampling(self, sampling: Mapping[str, Any] | None) -> None:
+        """Raise ``ValueError`` where ``sampling`` asks for what this prior cannot do: ``mean_field`` needs
+        the frame ordering with independent decoding. The heads call it when they are built, before
+        training; :meth:`rollout` again, for sampling settings changed since."""
+        if sampling_options(sampling)["mean_field"] and (self.ordering != "frame" or self.frame_decoding != "independent"):
+            raise ValueError(f"{self.name} head: head.params.sampling.mean_field feeds whole expected frames and needs "
+                             "ordering=frame with frame_decoding=independent; got "
+                             f"ordering={self.ordering!r}, frame_decoding={self.frame_decoding!r}")
+
     def deterministic(self, sampling: Mapping[str, Any] | None) -> bool:
         """Whether :meth:`rollout` gives the same future every call: greedy codes, and for whole-frame
         decoding no Gumbel noise on the confidences (``choice_temperature`` 0)."""
@@ -313,7 +322,7 @@ class CodePrior(nn.Module):
 
         Raises:
             ValueError: missing/bad context codes, bad ``sampling`` keys, or ``mean_field`` on a prior
-                that is not frame-ordered with independent decoding.
+                that is not frame-ordered with independent decoding (:meth:`check_sampling`).
             RuntimeError: ``mean_field`` with no :attr:`code_vectors` (a head built outside ``build_model``).
         """
         codes = self._check_codes(context.codes, "context", 1 if self.ordering == "frame" else 0)
@@ -336,10 +345,7 @@ class CodePrior(nn.Module):
     def _mean_field_rollout(self, trunk: nn.Module, codes: Tensor, num_future: int,
                             options: Mapping[str, Any]) -> Latents:
         """Context codes ``(B, Tc, N)`` → expected codebook vectors ``(B, num_future, N, D)`` (module docstring)."""
-        if self.ordering != "frame" or self.frame_decoding != "independent":
-            raise ValueError(f"{self.name} head: sampling.mean_field feeds whole expected frames and needs "
-                             "ordering=frame with frame_decoding=independent; got "
-                             f"ordering={self.ordering!r}, frame_decoding={self.frame_decoding!r}")
+        self.check_sampling(options)
         if self.code_vectors is None:
             raise RuntimeError(f"{self.name} head: sampling.mean_field needs the backbone's codebook vectors; build the "
                                "model with futurelat.models.latent_video_model.build_model, which attaches them")
