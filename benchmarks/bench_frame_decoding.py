@@ -1,15 +1,16 @@
-"""Sampling cost of whole-frame (MaskGIT) decoding against the independent draw; prints figures.
+"""Sampling cost of whole-frame (MaskGIT) decoding and mean-field rollouts against the independent draw; prints figures.
 
     python benchmarks/bench_frame_decoding.py                      # the default job's Mamba prior
     python benchmarks/bench_frame_decoding.py --head transformer   # mmnist_vqvae_transformer's prior, as a code prior
     python benchmarks/bench_frame_decoding.py --steps 1 4 8 --rollouts 100 --threads 2
 
 The head of the composed config (``configs/head/<head>.yaml`` on the default job's VQ-VAE: 16x16
-codes per frame, 512 codes; the default job's sizes), with random weights (speed does not depend on
+codes per frame, 128 codes; the default job's sizes), with random weights (speed does not depend on
 them), rolls ``--rollouts`` contexts of ``--context`` latent frames forward by ``--future`` frames in
 batches of ``--batch``, once with ``frame_decoding=independent`` (one trunk pass per frame) and
-once per ``--steps`` value with ``frame_decoding=maskgit`` (``steps`` peeks plus one step per
-frame). Printed: seconds per 100 rollouts (the median of ``--repeats`` timed runs after one warm-up)
+once as the mean-field rollout (``sampling.mean_field``: no draw, the expected code embedding fed
+back), and once per ``--steps`` value with ``frame_decoding=maskgit`` (``steps`` peeks plus one step
+per frame). Printed: seconds per 100 rollouts (the median of ``--repeats`` timed runs after one warm-up)
 and the cost relative to the independent draw.
 """
 
@@ -62,18 +63,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = []
-    for decoding, steps in [("independent", None)] + [("maskgit", k) for k in args.steps]:
-        overrides = [*HEAD_OVERRIDES[args.head], f"head.params.frame_decoding={decoding}"]
-        if steps is not None:
-            overrides.append(f"head.params.sampling.steps={steps}")
-        cfg = compose_config(overrides)
+    variants = [("independent", ["head.params.frame_decoding=independent", "head.params.sampling.mean_field=false"]),
+                ("mean field", ["head.params.frame_decoding=independent", "head.params.sampling.mean_field=true"])]
+    variants += [(f"maskgit, {k} pass{'es' if k > 1 else ''}",
+                  ["head.params.frame_decoding=maskgit", "head.params.sampling.mean_field=false",
+                   f"head.params.sampling.steps={k}"]) for k in args.steps]
+    for name, overrides in variants:
+        cfg = compose_config([*HEAD_OVERRIDES[args.head], *overrides])
         torch.manual_seed(0)
         model = build_model(cfg).to(device).eval()
         spec = model.spec
         codes = torch.randint(0, spec.codebook_size, (args.batch, args.context, spec.tokens_per_frame), device=device)
         context = Latents(torch.zeros(*codes.shape, spec.latent_dim, device=device), codes)
         seconds = _seconds(model, context, args.future, args.repeats, device) * args.rollouts / args.batch
-        rows.append((decoding if steps is None else f"maskgit, {steps} pass{'es' if steps > 1 else ''}", seconds))
+        rows.append((name, seconds))
     print(f"{args.head} prior, {args.context} -> {args.future} latent frames of {spec.tokens_per_frame} codes, "
           f"batch {args.batch}, {torch.get_num_threads()} threads, {args.device}")
     print(f"{'decoding':24s} {'s / 100 rollouts':>18s} {'x independent':>14s}")

@@ -48,6 +48,9 @@ def main() -> None:
     reuse_freed_memory()
     torch.manual_seed(args.seed)
     cfg, model = load_run(args.run)
+    sampling = dict(getattr(model.head, "sampling", None) or {})
+    if sampling.get("mean_field"):  # a code prior's mean-field rollout draws nothing: sample codes instead
+        model.head.sampling = {**sampling, "mean_field": False}
     tc, tf = int(cfg.dataset.context_frames), int(cfg.dataset.future_frames)
     test = build_dataset(cfg.dataset, "test")
     frames = torch.stack([test[i]["frames"] for i in range(min(args.sequences, len(test)))])

@@ -15,8 +15,9 @@ recommends.
 PyTorch asks for 64-byte-aligned blocks, which a freed block of the same size cannot always
 serve, so the heap grows for the first steps until it holds blocks that fit (time a training
 step after two or three warm-up steps). The price is resident memory: the process keeps its peak
-and some fragmentation until it exits (docs/cpu_scan_study.md). Select it with
-``trainer.cpu_malloc=reuse``; the default ``system`` leaves glibc's settings alone.
+and some fragmentation until it exits (docs/cpu_scan_study.md). ``trainer.cpu_malloc=reuse`` selects
+it (``configs/trainer/default.yaml`` does); ``system``, the schema's default and ``trainer=gpu``'s,
+leaves glibc's settings alone.
 """
 
 from __future__ import annotations

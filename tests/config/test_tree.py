@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from composing import CONFIG_DIR, EXPERIMENTS, TINY, TINY_BACKBONE, TINY_COMMON, compose_config, tiny_config
 
-GPU = {"device": "cuda", "precision": "bf16", "num_workers": 8, "log_every": 100, "ckpt_every": 2000}
+GPU = {"device": "cuda", "precision": "bf16", "num_workers": 8, "log_every": 100, "ckpt_every": 2000,
+       "cpu_malloc": "system"}
 
 
 def _differences(a, b, prefix=""):

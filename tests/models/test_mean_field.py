@@ -20,8 +20,8 @@ SPEC, HEADS = PRIOR_SPEC, TINY_PRIORS
 def prior_head(name: str, patch_size: int = 1, **sampling):
     """A frame-ordered prior with random (perturbed) weights and a random codebook attached."""
     torch.manual_seed(0)
-    head = make_head(name, SPEC, 6, ordering="frame", patch_size=patch_size, **HEADS[name],
-                     sampling={"mean_field": True, **sampling}).eval()
+    head = make_head(name, SPEC, 6, ordering="frame", patch_size=patch_size,
+                     **{**HEADS[name], "sampling": {"mean_field": True, **sampling}}).eval()
     with torch.no_grad():  # (the transformer's output layer starts at zero)
         for p in head.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -98,12 +98,12 @@ def test_mean_field_refuses_what_it_cannot_average():
     for name, kw in (("mamba", dict(ordering="token")), ("mamba", dict(frame_decoding="maskgit")),
                      ("transformer", dict(ordering="token", position="alibi"))):
         with pytest.raises(ValueError, match="needs ordering=frame with frame_decoding=independent"):
-            make_head(name, SPEC, 6, **{**HEADS[name], **kw}, sampling={"mean_field": True})  # refused when built
+            make_head(name, SPEC, 6, **{**HEADS[name], **kw, "sampling": {"mean_field": True}})  # refused when built
     head = make_head("mamba", SPEC, 6, ordering="token", **HEADS["mamba"])
     head.sampling = {"mean_field": True}  # changed after the build: refused by the rollout
     with pytest.raises(ValueError, match="needs ordering=frame with frame_decoding=independent"):
         head.rollout(z, 1)
-    unattached = make_head("mamba", SPEC, 6, **HEADS["mamba"], sampling={"mean_field": True})
+    unattached = make_head("mamba", SPEC, 6, **{**HEADS["mamba"], "sampling": {"mean_field": True}})
     with pytest.raises(RuntimeError, match="needs the backbone's codebook vectors"):
         unattached.rollout(z, 1)
 

@@ -71,7 +71,8 @@ def sampling_options(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
     options["mean_field"] = bool(options["mean_field"])
     if options["mean_field"] and options["greedy"]:
         raise ValueError("head.sampling.mean_field and head.sampling.greedy exclude each other: mean_field "
-                         "averages over the codes' distribution, greedy keeps only its argmax")
+                         "averages over the codes' distribution, greedy keeps only its argmax; set "
+                         "head.params.sampling.mean_field=false to decode argmax codes")
     return options
 
 

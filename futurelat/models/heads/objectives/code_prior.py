@@ -295,7 +295,8 @@ class CodePrior(nn.Module):
         if sampling_options(sampling)["mean_field"] and (self.ordering != "frame" or self.frame_decoding != "independent"):
             raise ValueError(f"{self.name} head: head.params.sampling.mean_field feeds whole expected frames and needs "
                              "ordering=frame with frame_decoding=independent; got "
-                             f"ordering={self.ordering!r}, frame_decoding={self.frame_decoding!r}")
+                             f"ordering={self.ordering!r}, frame_decoding={self.frame_decoding!r}; set "
+                             "head.params.sampling.mean_field=false to sample codes")
 
     def deterministic(self, sampling: Mapping[str, Any] | None) -> bool:
         """Whether :meth:`rollout` gives the same future every call: greedy codes, and for whole-frame
