@@ -25,12 +25,14 @@ of steps; with ``--steps``, over those steps). Printed, one JSON line per run (a
 - other heads, ``test_loss``: the head's own training loss on the test clips, in eval mode, with fixed
   noise (seed 0), beside ``test_loss_other_context``, the same with each clip's context frames swapped
   for the next clip's: equal figures mean the head ignores its context;
-- one sampled future of each test context, decoded: MSE and SSIM (:mod:`futurelat.evaluation.metrics`),
-  and the MSE at future steps 1, 3, 5 and 10;
+- one rollout of each test context with the head's sampling settings (a sampled future; the
+  mean-field rollout for a prior whose config turns it on, as ``configs/head/mamba.yaml`` does:
+  ``--set sampling.mean_field=false`` samples), decoded: MSE and SSIM
+  (:mod:`futurelat.evaluation.metrics`), and the MSE at future steps 1, 3, 5 and 10;
 - ``steps``, seconds per step, and the rollout's seconds.
 
 ``--reference`` scores the run's own trained head the same way, without training. ``--png`` saves the
-sampled futures of the first 8 test clips. Equal wall time, not equal steps, is the comparison: the
+rolled-out futures of the first 8 test clips. Equal wall time, not equal steps, is the comparison: the
 question is which prior to train in a budget (docs/ablations.md#learning-per-second-of-the-code-prior).
 """
 
@@ -71,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-sequences", type=int, default=200, help="test clips scored (default 200)")
     p.add_argument("--cache", default="outputs/bench_prior_learning", help="where the encoded clips are kept")
     p.add_argument("--reference", action="store_true", help="score the run's own head; no training")
-    p.add_argument("--png", default=None, help="save the sampled futures of the first 8 test clips here")
+    p.add_argument("--png", default=None, help="save the rolled-out futures of the first 8 test clips here")
     p.add_argument("--out", default=None, help="append the JSON line to this file too")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
