@@ -168,7 +168,10 @@ def main(argv: list[str] | None = None) -> None:
         train_codes = encoded_codes(model, cfg, "train", args.train_sequences, cache, run)
         overrides = OmegaConf.from_dotlist(args.set)  # unknown keys: build_model refuses them, naming them
         cfg.head.params = OmegaConf.merge(cfg.head.params, overrides)
-        head = build_model(cfg).head
+        fresh = build_model(cfg)  # the head reads its own backbone (codebook, pixel decoder): give that one
+        fresh.backbone.load_state_dict(model.backbone.state_dict())  # the run's trained weights
+        fresh.backbone.eval().requires_grad_(False)
+        head = fresh.head
         batch = args.batch or int(cfg.trainer.head.batch_size)
         lr = args.lr or float(cfg.trainer.head.lr)
         steps, seconds = train(model, head, train_codes, args.seconds, args.steps, batch, lr,
