@@ -64,7 +64,8 @@ class MambaParams:
     ``patch_size``, each position holds a ``p x p`` patch of codes. ``input_noise``:
     autoregressive, the fraction of input codes replaced by random ones; regression, the std of
     Gaussian noise on the standardized inputs. ``pixel_loss_weight`` (>= 0) x the pixel MSE of
-    ``pixel_loss_frames`` decoded predicted frames per clip (regression, needs a decoder).
+    ``pixel_loss_frames`` decoded predicted frames per clip, plus ``pixel_ssim_weight`` (>= 0) x
+    their ``1 - SSIM`` (regression, needs a decoder).
     ``backend``: ``auto`` (mamba-ssm kernels when installed) | the pure-PyTorch scan.
     ``frame_decoding`` (autoregressive, frame ordering): ``independent`` (all codes of the next frame
     at once) | ``maskgit`` (masked token modelling, each frame filled in ``sampling.steps`` passes).
@@ -84,6 +85,7 @@ class MambaParams:
     spatial_kernel: int = 3
     pixel_loss_weight: float = 0.0
     pixel_loss_frames: int = 2
+    pixel_ssim_weight: float = 0.0
     patch_size: int = 2
     mlp_ratio: float = 2.0
     tie_embeddings: bool = True
@@ -116,7 +118,7 @@ class TransformerParams:
     ``spatial_kernel`` 0 (off) or odd k, a depthwise k x k conv over each frame's tokens before every
     block; ``temporal_kernel`` 1 or odd kt, that conv spanning kt frames; ``conv_factorization``
     ``joint`` (one kt x k x k conv) | ``2+1d``; ``loss`` ``mse`` | ``l1`` | ``smooth_l1``;
-    ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` as for
+    ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` / ``pixel_ssim_weight`` as for
     :class:`MambaParams`. ``query_chunk``: queries per attention call with a mask or ALiBi bias.
     ``frame_decoding``, ``scheduled_sampling``: as for :class:`MambaParams` (autoregressive, ordering ``frame``).
     ``backend``: the kernel of attention with a mask or ALiBi bias over a whole sequence (training,
@@ -143,6 +145,7 @@ class TransformerParams:
     target: str = "absolute"
     pixel_loss_weight: float = 0.0
     pixel_loss_frames: int = 2
+    pixel_ssim_weight: float = 0.0
     query_chunk: int = 1024
     backend: str = "auto"
     frame_decoding: str = "independent"

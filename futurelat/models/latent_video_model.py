@@ -189,7 +189,7 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
     the backbone accepts the dataset's frame size and frame counts (multiples of its temporal
     downsampling; ``1 + k * s`` context frames for a backbone that encodes the first frame alone), and
     a head that predicts codes gets a discrete backbone. A head with a decoded pixel loss
-    (``head.params.pixel_loss_weight > 0``) gets the backbone's ``decode_latents``; a code prior gets
+    (``head.params.pixel_loss_weight`` or ``pixel_ssim_weight > 0``) gets the backbone's ``decode_latents``; a code prior gets
     its ``embed_codes`` (:attr:`~futurelat.models.heads.objectives.code_prior.CodePrior.code_vectors`).
 
     Raises:
@@ -217,8 +217,9 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
     pixel_loss = getattr(head, "pixel_loss", None)
     if pixel_loss is not None and pixel_loss.active:
         if not backbone.has_decoder:
-            raise ValueError(f"head.params.pixel_loss_weight={pixel_loss.weight} decodes predictions to pixels, but "
-                             f"backbone '{cfg.backbone.name}' has no pixel decoder; set it to 0")
+            raise ValueError(f"head.params.pixel_loss_weight={pixel_loss.weight} and pixel_ssim_weight="
+                             f"{pixel_loss.ssim_weight} decode predictions to pixels, but backbone "
+                             f"'{cfg.backbone.name}' has no pixel decoder; set both to 0")
         pixel_loss.decode = backbone.decode_latents
     objective = getattr(head, "objective", None)
     if spec.discrete and hasattr(objective, "code_vectors"):  # a code prior's mean-field rollout reads the codebook

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from composing import tiny_config
+from futurelat.evaluation.metrics import frame_ssim
 from futurelat.models.base import Latents
+from futurelat.models.heads.pixel_loss import frame_ssim_fast
 from futurelat.models.latent_video_model import build_model
 
 from head_checks import make_head
@@ -82,7 +84,8 @@ def test_a_preset_with_the_pixel_loss_adds_it_and_trains_through_the_frozen_deco
     assert pred.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("key,value", [("pixel_loss_weight", -1.0), ("pixel_loss_frames", 0)])
+@pytest.mark.parametrize("key,value", [("pixel_loss_weight", -1.0), ("pixel_loss_frames", 0),
+                                       ("pixel_ssim_weight", -0.5)])
 def test_bad_pixel_loss_settings_name_the_key(key, value):
     with pytest.raises(ValueError, match=rf"head\.params\.{key}"):
         build_model(tiny_config(["+experiment=mmnist_vqvae_transformer", f"head.params.{key}={value}"]))
@@ -93,6 +96,59 @@ def test_the_pixel_loss_is_refused_for_codes_and_for_backbones_without_a_decoder
         build_model(tiny_config(["+experiment=mmnist_vqvae_transformer_ar", "head.params.pixel_loss_weight=1"]))
     with pytest.raises(ValueError, match=r"pixel_loss_weight=1.0 .* backbone 'vjepa2' has no pixel decoder"):
         build_model(tiny_config(["backbone=vjepa2_tiny", "head=transformer", "head.params.pixel_loss_weight=1"]))
+    with pytest.raises(ValueError, match=r"pixel_ssim_weight=2.0 .* backbone 'vjepa2' has no pixel decoder"):
+        build_model(tiny_config(["backbone=vjepa2_tiny", "head=transformer", "head.params.pixel_ssim_weight=2"]))
+    with pytest.raises(ValueError, match=r"is for the regression objective"):
+        build_model(tiny_config(["+experiment=mmnist_vqvae_transformer_ar", "head.params.pixel_ssim_weight=1"]))
+
+
+def test_the_ssim_term_is_one_minus_the_evaluation_ssim_of_the_decoded_frames():
+    torch.manual_seed(0)
+    cfg = tiny_config(["+experiment=mmnist_vqvae_transformer", "head.params.pixel_loss_weight=3",
+                       "head.params.pixel_ssim_weight=2", "head.params.pixel_loss_frames=20"])
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.backbone.codebook.copy_(torch.randn_like(model.backbone.codebook))
+    model.backbone.freeze()
+    head = model.head
+    codes = torch.randint(0, model.spec.codebook_size, (2, 20, model.spec.tokens_per_frame))
+    z = Latents(F.embedding(codes, model.backbone.codebook), codes)
+    out = head(z)
+    # pixel_loss_frames covers every future frame, so the decoded frames are known: the whole future.
+    with torch.no_grad():
+        pred = head.objective.unstandardize(head.objective.predict(head.trunk, head.objective.standardize(
+            z.latents[:, :head.objective.context_latents])))
+        truth = model.backbone.decode_latents(z.latents[:, head.objective.context_latents:]).clamp(0, 1)
+        frames = model.backbone.decode_latents(pred)
+    ssim = frame_ssim(frames, truth).mean()
+    torch.testing.assert_close(out["pixel_ssim"], ssim, rtol=1e-4, atol=1e-5)
+    assert 0 < out["pixel_ssim"] < 1
+    torch.testing.assert_close(out["loss"], out[head.objective.loss_name] + 3 * out["pixel_mse"] + 2 * (1 - ssim),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 1, 64, 64), (2, 2, 3, 32, 48), (1, 1, 1, 11, 7)])
+def test_the_loss_ssim_equals_the_evaluation_ssim(shape):
+    g = torch.Generator().manual_seed(0)
+    prediction = torch.rand(*shape, generator=g) * 1.2 - 0.1  # some values outside [0, 1]: both clamp
+    target = torch.rand(*shape, generator=g)
+    target = target * (target > 0.7)  # mostly black, as Moving MNIST
+    torch.testing.assert_close(frame_ssim_fast(prediction, target), frame_ssim(prediction, target),
+                               rtol=0, atol=1e-6)
+    prediction.requires_grad_(True)
+    frame_ssim_fast(prediction, target).sum().backward()
+    assert prediction.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="same shape"):
+        frame_ssim_fast(prediction, target[..., :-1])
+
+
+def test_the_ssim_term_pays_for_grey_haze_that_mse_barely_sees():
+    """On a black frame with one bright square, haze of 0.04 costs little MSE and most of the SSIM."""
+    truth = torch.zeros(1, 1, 1, 32, 32)
+    truth[..., 10:16, 10:16] = 1.0
+    haze = truth.clone().clamp_min(0.04)
+    assert F.mse_loss(haze, truth) < 2e-3
+    assert frame_ssim(haze, truth).mean() < 0.2
 
 
 def test_a_head_built_without_the_builder_says_the_decoder_is_missing():

@@ -84,7 +84,7 @@ class MambaHead(ComposedHead):
             GameNGen, Valevski et al. 2024). Regression: the standard deviation of Gaussian noise
             added to the standardized input latents, for the same reason. 0 = plain teacher forcing.
         backend: ``"auto" | "mamba_ssm" | "torch"``; resolved name in ``self.backend``.
-        pixel_loss_weight, pixel_loss_frames: regression only: the decoded pixel loss
+        pixel_loss_weight, pixel_loss_frames, pixel_ssim_weight: regression only: the decoded pixel loss
             (:mod:`~futurelat.models.heads.pixel_loss`), off at ``0``; as for the transformer head.
         sampling: ``{"greedy", "temperature", "top_k", "steps", "choice_temperature"}`` for
             :meth:`rollout`, kept in ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`
@@ -120,14 +120,15 @@ class MambaHead(ComposedHead):
                  backend: str = _DEFAULTS.backend, sampling: Mapping[str, Any] | None = None,
                  pixel_loss_weight: float = _DEFAULTS.pixel_loss_weight,
                  pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames,
+                 pixel_ssim_weight: float = _DEFAULTS.pixel_ssim_weight,
                  frame_decoding: str = _DEFAULTS.frame_decoding,
                  scheduled_sampling: float = _DEFAULTS.scheduled_sampling):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"head.params.objective must be one of {OBJECTIVES}; got {objective!r}")
         regression = objective == "regression"
-        check_pixel_loss(pixel_loss_weight, pixel_loss_frames, regression)
-        self.pixel_loss = DecodedPixelLoss(pixel_loss_weight, pixel_loss_frames)
+        check_pixel_loss(pixel_loss_weight, pixel_loss_frames, regression, pixel_ssim_weight)
+        self.pixel_loss = DecodedPixelLoss(pixel_loss_weight, pixel_loss_frames, pixel_ssim_weight)
         if not regression and spec.codebook_size is None:
             raise ValueError("the mamba head's autoregressive objective predicts codes and needs a discrete backbone: "
                              f"spec.codebook_size is None for {spec}; use a backbone with a codebook (e.g. vqvae) "

@@ -173,6 +173,9 @@ class TransformerHead(ComposedHead):
             ``pixel_loss_frames`` predicted frames per clip go through the frozen decoder and are
             compared with the decoded truth by per-pixel MSE. Needs a backbone with a decoder.
         pixel_loss_frames: future frames per clip decoded for that loss (cost grows with it).
+        pixel_ssim_weight: regression only: ``0`` (off) or the weight of ``1 - SSIM`` of the same
+            decoded frames, added to the loss: it keeps uncertain background black where the MSE
+            term alone paints grey haze.
         backend: ``"auto" | "sdpa" | "flex"``: the kernel of attention with a mask or ALiBi bias over a
             whole sequence (training, the prefill of a rollout); decode steps use SDPA. ``"auto"``
             is compiled FlexAttention on CUDA and SDPA elsewhere (:mod:`~futurelat.models.heads.flex`).
@@ -204,11 +207,12 @@ class TransformerHead(ComposedHead):
                  spatial_kernel: int = _DEFAULTS.spatial_kernel, temporal_kernel: int = _DEFAULTS.temporal_kernel,
                  conv_factorization: str = _DEFAULTS.conv_factorization,
                  pixel_loss_weight: float = _DEFAULTS.pixel_loss_weight,
-                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames, backend: str = _DEFAULTS.backend,
+                 pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames,
+                 pixel_ssim_weight: float = _DEFAULTS.pixel_ssim_weight, backend: str = _DEFAULTS.backend,
                  frame_decoding: str = _DEFAULTS.frame_decoding,
                  scheduled_sampling: float = _DEFAULTS.scheduled_sampling):
         super().__init__()
-        check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression")
+        check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression", pixel_ssim_weight)
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
         _check_config(spec, num_frames, objective, ordering, context_latents, d_model, num_layers, num_heads,
                       mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention, spatial_kernel,
@@ -218,7 +222,7 @@ class TransformerHead(ComposedHead):
         self.needs_codes = objective == "autoregressive"
         self.spec, self.num_frames = spec, num_frames
         self.context_latents, self.future_latents = context_latents, num_frames - context_latents
-        self.pixel_loss = DecodedPixelLoss(pixel_loss_weight, pixel_loss_frames)
+        self.pixel_loss = DecodedPixelLoss(pixel_loss_weight, pixel_loss_frames, pixel_ssim_weight)
         model_grid = (spec.grid[0] // patch, spec.grid[1] // patch)
         # The objective's layers are made first, then the trunk's (and their random draws in that order).
         if self.needs_codes:
