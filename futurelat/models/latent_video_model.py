@@ -189,8 +189,8 @@ def build_model(cfg: DictConfig) -> LatentVideoModel:
     the backbone accepts the dataset's frame size and frame counts (multiples of its temporal
     downsampling; ``1 + k * s`` context frames for a backbone that encodes the first frame alone), and
     a head that predicts codes gets a discrete backbone. A head with a decoded pixel loss
-    (``head.params.pixel_loss_weight`` or ``pixel_ssim_weight > 0``) gets the backbone's ``decode_latents``; a code prior gets
-    its ``embed_codes`` (:attr:`~futurelat.models.heads.objectives.code_prior.CodePrior.code_vectors`).
+    (``head.params.pixel_loss_weight`` or ``pixel_ssim_weight > 0``) gets the backbone's
+    ``decode_latents``; a code prior gets its ``embed_codes`` (:attr:`~futurelat.models.heads.objectives.code_prior.CodePrior.code_vectors`).
 
     Raises:
         KeyError: unknown backbone/head name (lists the valid ones).
