@@ -385,9 +385,10 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Tensor, fps: float
                 codec: str | None = None, crf: int = 18, gop: int | None = None) -> str:
     """Encode RGB frames into an mp4 (yuv420p) with PyAV; for tests, benchmarks and toy data.
 
-    Deterministic: the RGB → YUV conversion and the encoder each run on one thread, so the same
-    frames give the same bytes whatever the machine's core count or load (x264's decisions
-    depend on its thread count, and swscale's slice threading on the cores it finds).
+    Deterministic: the RGB → YUV conversion and the encoder each run on one thread, and x264's
+    macroblock tree is off, so the same frames give the same bytes whatever the machine's core
+    count or load (x264's decisions depend on its thread count, swscale's slice threading on the
+    cores it finds, and the macroblock tree read memory it had not written on small frames).
 
     Args:
         path: output file; parent folders are created.
@@ -429,7 +430,10 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Tensor, fps: float
         if gop is not None:
             stream.codec_context.gop_size = int(gop)
         if codec == "libx264":
-            stream.options = {"crf": str(int(crf)), "preset": "veryfast"}
+            # mbtree=0: x264's macroblock-tree lookahead made the bytes of a 32x32 clip differ between
+            # calls in a process that also decodes video (PyAV 18.1, seen 2026-11-30); without it the
+            # same frames give the same bytes.
+            stream.options = {"crf": str(int(crf)), "preset": "veryfast", "x264-params": "mbtree=0"}
         else:
             stream.bit_rate = 8 * width * height * int(np.ceil(fps))  # ~1 byte/pixel/frame: near-lossless
         for frame in array:
