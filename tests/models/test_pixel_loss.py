@@ -59,18 +59,23 @@ def test_the_straight_through_gradient_moves_latents_onto_the_target_codes():
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.parametrize("experiment", ["mmnist_vqvae_transformer", "mmnist_vqvae_mamba_regression"])
-def test_a_preset_with_the_pixel_loss_adds_it_and_trains_through_the_frozen_decoder(experiment):
+def _model_and_clip(overrides):
+    """A tiny model of ``overrides`` with a frozen backbone of distinct codebook vectors, and a random clip
+    of 20 frames of its codes (``Latents`` with codes)."""
     torch.manual_seed(0)
-    cfg = tiny_config([f"+experiment={experiment}", "head.params.pixel_loss_weight=3",
-                       "head.params.pixel_loss_frames=1"])
-    model = build_model(cfg)
+    model = build_model(tiny_config(overrides))
     with torch.no_grad():
         model.backbone.codebook.copy_(torch.randn_like(model.backbone.codebook))
     model.backbone.freeze()
-    head = model.head
     codes = torch.randint(0, model.spec.codebook_size, (2, 20, model.spec.tokens_per_frame))
-    z = Latents(F.embedding(codes, model.backbone.codebook), codes)
+    return model, Latents(F.embedding(codes, model.backbone.codebook), codes)
+
+
+@pytest.mark.parametrize("experiment", ["mmnist_vqvae_transformer", "mmnist_vqvae_mamba_regression"])
+def test_a_preset_with_the_pixel_loss_adds_it_and_trains_through_the_frozen_decoder(experiment):
+    model, z = _model_and_clip([f"+experiment={experiment}", "head.params.pixel_loss_weight=3",
+                                "head.params.pixel_loss_frames=1"])
+    head = model.head
     out = head(z)
     latent_loss = out[head.objective.loss_name]
     torch.testing.assert_close(out["loss"], latent_loss + 3 * out["pixel_mse"])
@@ -103,16 +108,9 @@ def test_the_pixel_loss_is_refused_for_codes_and_for_backbones_without_a_decoder
 
 
 def test_the_ssim_term_is_one_minus_the_evaluation_ssim_of_the_decoded_frames():
-    torch.manual_seed(0)
-    cfg = tiny_config(["+experiment=mmnist_vqvae_transformer", "head.params.pixel_loss_weight=3",
-                       "head.params.pixel_ssim_weight=2", "head.params.pixel_loss_frames=20"])
-    model = build_model(cfg)
-    with torch.no_grad():
-        model.backbone.codebook.copy_(torch.randn_like(model.backbone.codebook))
-    model.backbone.freeze()
+    model, z = _model_and_clip(["+experiment=mmnist_vqvae_transformer", "head.params.pixel_loss_weight=3",
+                                "head.params.pixel_ssim_weight=2", "head.params.pixel_loss_frames=20"])
     head = model.head
-    codes = torch.randint(0, model.spec.codebook_size, (2, 20, model.spec.tokens_per_frame))
-    z = Latents(F.embedding(codes, model.backbone.codebook), codes)
     out = head(z)
     # pixel_loss_frames covers every future frame, so the decoded frames are known: the whole future.
     with torch.no_grad():
