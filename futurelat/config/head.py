@@ -118,8 +118,9 @@ class TransformerParams:
     ``spatial_kernel`` 0 (off) or odd k, a depthwise k x k conv over each frame's tokens before every
     block; ``temporal_kernel`` 1 or odd kt, that conv spanning kt frames; ``conv_factorization``
     ``joint`` (one kt x k x k conv) | ``2+1d``; ``loss`` ``mse`` | ``l1`` | ``smooth_l1``;
-    ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` / ``pixel_ssim_weight`` as for
-    :class:`MambaParams`. ``query_chunk``: queries per attention call with a mask or ALiBi bias.
+    ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` /
+    ``pixel_ssim_weight`` as for :class:`MambaParams`. ``query_chunk``: queries per attention call
+    with a mask or ALiBi bias.
     ``frame_decoding``, ``scheduled_sampling``: as for :class:`MambaParams` (autoregressive, ordering ``frame``).
     ``backend``: the kernel of attention with a mask or ALiBi bias over a whole sequence (training,
     prefill): ``auto`` (FlexAttention, compiled, on CUDA; SDPA with a per-chunk bias elsewhere) |

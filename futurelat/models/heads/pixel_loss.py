@@ -38,19 +38,19 @@ def check_pixel_loss(weight: float, frames: int, regression: bool, ssim_weight: 
     if not (isinstance(frames, int) and frames >= 1):
         raise ValueError(f"head.params.pixel_loss_frames must be an integer >= 1; got {frames!r}")
     if (weight > 0 or ssim_weight > 0) and not regression:
-        raise ValueError("head.params.pixel_loss_weight is for the regression objective (it decodes predicted "
-                         "latents); a code objective's cross-entropy has no latents to decode")
+        raise ValueError("head.params.pixel_loss_weight is for the regression objective, as is pixel_ssim_weight "
+                         "(they decode predicted latents); a code objective's cross-entropy has no latents to decode")
 
 
 def _blur_matrix(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``(size, size + 2 * pad)``: a row-wise gaussian window (the evaluation's), reflect padding folded in."""
+    """``(size, size)``: row ``i`` is the evaluation's gaussian window centred on pixel ``i``, with the
+    reflect padding folded in, so ``M @ x`` blurs the rows of ``x`` as the padded convolution does."""
     pad = SSIM_KERNEL_SIZE // 2
     offsets = torch.arange(SSIM_KERNEL_SIZE, dtype=torch.float64) - pad
     window = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
     window = window / window.sum()
-    band = torch.zeros(size, size + 2 * pad, dtype=torch.float64)
-    for row in range(size):
-        band[row, row:row + SSIM_KERNEL_SIZE] = window
+    columns = torch.arange(size)[:, None] + torch.arange(SSIM_KERNEL_SIZE)[None]  # (size, K) in the padded image
+    band = torch.zeros(size, size + 2 * pad, dtype=torch.float64).scatter_(1, columns, window.expand(size, -1))
     # Column j of the padded image is pixel |j - pad| (reflected at both ends): fold the pad into the map.
     source = (torch.arange(size + 2 * pad) - pad).abs()
     source = torch.where(source > size - 1, 2 * (size - 1) - source, source)
@@ -119,7 +119,7 @@ class DecodedPixelLoss:
         """``loss + weight * pixel MSE + ssim_weight * (1 - SSIM)`` when active; else ``loss``.
 
         Puts ``stats["pixel_mse"]`` and ``stats["pixel_ssim"]`` (detached) in ``stats``. Arguments as
-        for :meth:`frames`; a head calls this once on its regression loss.
+        for :meth:`frames_pair`; a head calls this once on its regression loss.
         """
         if not self.active:
             return loss
@@ -152,9 +152,9 @@ class DecodedPixelLoss:
             RuntimeError: no decoder was attached (the head was built outside ``build_model``).
         """
         if self.decode is None:
-            raise RuntimeError("head.params.pixel_loss_weight > 0 but no decoder is attached: build the model "
-                               "with futurelat.models.latent_video_model.build_model, which attaches the "
-                               "backbone's decode_latents")
+            raise RuntimeError("head.params.pixel_loss_weight or pixel_ssim_weight > 0 but no decoder is attached: "
+                               "build the model with futurelat.models.latent_video_model.build_model, which "
+                               "attaches the backbone's decode_latents")
         b, t = pred.shape[:2]
         k = min(self.frames, t)
         order = torch.rand(b, t, device=pred.device).argsort(dim=1)[:, :k]  # (B, k) distinct frames
