@@ -15,6 +15,7 @@ from futurelat.evaluation.metrics import (
     frame_mse,
     frame_psnr,
     frame_ssim,
+    frame_ssim_fast,
     to_gray,
 )
 
@@ -117,3 +118,18 @@ def test_accumulator_rejects_mismatched_batches():
         acc.update({"mse": torch.zeros(2, 4)})
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         acc.update({"mse": torch.zeros(2, 3), "mae": torch.zeros(2, 2)})
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 1, 64, 64), (2, 2, 3, 32, 48), (1, 1, 1, 11, 7)])
+def test_the_loss_ssim_equals_the_evaluation_ssim(shape):
+    g = torch.Generator().manual_seed(0)
+    prediction = torch.rand(*shape, generator=g) * 1.2 - 0.1  # some values outside [0, 1]: both clamp
+    target = torch.rand(*shape, generator=g)
+    target = target * (target > 0.7)  # mostly black, as Moving MNIST
+    torch.testing.assert_close(frame_ssim_fast(prediction, target), frame_ssim(prediction, target),
+                               rtol=0, atol=1e-6)
+    prediction.requires_grad_(True)
+    frame_ssim_fast(prediction, target).sum().backward()
+    assert prediction.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="same shape"):
+        frame_ssim_fast(prediction, target[..., :-1])
