@@ -71,6 +71,9 @@ class MambaParams:
     at once) | ``maskgit`` (masked token modelling, each frame filled in ``sampling.steps`` passes).
     ``scheduled_sampling`` (autoregressive, frame ordering, independent decoding): the share in [0, 1]
     of input frames replaced in training by the prior's own draws (parallel scheduled sampling; 0 = off).
+    ``unroll_frames`` (autoregressive, frame ordering, independent decoding): the last input frames of
+    each training clip fed as the prior's own mean-field predictions, gradients through them (unrolled
+    training; ``dataset.future_frames - 1`` trains the very rollout the evaluation runs; 0 = off).
     """
 
     objective: str = "autoregressive"
@@ -93,6 +96,7 @@ class MambaParams:
     dropout: float = 0.0
     input_noise: float = 0.1
     scheduled_sampling: float = 0.0
+    unroll_frames: int = 0
     backend: str = "auto"
     frame_decoding: str = "independent"
     sampling: CodeSampling = field(default_factory=CodeSampling)
@@ -121,7 +125,8 @@ class TransformerParams:
     ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` /
     ``pixel_ssim_weight`` as for :class:`MambaParams`. ``query_chunk``: queries per attention call
     with a mask or ALiBi bias.
-    ``frame_decoding``, ``scheduled_sampling``: as for :class:`MambaParams` (autoregressive, ordering ``frame``).
+    ``frame_decoding``, ``scheduled_sampling``, ``unroll_frames``: as for :class:`MambaParams`
+    (autoregressive, ordering ``frame``).
     ``backend``: the kernel of attention with a mask or ALiBi bias over a whole sequence (training,
     prefill): ``auto`` (FlexAttention, compiled, on CUDA; SDPA with a per-chunk bias elsewhere) |
     ``sdpa`` | ``flex`` (FlexAttention everywhere; on CPU eager and forward-only). Decode steps
@@ -151,6 +156,7 @@ class TransformerParams:
     backend: str = "auto"
     frame_decoding: str = "independent"
     scheduled_sampling: float = 0.0
+    unroll_frames: int = 0
     sampling: CodeSampling = field(default_factory=CodeSampling)
 
 

@@ -42,7 +42,7 @@ MODEL_KEYS: dict[str, tuple[str, ...]] = {
 #: ``params`` entries (of any backbone or head) that do not change the function a set of weights computes.
 NON_MODEL_PARAMS = frozenset({
     "sampling",                                   # inference-time sampling (steps, temperature, guidance, ...)
-    "dropout", "input_noise", "context_dropout", "scheduled_sampling",  # training-time regularisation
+    "dropout", "input_noise", "context_dropout", "scheduled_sampling", "unroll_frames",  # training-time regularisation
     "loss", "time_sampling", "pixel_loss_weight", "pixel_loss_frames", "pixel_ssim_weight",  # training objective
     "commitment_weight", "ema_decay", "kmeans_init", "dead_code_threshold",  # VQ-VAE codebook training
     "backend", "chunk_size", "query_chunk", "dtype", "max_search_bytes",  # kernels and numerics

@@ -56,7 +56,8 @@ class KVCache:
 
     Holds ``(B, H, capacity, e)`` buffers of which the first :attr:`length` tokens are valid; the
     capacity doubles when full, so appending costs amortized ``O(new tokens)``. With rope the keys
-    are stored rotated, so cached tokens are never recomputed.
+    are stored rotated, so cached tokens are never recomputed. Keys or values that need gradients
+    (training through a rollout, as unrolled training does) are concatenated instead of written in place.
     """
 
     def __init__(self) -> None:
@@ -67,6 +68,12 @@ class KVCache:
     def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Add ``(B, H, L, e)`` keys and values → all ``(B, H, S + L, e)`` keys and values (views)."""
         end = self.length + keys.shape[2]
+        if keys.requires_grad or values.requires_grad:  # training through a rollout: no in-place writes
+            past = (self.keys[:, :, :self.length], self.values[:, :, :self.length]) if self.length else None
+            self.keys = torch.cat([past[0], keys], dim=2) if past else keys
+            self.values = torch.cat([past[1], values], dim=2) if past else values
+            self.length = end
+            return self.keys, self.values
         if self.keys is None or end > self.keys.shape[2]:
             capacity = max(end, 2 * self.length)
             self.keys, self.values = self._grown(self.keys, keys, capacity), self._grown(self.values, values, capacity)

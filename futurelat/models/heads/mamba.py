@@ -95,6 +95,9 @@ class MambaHead(ComposedHead):
         scheduled_sampling: autoregressive, frame ordering, independent decoding: the share of input
             frames replaced in training by the prior's own draws (parallel scheduled sampling,
             :mod:`~futurelat.models.heads.objectives.code_prior`); 0 = off.
+        unroll_frames: autoregressive, frame ordering, independent decoding: the last input frames of
+            each training clip fed as the prior's own mean-field predictions, with gradients through
+            them (unrolled training, :mod:`~futurelat.models.heads.objectives.code_prior`); 0 = off.
 
     Raises:
         ValueError: the autoregressive objective on a continuous ``spec`` (``codebook_size is
@@ -122,7 +125,8 @@ class MambaHead(ComposedHead):
                  pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames,
                  pixel_ssim_weight: float = _DEFAULTS.pixel_ssim_weight,
                  frame_decoding: str = _DEFAULTS.frame_decoding,
-                 scheduled_sampling: float = _DEFAULTS.scheduled_sampling):
+                 scheduled_sampling: float = _DEFAULTS.scheduled_sampling,
+                 unroll_frames: int = _DEFAULTS.unroll_frames):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"head.params.objective must be one of {OBJECTIVES}; got {objective!r}")
@@ -164,7 +168,7 @@ class MambaHead(ComposedHead):
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model,
                                        readout="tied" if tie_embeddings else "untied", input_noise=input_noise,
                                        name=self.name, frame_decoding=frame_decoding,
-                                       scheduled_sampling=scheduled_sampling)
+                                       scheduled_sampling=scheduled_sampling, unroll_frames=unroll_frames)
             self.objective.check_sampling(sampling)
         self.backend = self.trunk.backend
         gpt2_init(self, self.trunk, num_layers)

@@ -181,7 +181,7 @@ class TransformerHead(ComposedHead):
             is compiled FlexAttention on CUDA and SDPA elsewhere (:mod:`~futurelat.models.heads.flex`).
         sampling: ``{"greedy", "temperature", "top_k"}`` for autoregressive rollouts, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`); ``None``: greedy.
-        frame_decoding, scheduled_sampling: autoregressive, ordering ``"frame"``: as for
+        frame_decoding, scheduled_sampling, unroll_frames: autoregressive, ordering ``"frame"``: as for
             :class:`~futurelat.models.heads.mamba.MambaHead` (the same
             :class:`~futurelat.models.heads.objectives.code_prior.CodePrior`).
 
@@ -210,7 +210,8 @@ class TransformerHead(ComposedHead):
                  pixel_loss_frames: int = _DEFAULTS.pixel_loss_frames,
                  pixel_ssim_weight: float = _DEFAULTS.pixel_ssim_weight, backend: str = _DEFAULTS.backend,
                  frame_decoding: str = _DEFAULTS.frame_decoding,
-                 scheduled_sampling: float = _DEFAULTS.scheduled_sampling):
+                 scheduled_sampling: float = _DEFAULTS.scheduled_sampling,
+                 unroll_frames: int = _DEFAULTS.unroll_frames):
         super().__init__()
         check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression", pixel_ssim_weight)
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
@@ -228,7 +229,7 @@ class TransformerHead(ComposedHead):
         if self.needs_codes:
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model, readout="linear",
                                        input_noise=0.0, name=self.name, frame_decoding=frame_decoding,
-                                       scheduled_sampling=scheduled_sampling)
+                                       scheduled_sampling=scheduled_sampling, unroll_frames=unroll_frames)
             self.objective.check_sampling(sampling)
             mask = "block" if ordering == "frame" else "causal"
         else:

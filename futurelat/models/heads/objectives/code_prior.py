@@ -35,6 +35,16 @@ scored on a second pass over the mixed inputs, still against the true codes. The
 on inputs with the errors its own one-step samples make, at the cost of one more forward pass. Rollouts draw codes greedily or by
 ancestral sampling with temperature and top-k (:mod:`futurelat.models.heads.sampling`).
 
+Unrolled training (``unroll_frames = r > 0``; frame ordering, independent decoding) trains the
+mean-field rollout itself: the first ``T - 1 - r`` input frames of a clip are read teacher-forced (one
+parallel pass, :meth:`prefill`), and each of the last ``r`` input frames is the expected code embedding of the
+prior's own prediction of it (``softmax`` at temperature 1), fed back one :meth:`step` at a time: soft
+scheduled sampling, as in Goyal et al. 2017 (arXiv:1704.06970), but with no gradient through the fed-back
+expectations, so each prediction is trained to be right given its inputs and not to make them easy to
+read (with the gradient the prior hedged from the first future frame on: docs/ablations.md). The loss
+is still the cross-entropy of every next frame against the true codes. With ``r = T - Tc - 1`` (``Tc``
+context frames) training runs the rollout that a mean-field evaluation of the clip runs.
+
 Mean-field rollout (``sampling.mean_field``, frame ordering, independent decoding): no code is drawn.
 Each future frame is reported as the expected codebook vector ``sum_k p_k e_k`` under the prior's
 (temperature / top-k) distribution ``p``, which the backbone decodes after snapping it to the nearest
@@ -86,6 +96,8 @@ class CodePrior(nn.Module):
         frame_decoding: one of :data:`FRAME_DECODINGS` (``"maskgit"`` needs the frame ordering).
         scheduled_sampling: share in ``[0, 1]`` of input frames replaced by the prior's own draws in
             training (frame ordering, independent decoding; 0 = off).
+        unroll_frames: ``r >= 0``, the last input frames of each training clip that are the prior's own
+            mean-field predictions (frame ordering, independent decoding, no scheduled sampling; 0 = off).
 
     Attributes:
         code_vectors: codes ``(...)`` int64 → the backbone's codebook vectors ``(..., D)`` (its
@@ -103,7 +115,7 @@ class CodePrior(nn.Module):
 
     def __init__(self, spec: LatentSpec, *, ordering: str, patch_size: int, width: int, readout: str,
                  input_noise: float, name: str, frame_decoding: str = "independent",
-                 scheduled_sampling: float = 0.0):
+                 scheduled_sampling: float = 0.0, unroll_frames: int = 0):
         super().__init__()
         if spec.codebook_size is None or ordering not in ORDERINGS or readout not in READOUTS:
             raise ValueError(f"code_prior needs a spec with codes, ordering in {ORDERINGS} and readout in "
@@ -119,7 +131,15 @@ class CodePrior(nn.Module):
             raise ValueError("head.params.scheduled_sampling replaces whole input frames by the prior's draws and "
                              "needs head.params.ordering=frame with frame_decoding=independent; got "
                              f"ordering={ordering!r}, frame_decoding={frame_decoding!r}")
+        if unroll_frames < 0:
+            raise ValueError(f"head.params.unroll_frames must be >= 0; got {unroll_frames}")
+        if unroll_frames > 0 and (ordering != "frame" or frame_decoding != "independent" or scheduled_sampling > 0):
+            raise ValueError("head.params.unroll_frames feeds the prior's expected frames back in training and needs "
+                             "head.params.ordering=frame with frame_decoding=independent and scheduled_sampling=0; got "
+                             f"ordering={ordering!r}, frame_decoding={frame_decoding!r}, "
+                             f"scheduled_sampling={scheduled_sampling}")
         self.frame_decoding, self.scheduled_sampling = frame_decoding, scheduled_sampling
+        self.unroll_frames = unroll_frames
         p = 1 if ordering == "token" else patch_size
         self.ordering, self.patch_size, self.name, self.input_noise = ordering, p, name, input_noise
         self.num_codes, self.grid, self.tokens_per_frame = spec.codebook_size, tuple(spec.grid), spec.tokens_per_frame
@@ -225,7 +245,10 @@ class CodePrior(nn.Module):
             return self._masked_loss(trunk, inputs, codes)
         if self.training and self.scheduled_sampling > 0:
             inputs = self._own_draws(trunk, inputs)
-        logits = self.logits(trunk, inputs)
+        if self.training and self.unroll_frames > 0:
+            logits = self._unrolled_logits(trunk, inputs)
+        else:
+            logits = self.logits(trunk, inputs)
         return code_cross_entropy(logits, codes[:, codes.shape[1] - logits.shape[1]:])
 
     @torch.no_grad()
@@ -235,6 +258,27 @@ class CodePrior(nn.Module):
         drawn = sample_codes(self.logits(trunk, inputs), greedy=False)  # (B, T-1, N), T = 1
         replace = torch.rand(inputs.shape[0], inputs.shape[1] - 1, 1, device=inputs.device) < self.scheduled_sampling
         return torch.cat([inputs[:, :1], torch.where(replace, drawn, inputs[:, 1:])], dim=1)
+
+    def _unrolled_logits(self, trunk: nn.Module, inputs: Tensor) -> Tensor:
+        """Unrolled training: clip codes ``(B, T, N)`` → logits ``(B, T - 1, N, K)`` of frames ``1 .. T-1``,
+        the last ``unroll_frames`` input frames being the prior's expected code embeddings (module docstring).
+
+        Raises:
+            ValueError: ``unroll_frames > T - 2`` (no true input frame left to start from); names the key.
+        """
+        frames, unroll = inputs.shape[1], self.unroll_frames
+        true_inputs = frames - 1 - unroll  # frames 0 .. T - 2 are inputs; the last `unroll` of them are predicted
+        if true_inputs < 1:
+            raise ValueError(f"{self.name} head: head.params.unroll_frames={unroll} leaves no true input frame in "
+                             f"training clips of {frames} latent frames; it must be <= {frames - 2}")
+        x, state = trunk.prefill(self.embed_frames(inputs[:, :true_inputs]))
+        logits = [self.frame_logits(x)]  # (B, T - 1 - r, N, K): frames 1 .. T - 1 - r
+        last = logits[0][:, -1]
+        for _ in range(unroll):  # feed frame t's expectation, predict frame t + 1
+            x, state = trunk.step(self.embed_expected(torch.softmax(last.detach().float(), -1)[:, None]), state)
+            last = self.frame_logits(x)[:, 0]
+            logits.append(last[:, None])
+        return torch.cat(logits, dim=1)
 
     def _masked_loss(self, trunk: nn.Module, inputs: Tensor, codes: Tensor) -> dict[str, Tensor]:
         """Maskgit training: frames ``< T - 1`` of ``inputs`` plus the visible codes of each next frame →
