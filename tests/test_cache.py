@@ -29,7 +29,7 @@ from futurelat.training.distributed import DistInfo
 from composing import ROOT, TINY, compose_config
 
 SINGLE = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), is_main=True)
-LATENT_SHAPE = "20x256x8"  # 20 frames, 16x16 tokens, latent_dim 8 (TINY)
+LATENT_SHAPE = "20x1024x8"  # 20 frames, 32x32 tokens, latent_dim 8 (TINY)
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +97,7 @@ def test_cache_then_train_a_head_from_it(tmp_path, tokenizer, monkeypatch):
     assert all((root / r["out_path"]).is_file() for r in rows)
     info = load_cache_info(root)
     assert info["backbone"]["name"] == "vqvae" and info["backbone"]["checkpoint"] == str(tokenizer)
-    assert (info["latent_shape"], info["frames_per_clip"], info["source"]["name"]) == ([20, 256, 8], 20, "moving_mnist")
+    assert (info["latent_shape"], info["frames_per_clip"], info["source"]["name"]) == ([20, 1024, 8], 20, "moving_mnist")
     assert not list(root.glob("*.rank*.csv"))
 
     # The reader gives what the frozen backbone gives for the source item.
@@ -120,11 +120,11 @@ def test_cache_then_train_a_head_from_it(tmp_path, tokenizer, monkeypatch):
 
 def test_head_inputs_refuse_cached_latents_of_another_shape(tmp_path, tokenizer):
     model = build_model(cached_config(tmp_path, tokenizer))
-    codes = torch.zeros(2, 20, 256, dtype=torch.int64)
-    with pytest.raises(ValueError, match=r"\(B, T', N=256, D=8\).*\(2, 20, 255, 8\)"):
-        model.head_inputs({"latents": torch.zeros(2, 20, 255, 8), "codes": codes})
-    with pytest.raises(ValueError, match=r"codes.*int64 \(2, 20, 256\).*got None"):
-        model.head_inputs({"latents": torch.zeros(2, 20, 256, 8)})
+    codes = torch.zeros(2, 20, 1024, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"\(B, T', N=1024, D=8\).*\(2, 20, 1023, 8\)"):
+        model.head_inputs({"latents": torch.zeros(2, 20, 1023, 8), "codes": codes})
+    with pytest.raises(ValueError, match=r"codes.*int64 \(2, 20, 1024\).*got None"):
+        model.head_inputs({"latents": torch.zeros(2, 20, 1024, 8)})
 
 
 def test_hydra_entry_point_writes_the_cache(tmp_path, tokenizer, monkeypatch, capsys):
@@ -280,7 +280,7 @@ def test_two_ranks_write_their_shards_and_rank0_merges_them(tmp_path, tokenizer)
     settings = cache_cmd.CacheSettings.from_cfg(cfg.cache)
     for rank in (0, 1):
         part = cache_split(backbone, source, root, "train", shard_indices(6, rank, 2),
-                           latent_shape=(20, 256, 8), frame_shape=(20, 3, 64, 64), discrete=True,
+                           latent_shape=(20, 1024, 8), frame_shape=(20, 3, 64, 64), discrete=True,
                            settings=settings, device=torch.device("cpu"), rank=rank)
         assert part.written == 3
         assert [r["index"] for r in read_rows(root / f"train.rank{rank}.csv")] == [str(i) for i in range(rank, 6, 2)]

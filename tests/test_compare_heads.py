@@ -18,10 +18,12 @@ def _script():
 def test_presets_with_their_own_tokenizer_config_are_told_apart():
     script = _script()
     default = script.tokenizer_config([])
-    assert script.tokenizer_config(["+experiment=mmnist_vqvae_mamba_regression"]) == default
+    assert script.tokenizer_config(["+experiment=mmnist_vqvae_mamba"]) == default
     assert script.tokenizer_config(["backbone.checkpoint=/some/backbone_final.pt"]) == default  # not part of it
-    own = script.tokenizer_config(["+experiment=mmnist_vqvae_transformer"])  # 32x32 codes of dimension 8
-    assert own != default and own["backbone"]["params"]["channel_mult"] == [1]
+    own = script.tokenizer_config(["+experiment=mmnist_vqvae_transformer"])  # 256 codes instead of 128
+    assert own != default and own["backbone"]["params"]["codebook_size"] == 256
+    coarse = script.tokenizer_config(["+experiment=mmnist_vqvae_mamba_regression"])  # 16x16 codes of dimension 64
+    assert coarse not in (default, own) and coarse["backbone"]["params"]["channel_mult"] == [1, 2]
 
 
 def test_the_table_adds_the_shared_tokenizer_time_only_to_presets_that_share_it(tmp_path):

@@ -97,8 +97,8 @@ def test_unknown_head_param_lists_the_valid_ones():
 
 
 def test_frame_size_not_divisible_by_the_tokenizer_is_rejected():
-    with pytest.raises(ValueError, match="62x62 is not divisible"):
-        build_model(compose_config(["dataset.image_size=62"]))
+    with pytest.raises(ValueError, match="63x63 is not divisible"):
+        build_model(compose_config(["dataset.image_size=63"]))
 
 
 def test_code_head_on_a_continuous_backbone_is_rejected(monkeypatch):

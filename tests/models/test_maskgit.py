@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from futurelat.models.base import Latents
-from futurelat.models.heads.objectives.code_prior import cosine_mask
+from futurelat.models.heads.objectives.maskgit import cosine_mask, fill_frame
 from futurelat.models.heads.sampling import sampling_options
 
 from head_checks import PRIOR_SPEC, TINY_PRIORS, make_head
@@ -76,7 +76,7 @@ def test_rollout_with_the_trunks_state_equals_rerunning_the_whole_sequence(name,
             def features(visible, frames=frames):
                 nexts = torch.cat([frames[:, 1:], visible[:, None]], dim=1)
                 return head.trunk(prior.embed_frames(frames) + prior.embed_next(nexts))[:, -prior.frame_tokens:]
-            frame = prior._fill_frame(features, frames[:, -1].shape, options, None)
+            frame = fill_frame(prior, features, frames[:, -1].shape, options, None)
             frames = torch.cat([frames, frame[:, None]], dim=1)
     assert torch.equal(fast, frames[:, context:])
 
@@ -91,7 +91,7 @@ def test_each_pass_leaves_the_schedules_number_of_codes_masked():
 
     for steps in (1, 4, 8):
         seen.clear()
-        frame = prior._fill_frame(features, torch.Size((1, 16)), sampling_options({"steps": steps}), None)
+        frame = fill_frame(prior, features, torch.Size((1, 16)), sampling_options({"steps": steps}), None)
         after = [min(math.floor(16 * math.cos(math.pi / 2 * (k + 1) / steps)), 15 - k) for k in range(steps)]
         assert seen == [16] + [max(a, 0) for a in after[:-1]], steps
         assert frame.min() >= 0 and frame.max() < SPEC.codebook_size

@@ -21,7 +21,8 @@ ones. Training masks a share ``cos(pi/2 * u)``, ``u ~ U(0, 1)``, of each next fr
 one) and scores the cross-entropy on the masked codes only. A rollout fills each future frame in
 ``sampling.steps`` passes from all-masked: each pass draws every masked code, keeps the most confident
 (log-probability plus annealed Gumbel noise) so that ``floor(N * cos(pi/2 * (k + 1) / steps))`` stay
-masked after pass ``k``, and then feeds the finished frame once to advance the trunk. The passes
+masked after pass ``k``, and then feeds the finished frame once to advance the trunk (the mask and
+the passes: :mod:`~futurelat.models.heads.objectives.maskgit`). The passes
 re-run only the last frame's tokens against the trunk's state (``trunk.peek``), so a frame costs
 ``steps + 1`` one-frame passes, never a pass over the past.
 
@@ -60,7 +61,6 @@ a definite stroke, right or wrong, and its errors compound through its own input
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from futurelat.models.base import Latents, LatentSpec, check_codes
+from futurelat.models.heads.objectives.maskgit import cosine_mask, fill_frame
 from futurelat.models.heads.patches import patchify, unpatchify
 from futurelat.models.heads.sampling import (code_cross_entropy, code_probabilities, draw_options, sample_codes,
                                              sampling_options)
@@ -426,51 +427,12 @@ class CodePrior(nn.Module):
         last, future = codes[:, -1], []
         for f in range(num_future):
             tokens = self.embed_frames(last[:, None])  # (B, M, d)
-            frame = self._fill_frame(lambda visible: peek(tokens + self.embed_next(visible[:, None]), state)
-                                     if state is not None else trunk(tokens + self.embed_next(visible[:, None])),
-                                     last.shape, options, generator)
+            frame = fill_frame(self, lambda visible: peek(tokens + self.embed_next(visible[:, None]), state)
+                               if state is not None else trunk(tokens + self.embed_next(visible[:, None])),
+                               last.shape, options, generator)
             future.append(frame)
             if f + 1 < num_future:  # the finished frame, fed once: the state moves on by one frame
                 x = tokens + self.embed_next(frame[:, None])
                 state = trunk.step(x, state)[1] if state is not None else trunk.prefill(x)[1]
             last = frame
         return torch.stack(future, dim=1)
-
-    def _fill_frame(self, features: Any, shape: torch.Size, options: Mapping[str, Any],
-                    generator: torch.Generator | None) -> Tensor:
-        """One future frame ``(B, N)``: from all masked, ``steps`` passes of draw-and-keep-the-most-confident.
-
-        ``features(visible)`` maps the visible codes ``(B, N)`` (``K`` = masked) to trunk features ``(B, M, d)``.
-        """
-        n = shape[-1]
-        steps, choice_temperature = options["steps"], options["choice_temperature"]
-        visible = torch.full(shape, self.num_codes, dtype=torch.long, device=self.code_embed.weight.device)
-        masked = torch.ones(shape, dtype=torch.bool, device=visible.device)
-        draw = draw_options(options)
-        for k in range(steps):
-            logits = self.frame_logits(features(visible))[:, 0].float()  # (B, N, K)
-            drawn = sample_codes(logits, **draw, generator=generator)
-            confidence = torch.log_softmax(logits, -1).gather(-1, drawn[..., None])[..., 0]  # (B, N)
-            noise_scale = choice_temperature * (1.0 - (k + 1) / steps)
-            if noise_scale > 0 and not options["greedy"]:
-                uniform = torch.rand(shape, device=logits.device, generator=generator).clamp_(1e-20, 1.0)
-                confidence = confidence - noise_scale * torch.log(-torch.log(uniform))  # + scale * Gumbel
-            confidence = confidence.masked_fill(~masked, float("inf"))  # fixed codes stay fixed
-            left = masked.sum(-1)  # (B,)
-            keep_masked = torch.minimum(torch.full_like(left, math.floor(n * math.cos(math.pi / 2 * (k + 1) / steps))),
-                                        (left - 1).clamp(min=0))
-            rank = confidence.argsort(-1).argsort(-1)  # 0 = least confident
-            still = rank < keep_masked[:, None]
-            visible = torch.where(masked & ~still, drawn, visible)
-            masked = still
-        return visible
-
-
-def cosine_mask(shape: tuple[int, ...] | torch.Size, device: torch.device) -> Tensor:
-    """MaskGIT's training mask ``(..., N)`` bool (True = masked): per leading index a share
-    ``cos(pi/2 * u)``, ``u ~ U(0, 1)``, of the ``N`` positions, at least one, chosen uniformly."""
-    *lead, n = shape
-    share = torch.cos(math.pi / 2 * torch.rand(*lead, 1, device=device))
-    count = torch.ceil(share * n).clamp_(1, n)
-    rank = torch.rand(*lead, n, device=device).argsort(-1).argsort(-1)
-    return rank < count
