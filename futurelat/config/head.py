@@ -72,7 +72,7 @@ class MambaParams:
     ``scheduled_sampling`` (autoregressive, frame ordering, independent decoding): the share in [0, 1]
     of input frames replaced in training by the prior's own draws (parallel scheduled sampling; 0 = off).
     ``unroll_frames`` (autoregressive, frame ordering, independent decoding): the last input frames of
-    each training clip fed as the prior's own mean-field predictions, gradients through them (unrolled
+    each training clip fed as the prior's own mean-field predictions, no gradient through them (unrolled
     training; ``dataset.future_frames - 1`` trains the very rollout the evaluation runs; 0 = off).
     """
 

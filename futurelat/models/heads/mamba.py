@@ -96,7 +96,7 @@ class MambaHead(ComposedHead):
             frames replaced in training by the prior's own draws (parallel scheduled sampling,
             :mod:`~futurelat.models.heads.objectives.code_prior`); 0 = off.
         unroll_frames: autoregressive, frame ordering, independent decoding: the last input frames of
-            each training clip fed as the prior's own mean-field predictions, with gradients through
+            each training clip fed as the prior's own mean-field predictions, with no gradient through
             them (unrolled training, :mod:`~futurelat.models.heads.objectives.code_prior`); 0 = off.
 
     Raises:

@@ -276,8 +276,7 @@ class CodePrior(nn.Module):
         logits = [self.frame_logits(x)]  # (B, T - 1 - r, N, K): frames 1 .. T - 1 - r
         last = logits[0][:, -1]
         for _ in range(unroll):  # feed frame t's expectation, predict frame t + 1
-            x, state = trunk.step(self.embed_expected(torch.softmax(last.detach().float(), -1)[:, None]), state)
-            last = self.frame_logits(x)[:, 0]
+            last, state = self._expected_step(trunk, torch.softmax(last.detach().float(), -1), state)
             logits.append(last[:, None])
         return torch.cat(logits, dim=1)
 
@@ -402,9 +401,14 @@ class CodePrior(nn.Module):
             probs = code_probabilities(logits, temperature=options["temperature"], top_k=options["top_k"])  # (B, N, K)
             expected.append(probs @ codebook)  # (B, N, D)
             if i + 1 < num_future:
-                x, state = trunk.step(self.embed_expected(probs[:, None]), state)
-                logits = self.frame_logits(x)[:, 0]
+                logits, state = self._expected_step(trunk, probs, state)
         return Latents(latents=torch.stack(expected, dim=1), codes=None)
+
+    def _expected_step(self, trunk: nn.Module, probs: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed one frame's code distributions ``probs`` ``(B, N, K)`` as their expected code embedding
+        (:meth:`embed_expected`) → the next frame's logits ``(B, N, K)`` and the advanced trunk state."""
+        x, state = trunk.step(self.embed_expected(probs[:, None]), state)
+        return self.frame_logits(x)[:, 0], state
 
     def _empty_latents(self, codes: Tensor) -> Latents:
         """Future codes ``(B, Tf, N)`` as :class:`Latents` with an empty ``(B, Tf, N, 0)`` latent tensor."""
