@@ -33,6 +33,18 @@ TINY_PRIORS = {
 }
 
 
+def perturbed_prior(name: str, patch_size: int = 1, **overrides: Any):
+    """A tiny frame-ordered code prior (:data:`TINY_PRIORS`, on :data:`PRIOR_SPEC`, clips of 6 frames) with
+    ``overrides``, every weight moved by ``0.1 * N(0, 1)`` after a seeded build, so that it is neither the
+    initial "copy the last frame" nor the transformer's zero output layer."""
+    torch.manual_seed(0)
+    head = make_head(name, PRIOR_SPEC, 6, ordering="frame", patch_size=patch_size, **{**TINY_PRIORS[name], **overrides})
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return head
+
+
 def head_params(name: str, **overrides: Any) -> dict[str, Any]:
     """``head.params`` of ``configs/head/<name>.yaml`` (its schema's defaults, then what the YAML sets),
     with ``overrides`` (a ``sampling`` override replaces the whole mapping, as a test sets it)."""

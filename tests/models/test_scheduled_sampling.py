@@ -8,18 +8,13 @@ import torch
 
 from futurelat.models.base import Latents
 
-from head_checks import PRIOR_SPEC, TINY_PRIORS, make_head
+from head_checks import PRIOR_SPEC, TINY_PRIORS, perturbed_prior
 
 SPEC, HEADS = PRIOR_SPEC, TINY_PRIORS
 
 
 def prior_head(name: str, **kw):
-    torch.manual_seed(0)
-    head = make_head(name, SPEC, 6, ordering="frame", patch_size=1, **{**HEADS[name], **kw})
-    with torch.no_grad():  # (the transformer's output layer starts at zero)
-        for p in head.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return head
+    return perturbed_prior(name, patch_size=1, **kw)
 
 
 def codes(batch: int = 3, frames: int = 6) -> torch.Tensor:
