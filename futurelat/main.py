@@ -22,6 +22,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Subset
 
 from futurelat.config import check_config, register_configs
 from futurelat.datasets import build_dataset
@@ -30,6 +31,7 @@ from futurelat.evaluation.curves import write_curves
 from futurelat.evaluation.ensemble import check_point_estimate
 from futurelat.evaluation.results import write_metrics
 from futurelat.evaluation.evaluator import evaluate_frames
+from futurelat.evaluation.frame_gain import fit_frame_gain
 from futurelat.evaluation.fvd import maybe_fvd
 from futurelat.evaluation.latent_evaluator import PICTURE_FILE as LATENT_PICTURE
 from futurelat.evaluation.latent_evaluator import FramesBaseline, evaluate_latents, summarize_latents
@@ -78,6 +80,8 @@ def _check_stages(cfg: DictConfig) -> list[str]:
                          "(e.g. <run_dir>/checkpoints/backbone_final.pt)")
     check_eval_weights(cfg.eval.weights)
     check_point_estimate(str(cfg.eval.point_estimate), int(cfg.eval.num_samples))  # before training, not after
+    if not isinstance(cfg.eval.frame_gain_sequences, int) or cfg.eval.frame_gain_sequences < 0:
+        raise ValueError(f"eval.frame_gain_sequences must be an int >= 0 (0 = off); got {cfg.eval.frame_gain_sequences!r}")
     if cfg.eval.weights == "ema" and cfg.trainer.ema.decay is None and not (cfg.backbone.checkpoint or cfg.head.checkpoint):
         raise ValueError("eval.weights=ema, but trainer.ema.decay is null: set trainer.ema.decay (e.g. 0.999) "
                          "or eval.weights=auto")
@@ -192,7 +196,7 @@ def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
             model, test_set, context_frames=int(cfg.dataset.context_frames),
             future_frames=int(cfg.dataset.future_frames),
             reconstruct_sequences=cfg.eval.reconstruct_sequences, fvd=maybe_fvd(cfg.eval.fvd_weights, device=device),
-            point_estimate=str(cfg.eval.point_estimate), **common)
+            point_estimate=str(cfg.eval.point_estimate), frame_gain=_fit_frame_gain(cfg, model, device), **common)
         return _with_skipped(metrics, test_set, run_dir), ("predictions.gif", "predictions.png")
     step = model.spec.temporal_downsample
     test_config, baselines = cfg.dataset, {}
@@ -206,6 +210,21 @@ def evaluate(cfg: DictConfig, model: LatentVideoModel, run_dir: Path,
         future_latents=int(cfg.dataset.future_frames) // step, extra_baselines=baselines,
         point_estimate=str(cfg.eval.point_estimate), **common)
     return _with_skipped(metrics, test_set, run_dir), (LATENT_PICTURE,)
+
+
+def _fit_frame_gain(cfg: DictConfig, model: LatentVideoModel, device: torch.device | str) -> torch.Tensor | None:
+    """The gains of ``eval.frame_gain_sequences`` (:mod:`futurelat.evaluation.frame_gain`): fitted on the
+    last K clips of the training split (frames, also for a cache), or ``None`` when it is 0."""
+    count = int(cfg.eval.frame_gain_sequences)
+    if count == 0:
+        return None
+    train_set = build_dataset(cfg.dataset.get("source", cfg.dataset), "train")
+    held_out = Subset(train_set, range(max(0, len(train_set) - count), len(train_set)))
+    gain = fit_frame_gain(model, held_out, int(cfg.dataset.context_frames), int(cfg.dataset.future_frames),
+                          batch_size=int(cfg.eval.batch_size), device=device, progress=bool(cfg.trainer.progress))
+    log.info("frame gains per future step, fitted on the last %d training clips: %s", len(held_out),
+             " ".join(f"{g:.3f}" for g in gain.tolist()))
+    return gain
 
 
 def _report_skipped(dataset: Any, split: str) -> int:
@@ -249,6 +268,8 @@ def _print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     if "test/sample/mse" in metrics:  # test/* is the median or mean of the samples
         rows[0] = (f"model (point estimate of {int(metrics['test/num_samples'])})", "test")
         rows.insert(1, ("one sample", "test/sample"))
+    if "test/raw/mse" in metrics:  # test/* is scaled by the fitted frame gains
+        rows.insert(1, ("model, unscaled", "test/raw"))
     for label, prefix in rows:
         table.add_row(label, *(f"{metrics[f'{prefix}/{m}']:.2f}" if m != "ssim" else f"{metrics[f'{prefix}/{m}']:.3f}"
                                for m in ("mse", "mae", "ssim", "psnr")))

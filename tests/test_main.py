@@ -16,8 +16,10 @@ def test_main_job_end_to_end(tiny_run, tmp_path):
     run_dir = tiny_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("test/mse", "test/mae", "test/ssim", "test/psnr", "reconstruction/psnr",
-                "test/copy_last/mse", "test/zeros/ssim", "test/mse/step_01"):
+                "test/copy_last/mse", "test/zeros/ssim", "test/mse/step_01",
+                "test/raw/mse", "test/frame_gain/step_01"):  # debug/tiny fits the frame gains on 2 training clips
         assert math.isfinite(metrics[key]), key
+    assert all(0 <= metrics[f"test/frame_gain/step_{k:02d}"] <= 1 for k in range(1, 11))
     gif = Image.open(run_dir / "predictions.gif")
     assert gif.n_frames == 20
     assert (run_dir / "predictions.png").exists()
@@ -128,3 +130,6 @@ def test_evaluation_uses_the_heads_ema_weights_and_raw_ones_on_request(tmp_path)
     assert raw["test/mse"] != first["test/mse"]
     with pytest.raises(ValueError, match="eval.weights=ema, but trainer.ema.decay is null"):
         entry.run(tiny_config(["eval.weights=ema"]), tmp_path / "no_ema")
+    with pytest.raises(ValueError, match=r"eval.frame_gain_sequences must be an int >= 0 \(0 = off\); got -1"):
+        entry.run(tiny_config(["eval.frame_gain_sequences=-1"]), tmp_path / "bad_gain")
+    assert not (tmp_path / "bad_gain" / "checkpoints").exists()  # refused before training

@@ -25,7 +25,10 @@ class EvalConfig:
     ``ema`` (an error without them) | ``raw`` (the trained weights). ``point_estimate``:
     ``sample`` (score each of the ``num_samples`` futures) | ``mean`` | ``median`` (score their
     per-pixel, or per-latent, mean or median, ``num_samples >= 2``; :mod:`futurelat.evaluation.ensemble`); a model whose
-    rollouts are deterministic draws one future whatever ``num_samples``.
+    rollouts are deterministic draws one future whatever ``num_samples``. ``frame_gain_sequences``
+    (>= 0; frame evaluation): fit a gain per future step in [0, 1] on the last K clips of the
+    training split and scale the rollouts by it (:mod:`futurelat.evaluation.frame_gain`; the unscaled
+    scores stay as ``test/raw/*``); 0 = off. A run scored in latent space ignores it.
     """
 
     batch_size: int = 100
@@ -37,6 +40,7 @@ class EvalConfig:
     fvd_weights: Optional[str] = None
     weights: str = "auto"
     point_estimate: str = "sample"
+    frame_gain_sequences: int = 0
 
 
 @dataclass

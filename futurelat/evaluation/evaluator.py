@@ -17,6 +17,11 @@ of stochastic video prediction, e.g. Denton & Fergus 2018). With ``point_estimat
 median of the ``k`` futures, the pictures show it, and ``test/sample/*`` keeps the samples' own
 scores beside it. A model whose ``deterministic`` attribute is true draws one future whatever ``k``.
 
+With ``frame_gain`` (a gain per future step in [0, 1], :mod:`futurelat.evaluation.frame_gain`), every
+rollout is scaled by it before it is scored and drawn, and ``test/raw/*`` keeps the scores of the
+unscaled rollouts (or of their point estimate) beside ``test/*``; the gains are reported as
+``test/frame_gain/step_XX``.
+
 If the model can reconstruct frames (``model.reconstruct``, e.g. a tokenizer's encode → decode),
 the reconstruction of all ``Tc + Tf`` frames is scored as ``reconstruction/*``: the ceiling a
 latent-space predictor can reach. A discrete backbone (``model.spec.codebook_size``) also reports
@@ -41,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
 from futurelat.evaluation.ensemble import futures_to_draw, point_estimate as reduce_samples
+from futurelat.evaluation.frame_gain import apply_frame_gain, check_frame_gain
 from futurelat.evaluation.fvd import MIN_FRAMES, FrechetVideoDistance, frechet_distance_of_features
 from futurelat.evaluation.metrics import METRIC_NAMES, MetricAccumulator, frame_laplacian_energy, frame_metrics
 from futurelat.evaluation.results import best_of_k, collect_metrics, write_metrics
@@ -111,11 +117,17 @@ def _metric_keys(future_frames: int) -> set[str]:
     width = max(2, len(str(future_frames)))
     keys = {"test/num_sequences", "test/num_samples", "reconstruction/num_sequences", "reconstruction/codebook_usage",
             "reconstruction/perplexity", "reconstruction/sharpness", "test/sharpness", "test/fvd", "test/copy_last/fvd", *(f"reconstruction/{m}" for m in METRIC_NAMES)}
-    for prefix in ("test/", "test/sample/", "test/best_of_k/", *(f"test/{b}/" for b in BASELINES)):
+    for prefix in ("test/", "test/raw/", "test/sample/", "test/best_of_k/", *(f"test/{b}/" for b in BASELINES)):
         for m in METRIC_NAMES:
             keys.add(prefix + m)
             keys.update(f"{prefix}{m}/step_{k:0{width}d}" for k in range(1, future_frames + 1))
+    keys.update(_gain_key(k, future_frames) for k in range(1, future_frames + 1))
     return keys
+
+
+def _gain_key(step: int, future_frames: int) -> str:
+    """``test/frame_gain/step_XX`` of future step ``step`` (1-based), numbered as the per-step metrics."""
+    return f"test/frame_gain/step_{step:0{max(2, len(str(future_frames)))}d}"
 
 
 def evaluate_frames(
@@ -134,6 +146,7 @@ def evaluate_frames(
     reconstruct_sequences: int | None = None,
     fvd: FrechetVideoDistance | None = None,
     point_estimate: str = "sample",
+    frame_gain: Tensor | None = None,
 ) -> dict[str, float]:
     """Score ``model.rollout`` on future frames, with baselines, per-step curves and pictures.
 
@@ -164,6 +177,9 @@ def evaluate_frames(
             point estimate); ``None``: skip.
         point_estimate: ``"sample"`` (score each sample) | ``"mean"`` | ``"median"`` (score the
             per-pixel reduction of the ``k >= 2`` samples; :mod:`futurelat.evaluation.ensemble`).
+        frame_gain: ``(Tf,)`` gains in [0, 1] that scale future step ``k`` of every rollout
+            (:func:`~futurelat.evaluation.frame_gain.fit_frame_gain` fits them on held-out clips);
+            ``None``: the rollouts as they are.
 
     Returns:
         Flat dict of floats (see :mod:`futurelat.evaluation.metrics` for units):
@@ -172,6 +188,8 @@ def evaluate_frames(
           (mean over the ``k`` samples, or the point estimate); ``test/sample/...`` the same keys
           for the samples when ``test/*`` is a point estimate; ``test/best_of_k/...`` the same
           keys for the per-sequence lowest-MSE sample, only when ``k > 1``; ``test/num_samples`` = ``k``;
+        - with ``frame_gain``: ``test/raw/...``, the same keys for the unscaled rollouts (their point
+          estimate when ``test/*`` is one), and ``test/frame_gain/step_XX``, the gains;
         - ``test/copy_last/...`` and ``test/zeros/...``: same keys for the two baselines;
         - ``reconstruction/{mse,ssim,psnr}``: reconstruction of all ``T`` frames (if available), of
           ``reconstruction/num_sequences`` sequences; for a discrete backbone also
@@ -185,7 +203,7 @@ def evaluate_frames(
         - ``test/num_sequences``; plus ``extra_metrics``.
 
     Raises:
-        ValueError: bad arguments, an empty dataset, dataset frames of the wrong shape/range, a
+        ValueError: bad arguments (``frame_gain`` not ``(Tf,)`` in [0, 1]), an empty dataset, dataset frames of the wrong shape/range, a
             rollout/reconstruction of the wrong shape, or ``extra_metrics`` keys that collide with
             computed ones.
         TypeError: if ``model`` has no ``rollout`` or it returns something other than a tensor.
@@ -196,6 +214,8 @@ def evaluate_frames(
                           "batch_size": batch_size, "num_samples": num_samples}, num_visualize, max_sequences,
                          {"reconstruct_sequences": reconstruct_sequences})
     num_samples, point_estimate = futures_to_draw(model, num_samples, point_estimate)
+    if frame_gain is not None:
+        frame_gain = check_frame_gain(frame_gain, future_frames)
 
     if extra_metrics:
         clash = sorted(set(extra_metrics) & _metric_keys(future_frames))
@@ -216,6 +236,8 @@ def evaluate_frames(
         fvd = None
 
     accumulators = {"test/": MetricAccumulator()}
+    if frame_gain is not None:
+        accumulators["test/raw/"] = MetricAccumulator()
     ensemble = point_estimate != "sample"
     if ensemble:
         accumulators["test/sample/"] = MetricAccumulator()
@@ -245,10 +267,15 @@ def evaluate_frames(
             b = frames.shape[0]
             context, target = frames[:, :tc], frames[:, tc:]
 
-            samples = []
+            samples, raw = [], []
             for _ in range(num_samples):
                 sample = model.rollout(context.clone(), tf)
                 _check_output(sample, (b, tf, *frames.shape[2:]), "model.rollout(context, num_future)")
+                if frame_gain is not None:
+                    raw.append(sample.clamp(0, 1))
+                    sample = apply_frame_gain(raw[-1], frame_gain)
+                    if not ensemble:
+                        accumulators["test/raw/"].update(frame_metrics(raw[-1], target))
                 samples.append((frame_metrics(sample, target), sample))
                 accumulators["test/sample/" if ensemble else "test/"].update(samples[-1][0])
             if num_samples > 1:
@@ -257,6 +284,9 @@ def evaluate_frames(
             if ensemble:
                 prediction = reduce_samples(torch.stack([x.clamp(0, 1) for _, x in samples]), point_estimate)
                 accumulators["test/"].update(frame_metrics(prediction, target))
+                if frame_gain is not None:
+                    raw_estimate = reduce_samples(torch.stack(raw), point_estimate)
+                    accumulators["test/raw/"].update(frame_metrics(raw_estimate, target))
             energy[:2] += torch.stack([frame_laplacian_energy(x.clamp(0, 1).float()).sum().cpu().double()
                                        for x in (prediction, target)])
             accumulators["test/copy_last/"].update(
@@ -307,6 +337,8 @@ def evaluate_frames(
             reconstruction["reconstruction/perplexity"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
     if energy[1] > 0:
         reconstruction["test/sharpness"] = float(energy[0] / energy[1])
+    if frame_gain is not None:
+        reconstruction.update({_gain_key(k + 1, tf): float(g) for k, g in enumerate(frame_gain.tolist())})
     if fvd is not None and start >= 2:
         reconstruction["test/fvd"] = fvd.compute()
         reconstruction["test/copy_last/fvd"] = frechet_distance_of_features(fvd.real_features(),
@@ -325,7 +357,7 @@ def evaluate_frames(
 
 def summarize(metrics: Mapping[str, float]) -> str:
     """One line per scorer (model, baselines, reconstruction) with MSE / MAE / SSIM / PSNR, for logs."""
-    rows = [("model", "test/"), ("one sample", "test/sample/"), ("best of k", "test/best_of_k/"), *((b, f"test/{b}/") for b in BASELINES),
+    rows = [("model", "test/"), ("unscaled", "test/raw/"), ("one sample", "test/sample/"), ("best of k", "test/best_of_k/"), *((b, f"test/{b}/") for b in BASELINES),
             ("reconstruction", "reconstruction/")]
     lines = []
     for label, prefix in rows:
