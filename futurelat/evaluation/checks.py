@@ -1,10 +1,12 @@
-"""The checks both evaluators run on their arguments and on every batch of dataset frames."""
+"""The checks both evaluators run on their arguments and on every batch of dataset frames, and the
+frame evaluator's collate function (which checks the items it stacks)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from futurelat.models.base import check_frames
@@ -46,3 +48,16 @@ def check_eval_arguments(counts: Mapping[str, Any], num_visualize: Any, max_sequ
     for name, value in {"max_sequences": max_sequences, **(optional_counts or {})}.items():
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be None or a positive int; got {value!r}")
+
+
+def collate_frames(items: list[Mapping[str, Any]]) -> Tensor:
+    """Stack ``item["frames"]`` (``(T, C, H, W)``) into ``(B, T, C, H, W)``; other keys ignored."""
+    try:
+        frames = [torch.as_tensor(item["frames"]) for item in items]
+    except (KeyError, TypeError, IndexError) as err:
+        raise ValueError("dataset items must be dicts with a 'frames' tensor of shape "
+                         f"(T, C, H, W); got {type(items[0]).__name__}") from err
+    shapes = {tuple(f.shape) for f in frames}
+    if len(shapes) != 1:
+        raise ValueError(f"dataset 'frames' have different shapes within a batch: {sorted(shapes)}")
+    return torch.stack(frames)

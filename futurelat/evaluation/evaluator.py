@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch
+from futurelat.evaluation.checks import check_eval_arguments, check_frame_batch, collate_frames
 from futurelat.evaluation.ensemble import futures_to_draw, point_estimate as reduce_samples
 from futurelat.evaluation.frame_gain import apply_frame_gain, check_frame_gain
 from futurelat.evaluation.fvd import MIN_FRAMES, FrechetVideoDistance, frechet_distance_of_features
@@ -89,19 +89,6 @@ def _reconstruct(model: Any, reconstruct: Callable[..., Any], frames: Tensor, wa
         return reconstruct(frames, return_codes=True)
     recon = reconstruct(frames)
     return recon, (model.encode(frames).codes if recon is not None else None)
-
-
-def _collate_frames(items: list[Mapping[str, Any]]) -> Tensor:
-    """Stack ``item["frames"]`` (``(T, C, H, W)``) into ``(B, T, C, H, W)``; other keys ignored."""
-    try:
-        frames = [torch.as_tensor(item["frames"]) for item in items]
-    except (KeyError, TypeError, IndexError) as err:
-        raise ValueError("dataset items must be dicts with a 'frames' tensor of shape "
-                         f"(T, C, H, W); got {type(items[0]).__name__}") from err
-    shapes = {tuple(f.shape) for f in frames}
-    if len(shapes) != 1:
-        raise ValueError(f"dataset 'frames' have different shapes within a batch: {sorted(shapes)}")
-    return torch.stack(frames)
 
 
 def _check_output(out: Tensor, expected: tuple[int, ...], what: str) -> None:
@@ -257,7 +244,7 @@ def evaluate_frames(
     num_shown = 0
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                        collate_fn=_collate_frames)
+                        collate_fn=collate_frames)
     start = 0
     with eval_mode_on(model, device), progress_bar("evaluate", progress) as bar, torch.no_grad():
         task = bar.add_task("rollouts", total=total)

@@ -17,8 +17,9 @@ less often right. Black stays black, so it does not add the grey haze that blurs
 costs SSIM. Gains above 1 (a model that under-draws) are clamped to 1: the frames are clamped to
 [0, 1], where brightening is no longer linear.
 
-:func:`fit_frame_gain` fits the gains on clips the model did not train on, such as the end of the
-training split (``eval.frame_gain_sequences``; never the test clips it is scored on);
+:func:`fit_frame_gain` fits the gains on clips other than the ones scored: ``python -m
+futurelat.main`` takes the last ``eval.frame_gain_sequences`` clips of the training split, which a
+run on a generated or large training set has seldom or never seen (never the test clips);
 :func:`~futurelat.evaluation.evaluator.evaluate_frames` applies them (``frame_gain``) and keeps the
 unscaled rollout's scores as ``test/raw/*``. Measured effect: docs/results.md.
 """
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from futurelat.evaluation.checks import check_frame_batch
+from futurelat.evaluation.checks import check_frame_batch, collate_frames
 from futurelat.utils.modes import eval_mode_on
 from futurelat.utils.progress import progress_bar
 
@@ -76,7 +77,7 @@ def fit_frame_gain(model, dataset: Dataset, context_frames: int, future_frames: 
     cross = torch.zeros(tf, dtype=torch.float64)
     power = torch.zeros(tf, dtype=torch.float64)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                        collate_fn=lambda items: torch.stack([torch.as_tensor(i["frames"]) for i in items]))
+                        collate_fn=collate_frames)
     start = 0
     with eval_mode_on(model, device), progress_bar("frame gain", progress) as bar:
         task = bar.add_task("rollouts", total=len(dataset))
