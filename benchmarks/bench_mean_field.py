@@ -12,6 +12,12 @@ One sampled future (the run's sampling settings without ``mean_field``) and blac
 sequences. ``--split train --offset N`` picks a temperature on generated training-split sequences
 (far past the indices a run trains on), so the test split is scored only once, with the chosen one.
 ``--png-dir`` saves context | truth | prediction rows of the first 8 sequences per row of the table.
+``--gain-sequences K`` also fits each rollout's frame gains (:mod:`futurelat.evaluation.frame_gain`, as
+``eval.frame_gain_sequences`` does) on the K training-split sequences from ``--gain-offset`` and adds a
+row scaled by them under each row, so a temperature is chosen for the scores the evaluator reports:
+
+    python benchmarks/bench_mean_field.py RUN_DIR --split train --offset 600000 --gain-sequences 200 \
+        --gain-offset 500000 --temperatures 0.9 1 1.2
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import Subset
 
 from futurelat.datasets import build_dataset
+from futurelat.evaluation.frame_gain import apply_frame_gain, fit_frame_gain
 from futurelat.evaluation.metrics import MetricAccumulator, frame_metrics
 from futurelat.evaluation.visualize import save_prediction_grid
 from futurelat.predict import load_run
@@ -55,6 +63,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled future (default 0)")
     p.add_argument("--png-dir", default=None, help="save each row's picture of the first 8 sequences here")
+    p.add_argument("--gain-sequences", type=int, default=0,
+                   help="fit frame gains on this many training-split sequences and add gained rows (default 0: off)")
+    p.add_argument("--gain-offset", type=int, default=500000, help="index of the first of them (default 500000)")
     args = p.parse_args()
     if min(args.temperatures) <= 0:
         p.error("--temperatures must be > 0")
@@ -69,10 +80,19 @@ def main() -> None:
     sampling = dict(model.head.sampling)
     torch.manual_seed(args.seed)
     model.head.sampling = {**sampling, "mean_field": False}
-    rows = {"one sampled future (the run's other sampling settings)": _rollouts(model, context, tf, args.batch_size)}
+    gain_set = Subset(build_dataset(cfg.dataset, "train"), range(args.gain_offset, args.gain_offset + args.gain_sequences))
+
+    def add(name: str) -> None:  # the rollout at the current sampling settings, and with its fitted gains
+        rows[name] = _rollouts(model, context, tf, args.batch_size)
+        if args.gain_sequences:
+            gain = fit_frame_gain(model, gain_set, tc, tf, batch_size=args.batch_size, progress=False)
+            rows[f"{name}, frame gains {gain[0]:.2f} … {gain[-1]:.2f}"] = (apply_frame_gain(rows[name][0].clamp(0, 1), gain), None)
+
+    rows: dict[str, tuple[torch.Tensor, float | None]] = {}
+    add("one sampled future (the run's other sampling settings)")
     for t in args.temperatures:
         model.head.sampling = {**sampling, "mean_field": True, "greedy": False, "temperature": t}
-        rows[f"mean field, T = {t:g}"] = _rollouts(model, context, tf, args.batch_size)
+        add(f"mean field, T = {t:g}")
     rows["black frames"] = (torch.zeros_like(target), None)
     print(f"{args.run}: {args.split} sequences {args.offset} … {args.offset + args.sequences - 1}")
     print("| rollout | MSE | SSIM | MSE at steps | s / 100 rollouts |\n| --- | --- | --- | --- | --- |")
