@@ -80,7 +80,8 @@ def main() -> None:
     sampling = dict(model.head.sampling)
     torch.manual_seed(args.seed)
     model.head.sampling = {**sampling, "mean_field": False}
-    gain_set = Subset(build_dataset(cfg.dataset, "train"), range(args.gain_offset, args.gain_offset + args.gain_sequences))
+    gain_set = (Subset(build_dataset(cfg.dataset, "train"), range(args.gain_offset, args.gain_offset + args.gain_sequences))
+                if args.gain_sequences else None)
 
     def add(name: str) -> None:  # the rollout at the current sampling settings, and with its fitted gains
         rows[name] = _rollouts(model, context, tf, args.batch_size)
