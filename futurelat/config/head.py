@@ -74,6 +74,9 @@ class MambaParams:
     ``unroll_frames`` (autoregressive, frame ordering, independent decoding): the last input frames of
     each training clip fed as the prior's own mean-field predictions, no gradient through them (unrolled
     training; ``dataset.future_frames - 1`` trains the very rollout the evaluation runs; 0 = off).
+    ``static_keep`` (autoregressive, frame ordering, independent decoding, no unrolling): the share in
+    (0, 1] of static tokens (patches whose next-frame codes equal their own) scored in training, each
+    weighted by its inverse; every moving token is scored (1 = all).
     """
 
     objective: str = "autoregressive"
@@ -97,6 +100,7 @@ class MambaParams:
     input_noise: float = 0.1
     scheduled_sampling: float = 0.0
     unroll_frames: int = 0
+    static_keep: float = 1.0
     backend: str = "auto"
     frame_decoding: str = "independent"
     sampling: CodeSampling = field(default_factory=CodeSampling)
@@ -125,7 +129,7 @@ class TransformerParams:
     ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` /
     ``pixel_ssim_weight`` as for :class:`MambaParams`. ``query_chunk``: queries per attention call
     with a mask or ALiBi bias.
-    ``frame_decoding``, ``scheduled_sampling``, ``unroll_frames``: as for :class:`MambaParams`
+    ``frame_decoding``, ``scheduled_sampling``, ``unroll_frames``, ``static_keep``: as for :class:`MambaParams`
     (autoregressive, ordering ``frame``).
     ``backend``: the kernel of attention with a mask or ALiBi bias over a whole sequence (training,
     prefill): ``auto`` (FlexAttention, compiled, on CUDA; SDPA with a per-chunk bias elsewhere) |
@@ -157,6 +161,7 @@ class TransformerParams:
     frame_decoding: str = "independent"
     scheduled_sampling: float = 0.0
     unroll_frames: int = 0
+    static_keep: float = 1.0
     sampling: CodeSampling = field(default_factory=CodeSampling)
 
 

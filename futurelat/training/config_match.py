@@ -44,6 +44,7 @@ NON_MODEL_PARAMS = frozenset({
     "sampling",                                   # inference-time sampling (steps, temperature, guidance, ...)
     "dropout", "input_noise", "context_dropout", "scheduled_sampling", "unroll_frames",  # training-time regularisation
     "loss", "time_sampling", "pixel_loss_weight", "pixel_loss_frames", "pixel_ssim_weight",  # training objective
+    "static_keep",
     "commitment_weight", "ema_decay", "kmeans_init", "dead_code_threshold",  # VQ-VAE codebook training
     "backend", "chunk_size", "query_chunk", "dtype", "max_search_bytes",  # kernels and numerics
     "cache_dir",                                  # where pretrained weights are found

@@ -98,6 +98,9 @@ class MambaHead(ComposedHead):
         unroll_frames: autoregressive, frame ordering, independent decoding: the last input frames of
             each training clip fed as the prior's own mean-field predictions, with no gradient through
             them (unrolled training, :mod:`~futurelat.models.heads.objectives.code_prior`); 0 = off.
+        static_keep: autoregressive, frame ordering, independent decoding: the share in ``(0, 1]`` of
+            static tokens (next patch = this patch) scored in training, each weighted by its inverse;
+            moving tokens are all scored (:meth:`~futurelat.models.heads.objectives.code_prior.CodePrior._patch_order_loss`); 1 = all.
 
     Raises:
         ValueError: the autoregressive objective on a continuous ``spec`` (``codebook_size is
@@ -126,7 +129,7 @@ class MambaHead(ComposedHead):
                  pixel_ssim_weight: float = _DEFAULTS.pixel_ssim_weight,
                  frame_decoding: str = _DEFAULTS.frame_decoding,
                  scheduled_sampling: float = _DEFAULTS.scheduled_sampling,
-                 unroll_frames: int = _DEFAULTS.unroll_frames):
+                 unroll_frames: int = _DEFAULTS.unroll_frames, static_keep: float = _DEFAULTS.static_keep):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"head.params.objective must be one of {OBJECTIVES}; got {objective!r}")
@@ -149,6 +152,9 @@ class MambaHead(ComposedHead):
         check_patch_size(patch, spec.grid)
         if not (0.0 <= input_noise < 1.0 or (regression and input_noise >= 0)):
             raise ValueError(f"head.params.input_noise must lie in [0, 1) (regression: >= 0); got {input_noise}")
+        if regression and static_keep != 1.0:
+            raise ValueError(f"head.params.static_keep samples the static codes of a prior; the regression objective "
+                             f"scores every latent: leave it at 1.0 (got {static_keep})")
         sampling_options(sampling)  # fail early on bad keys
         self.sampling = dict(sampling) if sampling is not None else {}
         self.spec, self.num_frames, self.needs_codes = spec, num_frames, not regression
@@ -168,7 +174,8 @@ class MambaHead(ComposedHead):
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model,
                                        readout="tied" if tie_embeddings else "untied", input_noise=input_noise,
                                        name=self.name, frame_decoding=frame_decoding,
-                                       scheduled_sampling=scheduled_sampling, unroll_frames=unroll_frames)
+                                       scheduled_sampling=scheduled_sampling, unroll_frames=unroll_frames,
+                                       static_keep=static_keep)
             self.objective.check_sampling(sampling)
         self.backend = self.trunk.backend
         gpt2_init(self, self.trunk, num_layers)

@@ -181,7 +181,7 @@ class TransformerHead(ComposedHead):
             is compiled FlexAttention on CUDA and SDPA elsewhere (:mod:`~futurelat.models.heads.flex`).
         sampling: ``{"greedy", "temperature", "top_k"}`` for autoregressive rollouts, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`); ``None``: greedy.
-        frame_decoding, scheduled_sampling, unroll_frames: autoregressive, ordering ``"frame"``: as for
+        frame_decoding, scheduled_sampling, unroll_frames, static_keep: autoregressive, ordering ``"frame"``: as for
             :class:`~futurelat.models.heads.mamba.MambaHead` (the same
             :class:`~futurelat.models.heads.objectives.code_prior.CodePrior`).
 
@@ -211,13 +211,16 @@ class TransformerHead(ComposedHead):
                  pixel_ssim_weight: float = _DEFAULTS.pixel_ssim_weight, backend: str = _DEFAULTS.backend,
                  frame_decoding: str = _DEFAULTS.frame_decoding,
                  scheduled_sampling: float = _DEFAULTS.scheduled_sampling,
-                 unroll_frames: int = _DEFAULTS.unroll_frames):
+                 unroll_frames: int = _DEFAULTS.unroll_frames, static_keep: float = _DEFAULTS.static_keep):
         super().__init__()
         check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression", pixel_ssim_weight)
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
         _check_config(spec, num_frames, objective, ordering, context_latents, d_model, num_layers, num_heads,
                       mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention, spatial_kernel,
                       temporal_kernel, conv_factorization, backend)
+        if objective == "regression" and static_keep != 1.0:
+            raise ValueError(f"head.params.static_keep samples the static codes of a prior; the regression objective "
+                             f"scores every latent: leave it at 1.0 (got {static_keep})")
         sampling_options(sampling)  # fail early on bad keys
         self.sampling = dict(sampling) if sampling is not None else {}
         self.needs_codes = objective == "autoregressive"
@@ -229,7 +232,8 @@ class TransformerHead(ComposedHead):
         if self.needs_codes:
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model, readout="linear",
                                        input_noise=0.0, name=self.name, frame_decoding=frame_decoding,
-                                       scheduled_sampling=scheduled_sampling, unroll_frames=unroll_frames)
+                                       scheduled_sampling=scheduled_sampling, unroll_frames=unroll_frames,
+                                       static_keep=static_keep)
             self.objective.check_sampling(sampling)
             mask = "block" if ordering == "frame" else "causal"
         else:
