@@ -67,6 +67,7 @@ def main() -> None:
                 ("mean field", ["head.params.frame_decoding=independent", "head.params.sampling.mean_field=true"])]
     variants += [(f"maskgit, {k} pass{'es' if k > 1 else ''}",
                   ["head.params.frame_decoding=maskgit", "head.params.sampling.mean_field=false",
+                   "head.params.static_keep=1",
                    f"head.params.sampling.steps={k}"]) for k in args.steps]
     for name, overrides in variants:
         cfg = compose_config([*HEAD_OVERRIDES[args.head], *overrides])

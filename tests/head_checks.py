@@ -27,6 +27,7 @@ PRIOR_SPEC = LatentSpec(latent_dim=8, grid=(4, 4), codebook_size=16)
 TINY_PRIORS = {
     "mamba": dict(d_model=32, num_layers=2, d_state=8, expand=2, head_dim=16, conv_kernel=4, spatial_kernel=3,
                   chunk_size=8, backend="torch", input_noise=0.0,
+                  static_keep=1.0,  # configs/head/mamba.yaml's sampled static patches off: every code scored
                   sampling={"mean_field": False}),  # configs/head/mamba.yaml's mean-field rollout off: codes are drawn
     "transformer": dict(objective="autoregressive", d_model=32, num_layers=2, num_heads=2, position="rope",
                         context_latents=3),

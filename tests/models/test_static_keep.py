@@ -74,6 +74,5 @@ def test_static_keep_refuses_what_it_cannot_sample():
         perturbed_prior("mamba", static_keep=0.5, unroll_frames=2)
     with pytest.raises(ValueError, match="frame_decoding=independent"):
         perturbed_prior("mamba", static_keep=0.5, frame_decoding="maskgit")
-    with pytest.raises(ValueError, match="regression objective scores every latent"):
-        make_head("mamba", SPEC, 6, objective="regression", static_keep=0.5, **{
-            k: v for k, v in TINY_PRIORS["mamba"].items() if k != "sampling"})
+    with pytest.raises(ValueError, match="ordering=frame"):
+        make_head("mamba", SPEC, 6, **{**TINY_PRIORS["mamba"], "ordering": "token", "static_keep": 0.5})

@@ -101,6 +101,7 @@ class MambaHead(ComposedHead):
         static_keep: autoregressive, frame ordering, independent decoding: the share in ``(0, 1]`` of
             static tokens (next patch = this patch) scored in training, each weighted by its inverse;
             moving tokens are all scored (:meth:`~futurelat.models.heads.objectives.code_prior.CodePrior._patch_order_loss`); 1 = all.
+            The regression objective ignores it, as it ignores ``sampling``.
 
     Raises:
         ValueError: the autoregressive objective on a continuous ``spec`` (``codebook_size is
@@ -152,9 +153,6 @@ class MambaHead(ComposedHead):
         check_patch_size(patch, spec.grid)
         if not (0.0 <= input_noise < 1.0 or (regression and input_noise >= 0)):
             raise ValueError(f"head.params.input_noise must lie in [0, 1) (regression: >= 0); got {input_noise}")
-        if regression and static_keep != 1.0:
-            raise ValueError(f"head.params.static_keep samples the static codes of a prior; the regression objective "
-                             f"scores every latent: leave it at 1.0 (got {static_keep})")
         sampling_options(sampling)  # fail early on bad keys
         self.sampling = dict(sampling) if sampling is not None else {}
         self.spec, self.num_frames, self.needs_codes = spec, num_frames, not regression

@@ -347,8 +347,10 @@ class Mamba2Mixer(nn.Module):
         dt = F.softplus(dt.float() + self.dt_bias.float())  # (b, h)
         A = -torch.exp(self.A_log.float())
         x = x.reshape(bsz, self.nheads, self.head_dim)
-        ssm = state.ssm * torch.exp(dt * A)[:, :, None, None] + torch.einsum(
-            "bhp,bn->bhpn", x.float() * dt[..., None], B.float())
+        # A new state tensor (the caller's is left as it was: a maskgit pass peeks), then the input's outer
+        # product added in place: one (b, h, p, n) allocation instead of three.
+        ssm = state.ssm * torch.exp(dt * A)[:, :, None, None]
+        ssm.addcmul_((x.float() * dt[..., None])[..., None], B.float()[:, None, None, :])
         y = torch.einsum("bhpn,bn->bhp", ssm, C.float()).to(x.dtype) + x * self.D[:, None].to(x.dtype)
         out = self._gated_norm_out(y.reshape(bsz, self.d_inner), z)
         return out, MixerState(conv=window[:, :, 1:], ssm=ssm)

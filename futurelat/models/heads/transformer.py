@@ -218,9 +218,6 @@ class TransformerHead(ComposedHead):
         _check_config(spec, num_frames, objective, ordering, context_latents, d_model, num_layers, num_heads,
                       mlp_ratio, dropout, patch, position, loss, query_chunk, target, attention, spatial_kernel,
                       temporal_kernel, conv_factorization, backend)
-        if objective == "regression" and static_keep != 1.0:
-            raise ValueError(f"head.params.static_keep samples the static codes of a prior; the regression objective "
-                             f"scores every latent: leave it at 1.0 (got {static_keep})")
         sampling_options(sampling)  # fail early on bad keys
         self.sampling = dict(sampling) if sampling is not None else {}
         self.needs_codes = objective == "autoregressive"

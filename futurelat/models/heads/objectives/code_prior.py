@@ -148,7 +148,7 @@ class CodePrior(nn.Module):
             raise ValueError("head.params.static_keep < 1 scores a sample of each next frame's static patches and "
                              "needs head.params.ordering=frame with frame_decoding=independent and unroll_frames=0; "
                              f"got ordering={ordering!r}, frame_decoding={frame_decoding!r}, "
-                             f"unroll_frames={unroll_frames}")
+                             f"unroll_frames={unroll_frames}; set head.params.static_keep=1 to score every code")
         self.frame_decoding, self.scheduled_sampling = frame_decoding, scheduled_sampling
         self.static_keep = static_keep
         self.unroll_frames = unroll_frames
