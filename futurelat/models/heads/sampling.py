@@ -28,15 +28,26 @@ from futurelat.config.head import CodeSampling
 SAMPLING_DEFAULTS: dict[str, Any] = asdict(CodeSampling())
 
 
-def code_cross_entropy(logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
+def code_cross_entropy(logits: Tensor, targets: Tensor, weight: Tensor | None = None,
+                       count: int | None = None) -> dict[str, Tensor]:
     """Next-code loss of a prior: logits ``(..., K)`` against int64 targets ``(...)`` in ``[0, K)``.
 
     Returns ``loss`` (mean cross-entropy in nats per code, computed in float32), ``accuracy``
     (argmax = target, fraction in [0, 1]) and ``bits_per_token`` (loss / ln 2), all scalars.
+    ``weight`` (broadcastable to ``targets``) and ``count`` score a sample of a larger set of codes:
+    each code's cross-entropy and hit count ``weight`` times, summed, over ``count`` codes (an
+    importance-sampled estimate of the full mean; :meth:`~futurelat.models.heads.objectives.code_prior.CodePrior._patch_order_loss`).
     """
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
-    with torch.no_grad():
-        accuracy = (logits.argmax(-1) == targets).float().mean()
+    flat = logits.reshape(-1, logits.shape[-1]).float()
+    if weight is None:
+        loss = F.cross_entropy(flat, targets.reshape(-1))
+        with torch.no_grad():
+            accuracy = (logits.argmax(-1) == targets).float().mean()
+    else:
+        weight = weight.expand_as(targets)
+        loss = (F.cross_entropy(flat, targets.reshape(-1), reduction="none") * weight.reshape(-1)).sum() / count
+        with torch.no_grad():
+            accuracy = ((logits.argmax(-1) == targets) * weight).sum() / count
     return {"loss": loss, "accuracy": accuracy, "bits_per_token": loss.detach() / math.log(2)}
 
 

@@ -61,7 +61,6 @@ a definite stroke, right or wrong, and its errors compound through its own input
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -285,16 +284,11 @@ class CodePrior(nn.Module):
             return code_cross_entropy(self.readout(x).view(*targets.shape, self.num_codes), targets)
         static = (targets == patchify(codes[:, :-1, :, None], self.grid, self.patch_size)).all(-1)  # (B, T-1, M)
         keep = ~static | (torch.rand(static.shape, device=static.device) < self.static_keep)
-        weight = torch.where(static[keep], 1.0 / self.static_keep, 1.0)  # (S,)
-        logits = self.readout(x[keep]).view(-1, targets.shape[-1], self.num_codes).float()  # (S, p*p, K)
-        kept = targets[keep]  # (S, p*p)
-        ce = F.cross_entropy(logits.flatten(0, 1), kept.flatten(), reduction="none").view_as(kept)
-        total = targets.numel()
-        loss = (ce.sum(-1) * weight).sum() / total
-        with torch.no_grad():
-            accuracy = ((logits.argmax(-1) == kept).sum(-1) * weight).sum() / total
-        return {"loss": loss, "accuracy": accuracy, "bits_per_token": loss.detach() / math.log(2),
-                "scored_share": keep.float().mean()}
+        weight = torch.where(static[keep], 1.0 / self.static_keep, 1.0)[:, None]  # (S, 1)
+        logits = self.readout(x[keep]).view(-1, targets.shape[-1], self.num_codes)  # (S, p*p, K)
+        out = code_cross_entropy(logits, targets[keep], weight, count=targets.numel())
+        out["scored_share"] = keep.float().mean()
+        return out
 
     @torch.no_grad()
     def _own_draws(self, trunk: nn.Module, inputs: Tensor) -> Tensor:
