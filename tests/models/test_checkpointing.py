@@ -21,7 +21,7 @@ TRANSFORMER = dict(d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0, patch_s
 DIT = dict(d_model=24, num_layers=2, num_heads=2, mlp_ratio=2.0, patch_size=2, context_latents=CONTEXT,
            context_dropout=0.3, sampling={"solver": "euler", "steps": 2})
 MAMBA = dict(d_model=16, num_layers=2, d_state=8, head_dim=8, chunk_size=4, patch_size=1, backend="torch",
-             input_noise=0.0, sampling=None)
+             input_noise=0.0, static_keep=1.0, sampling=None)
 # (head, params): every trunk variant, with dropout (and input noise) on, so the recompute must redraw
 # the same random numbers.
 VARIANTS = {

@@ -27,7 +27,7 @@ def tiny_head(ordering: str = "frame", patch_size: int = 1, spec: LatentSpec = S
     torch.manual_seed(0)
     config = dict(ordering=ordering, patch_size=patch_size, d_model=32, num_layers=2, d_state=8, expand=2,
                   head_dim=16, conv_kernel=4, spatial_kernel=3, chunk_size=8, backend="torch",
-                  input_noise=0.0, sampling=None)  # plain teacher forcing, greedy rollouts
+                  input_noise=0.0, static_keep=1.0, sampling=None)  # plain teacher forcing on every code, greedy rollouts
     config.update(kwargs)
     return make_head("mamba", spec, 6, **config)
 

@@ -1,5 +1,5 @@
 """Sampled static tokens in the code priors' loss (``head.params.static_keep``,
-futurelat/models/heads/objectives/code_prior.py): every moving token scored, a share of the static ones
+futurelat/models/heads/objectives/patch_loss.py): every moving token scored, a share of the static ones
 weighted by its inverse, so the loss is an unbiased estimate of the full one."""
 
 from __future__ import annotations

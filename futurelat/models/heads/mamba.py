@@ -100,7 +100,7 @@ class MambaHead(ComposedHead):
             them (unrolled training, :mod:`~futurelat.models.heads.objectives.code_prior`); 0 = off.
         static_keep: autoregressive, frame ordering, independent decoding: the share in ``(0, 1]`` of
             static tokens (next patch = this patch) scored in training, each weighted by its inverse;
-            moving tokens are all scored (:meth:`~futurelat.models.heads.objectives.code_prior.CodePrior._patch_order_loss`); 1 = all.
+            moving tokens are all scored (:mod:`~futurelat.models.heads.objectives.patch_loss`); 1 = all.
             The regression objective ignores it, as it ignores ``sampling``.
 
     Raises:

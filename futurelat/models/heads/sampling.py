@@ -36,7 +36,7 @@ def code_cross_entropy(logits: Tensor, targets: Tensor, weight: Tensor | None = 
     (argmax = target, fraction in [0, 1]) and ``bits_per_token`` (loss / ln 2), all scalars.
     ``weight`` (broadcastable to ``targets``) and ``count`` score a sample of a larger set of codes:
     each code's cross-entropy and hit count ``weight`` times, summed, over ``count`` codes (an
-    importance-sampled estimate of the full mean; :meth:`~futurelat.models.heads.objectives.code_prior.CodePrior._patch_order_loss`).
+    importance-sampled estimate of the full mean; :mod:`~futurelat.models.heads.objectives.patch_loss`).
     """
     flat = logits.reshape(-1, logits.shape[-1]).float()
     if weight is None:

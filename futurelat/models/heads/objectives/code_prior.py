@@ -70,6 +70,7 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Latents, LatentSpec, check_codes
 from futurelat.models.heads.objectives.maskgit import cosine_mask, fill_frame
+from futurelat.models.heads.objectives.patch_loss import check_static_keep, patch_order_loss
 from futurelat.models.heads.patches import patchify, unpatchify
 from futurelat.models.heads.sampling import (code_cross_entropy, code_probabilities, draw_options, sample_codes,
                                              sampling_options)
@@ -100,7 +101,7 @@ class CodePrior(nn.Module):
         unroll_frames: ``r >= 0``, the last input frames of each training clip that are the prior's own
             mean-field predictions (frame ordering, independent decoding, no scheduled sampling; 0 = off).
         static_keep: share in ``(0, 1]`` of the static tokens scored in training (frame ordering,
-            independent decoding, no unrolling; 1 = all): see :meth:`_patch_order_loss`.
+            independent decoding, no unrolling; 1 = all): see :mod:`~futurelat.models.heads.objectives.patch_loss`.
 
     Attributes:
         code_vectors: codes ``(...)`` int64 → the backbone's codebook vectors ``(..., D)`` (its
@@ -141,13 +142,7 @@ class CodePrior(nn.Module):
                              "head.params.ordering=frame with frame_decoding=independent and scheduled_sampling=0; got "
                              f"ordering={ordering!r}, frame_decoding={frame_decoding!r}, "
                              f"scheduled_sampling={scheduled_sampling}")
-        if not 0.0 < static_keep <= 1.0:
-            raise ValueError(f"head.params.static_keep must lie in (0, 1]; got {static_keep}")
-        if static_keep < 1 and (ordering != "frame" or frame_decoding != "independent" or unroll_frames > 0):
-            raise ValueError("head.params.static_keep < 1 scores a sample of each next frame's static patches and "
-                             "needs head.params.ordering=frame with frame_decoding=independent and unroll_frames=0; "
-                             f"got ordering={ordering!r}, frame_decoding={frame_decoding!r}, "
-                             f"unroll_frames={unroll_frames}; set head.params.static_keep=1 to score every code")
+        check_static_keep(static_keep, ordering, frame_decoding, unroll_frames)
         self.frame_decoding, self.scheduled_sampling = frame_decoding, scheduled_sampling
         self.static_keep = static_keep
         self.unroll_frames = unroll_frames
@@ -259,36 +254,11 @@ class CodePrior(nn.Module):
         if self.training and self.unroll_frames > 0:
             logits = self._unrolled_logits(trunk, inputs)
         elif self.ordering == "frame":  # scored in the readout's patch order: the targets move, not the logits
-            return self._patch_order_loss(trunk(self.embed_frames(inputs[:, :-1])), codes)
+            return patch_order_loss(self.readout, trunk(self.embed_frames(inputs[:, :-1])), codes, self.grid,
+                                    self.patch_size, self.num_codes, self.static_keep if self.training else 1.0)
         else:
             logits = self.logits(trunk, inputs)
         return code_cross_entropy(logits, codes[:, codes.shape[1] - logits.shape[1]:])
-
-    def _patch_order_loss(self, x: Tensor, codes: Tensor) -> dict[str, Tensor]:
-        """Trunk features ``x`` ``(B, (T-1) * M, d)`` of frames ``0 .. T-2`` against frames ``1 ..`` of the
-        clean ``codes`` ``(B, T, N)`` → :func:`code_cross_entropy`'s keys.
-
-        The logits stay in the readout's patch order and the targets are patchified instead: the same
-        mean over the same codes as :meth:`frame_logits` against raster targets, without reordering the
-        ``(B, T-1, N, K)`` logits, the largest tensor of a step.
-
-        With ``static_keep = r < 1``, in training: a token is *static* when its patch of the next frame
-        holds the same codes as in its own frame (the background, on Moving MNIST about 70 % of them).
-        Every moving token is scored and a random share ``r`` of the static ones, each weighted ``1 / r``,
-        so the loss and accuracy are unbiased estimates of the full ones (importance sampling) at
-        about ``moving + r * static`` of the readout's and the cross-entropy's cost.
-        """
-        targets = patchify(codes[:, 1:, :, None], self.grid, self.patch_size)  # (B, T-1, M, p*p)
-        x = x.view(*targets.shape[:3], x.shape[-1])
-        if not (self.training and self.static_keep < 1):
-            return code_cross_entropy(self.readout(x).view(*targets.shape, self.num_codes), targets)
-        static = (targets == patchify(codes[:, :-1, :, None], self.grid, self.patch_size)).all(-1)  # (B, T-1, M)
-        keep = ~static | (torch.rand(static.shape, device=static.device) < self.static_keep)
-        weight = torch.where(static[keep], 1.0 / self.static_keep, 1.0)[:, None]  # (S, 1)
-        logits = self.readout(x[keep]).view(-1, targets.shape[-1], self.num_codes)  # (S, p*p, K)
-        out = code_cross_entropy(logits, targets[keep], weight, count=targets.numel())
-        out["scored_share"] = keep.float().mean()
-        return out
 
     @torch.no_grad()
     def _own_draws(self, trunk: nn.Module, inputs: Tensor) -> Tensor:
