@@ -53,11 +53,12 @@ def patch_order_loss(readout: Callable[[Tensor], Tensor], x: Tensor, codes: Tens
         :func:`~futurelat.models.heads.sampling.code_cross_entropy`'s ``loss``, ``accuracy`` and
         ``bits_per_token``; with ``static_keep < 1`` also ``scored_share``, the share of positions scored.
     """
-    targets = patchify(codes[:, 1:, :, None], grid, patch_size)  # (B, T-1, M, p*p)
+    patches = patchify(codes[..., None], grid, patch_size)  # (B, T, M, p*p)
+    targets = patches[:, 1:]  # (B, T-1, M, p*p)
     x = x.view(*targets.shape[:3], x.shape[-1])
     if static_keep >= 1:
         return code_cross_entropy(readout(x).view(*targets.shape, num_codes), targets)
-    static = (targets == patchify(codes[:, :-1, :, None], grid, patch_size)).all(-1)  # (B, T-1, M)
+    static = (targets == patches[:, :-1]).all(-1)  # (B, T-1, M): the patch keeps its codes
     keep = ~static | (torch.rand(static.shape, device=static.device) < static_keep)
     weight = torch.where(static[keep], 1.0 / static_keep, 1.0)[:, None]  # (S, 1)
     logits = readout(x[keep]).view(-1, targets.shape[-1], num_codes)  # (S, p*p, K)
