@@ -129,7 +129,7 @@ def test_evaluation_uses_the_heads_ema_weights_and_raw_ones_on_request(tmp_path)
     assert raw["reconstruction/psnr"] == first["reconstruction/psnr"]  # the same backbone (it kept no EMA)
     assert raw["test/mse"] != first["test/mse"]
     with pytest.raises(ValueError, match="eval.weights=ema, but trainer.ema.decay is null"):
-        entry.run(tiny_config(["eval.weights=ema"]), tmp_path / "no_ema")
+        entry.run(tiny_config(["eval.weights=ema", "trainer.ema.decay=null"]), tmp_path / "no_ema")
     with pytest.raises(ValueError, match=r"eval.frame_gain_sequences must be an int >= 0 \(0 = off\); got -1"):
         entry.run(tiny_config(["eval.frame_gain_sequences=-1"]), tmp_path / "bad_gain")
     assert not (tmp_path / "bad_gain" / "checkpoints").exists()  # refused before training

@@ -100,7 +100,9 @@ class TrainerSettings:
     data order and RNG (rank r uses seed + r). ``progress``: a progress bar on rank 0.
     ``find_unused_parameters``: passed to ``DistributedDataParallel``. ``cpu_malloc``: ``system`` |
     ``reuse`` (:mod:`futurelat.utils.cpu_memory`). ``gradient_checkpointing``: recompute each head
-    block's activations in backward (less memory, ~1 more forward per step). ``ema``: :class:`EMASettings`.
+    block's activations in backward (less memory, ~1 more forward per step). ``compile``: train a
+    head's trunk through ``torch.compile`` (:mod:`futurelat.training.compile`; the first step
+    compiles, evaluation stays eager). ``ema``: :class:`EMASettings`.
     """
 
     device: str = "auto"
@@ -120,6 +122,7 @@ class TrainerSettings:
     find_unused_parameters: bool = False
     cpu_malloc: str = "system"
     gradient_checkpointing: bool = False
+    compile: bool = False
     ema: EMASettings = field(default_factory=EMASettings)
     backbone: StageSchedule = field(default_factory=lambda: StageSchedule(
         max_steps=400, batch_size=32, lr=2.0e-3, warmup_steps=50, min_lr_ratio=0.1))

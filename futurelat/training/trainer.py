@@ -23,6 +23,8 @@ trainer applies some of them:
   tokenizer) logs a warning and trains without (:mod:`futurelat.models.heads.checkpointing`).
 - the schedule: linear warmup, then cosine decay to ``lr * min_lr_ratio``
   (:mod:`futurelat.training.optim`).
+- ``compile``: a head's trunk trains through ``torch.compile`` (:mod:`futurelat.training.compile`);
+  a stage without one (the tokenizer) trains as it is.
 - ``ema``: the stages it names keep an exponential moving average of their weights, updated after
   every optimizer update that was made, saved and resumed with the rest (:mod:`futurelat.training.ema`);
   ``Trainer.ema`` holds it, and :meth:`Trainer.fit` returns the trained (raw) weights.
@@ -50,6 +52,7 @@ from torch.utils.data import Dataset
 from futurelat.config.trainer import StageSchedule, TrainerSettings
 from futurelat.models.heads.checkpointing import set_gradient_checkpointing
 from futurelat.training.checkpoint import checkpoint_path, restore_rng_state
+from futurelat.training.compile import compiled_trunks
 from futurelat.training.distributed import DistInfo, barrier, init_distributed, resolve_device
 from futurelat.training.ema import EMA
 from futurelat.training.gan_step import gan_train_step, setup_gan, wrap_critic
@@ -225,7 +228,11 @@ class Trainer:
         self.started = time.perf_counter()
         window = StepWindow()
         progress = progress_bar("train", self.dist.is_main and s.progress, _PROGRESS_FIELDS)
-        with progress, StopSignals(self.stop_signals) as stop:
+        compiled = compiled_trunks(self.module, s.compile, f"stage '{self.name}'")
+        with compiled as num_compiled, progress, StopSignals(self.stop_signals) as stop:
+            if num_compiled and self.dist.is_main:
+                log.info("stage '%s': trainer.compile: the first step compiles the trunk of %d head(s)",
+                         self.name, num_compiled)
             task = progress.add_task(self.name, total=sched.max_steps, completed=self.step,
                                      loss=float("nan"), lr=0.0, sps=0.0)
             window.reset()

@@ -68,14 +68,18 @@ def bar_latents(codes: torch.Tensor) -> torch.Tensor:
     return table[codes]
 
 
-def train(head: TransformerHead, z: Latents, steps: int, lr: float = 3e-3) -> list[float]:
+def train(head: TransformerHead, z: Latents, steps: int, lr: float = 3e-3, decay: bool = False) -> list[float]:
+    """AdamW steps on one batch; the losses. ``decay``: the learning rate falls linearly to 0 (at a constant
+    high rate a near-converged fit can bounce back, by how much depending on the machine's float rounding)."""
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / steps if decay else 1.0)
     losses = []
     for _ in range(steps):
         out = head(z)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
+        schedule.step()
         losses.append(out["loss"].item())
     return losses
 
@@ -158,7 +162,7 @@ def test_regression_learns_a_moving_bar_and_rolls_out_past_its_horizon(attention
     latents = bar_latents(codes)  # (8, 12, 16, 4)
     head = tiny_head("regression", spec, num_frames=8, context_latents=4, patch_size=2, d_model=32, num_heads=4,
                      attention=attention, spatial_kernel=spatial_kernel)
-    losses = train(head, Latents(latents[:, :8]), 150, lr=1e-2)
+    losses = train(head, Latents(latents[:, :8]), 150, lr=1e-2, decay=True)
     assert losses[-1] < 0.01 * losses[0]
     future = head.rollout(Latents(latents[:, :4]), 8).latents  # two blocks of the trained 4 frames
     assert future.shape == (8, 8, 16, 4)

@@ -109,9 +109,16 @@ class ComposedHead(Head):
         check = getattr(self.objective, "deterministic", None)
         return bool(check(self.sampling)) if callable(check) else False
 
+    def set_training_trunk(self, trunk: Any | None) -> None:
+        """Run :meth:`forward` in training mode through ``trunk``, a callable view of ``self.trunk``
+        with the same parameters (:class:`~futurelat.training.compile.CompiledTrunk`); ``None``:
+        ``self.trunk`` itself. Kept out of the submodules: state dicts and copies do not see it."""
+        self.__dict__["_training_trunk"] = trunk
+
     def forward(self, z: Latents) -> dict[str, Tensor]:
         """Training losses for a clip ``z`` (see the objective's ``loss``); key ``"loss"``."""
-        return self.objective.loss(self.trunk, z)
+        trunk = self.__dict__.get("_training_trunk") if self.training else None
+        return self.objective.loss(trunk if trunk is not None else self.trunk, z)
 
     @torch.no_grad()
     def rollout(self, context: Latents, num_future: int, *, generator: torch.Generator | None = None) -> Latents:
