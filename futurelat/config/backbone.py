@@ -41,7 +41,8 @@ class VQVAEParams:
     vector size D. ``codebook_size``: codes K. ``commitment_weight``, ``ema_decay``, ``kmeans_init``,
     ``dead_code_threshold``: vector-quantize-pytorch's codebook training. ``max_search_bytes``: memory
     budget (bytes, >= 4) of the temporaries of the nearest-code search of a frozen VQ-VAE (encode,
-    snap): peak memory stays flat in K at the same codes; larger is a little faster.
+    snap): peak memory stays flat in K at the same codes; the search runs in blocks of at most 1 MiB
+    (``SEARCH_BLOCK_BYTES``) whatever the budget.
     """
 
     hidden_channels: int = 32

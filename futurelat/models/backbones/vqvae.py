@@ -102,6 +102,10 @@ class Decoder(nn.Module):
 #: constructor's too: one source for configs and Python callers.
 _DEFAULTS = VQVAEParams()
 
+#: Bytes of scores :meth:`VQVAE.nearest_codes` computes per block when its budget allows more: a block
+#: that stays in a core's L2 cache (measured: docs/results.md, "Speed benchmarks").
+SEARCH_BLOCK_BYTES = 2**20
+
 
 class VQVAE(Backbone):
     """Per-frame VQ-VAE: frames ``(B, T, C, H, W)`` ↔ codes ``(B, T, N)`` / latents ``(B, T, N, D)``.
@@ -228,8 +232,9 @@ class VQVAE(Backbone):
         """Latents ``(..., D)`` → int64 codes ``(...)`` of the nearest codebook vectors (L2).
 
         ``argmin_k ‖x − e_k‖² = argmax_k (2 x·e_k − ‖e_k‖²)``, in float32, one matmul into a reused
-        ``(rows, cols)`` score buffer at a time, sized to ``max_bytes`` (default ``max_search_bytes``):
-        ``rows = max_bytes / (4 K)`` latents against the whole codebook, or, when one row of ``K`` scores
+        ``(rows, cols)`` score buffer at a time, sized to ``max_bytes`` (default ``max_search_bytes``)
+        and at most :data:`SEARCH_BLOCK_BYTES` (cache-sized blocks are faster than one big one):
+        ``rows = min(max_bytes, SEARCH_BLOCK_BYTES) / (4 K)`` latents against the whole codebook, or, when one row of ``K`` scores
         does not fit, one latent against ``max_bytes / 4`` codes at a time (ties: the first code, as
         ``argmax``). Peak memory is flat in K beyond the codebook itself; the codes are the unchunked ones.
         """
@@ -239,7 +244,7 @@ class VQVAE(Backbone):
         sq_norms = torch.linalg.vector_norm(codebook, dim=-1).square()  # (K,)
         flat = latents.reshape(-1, latents.shape[-1]).float()  # (M, D)
         codes = torch.empty(flat.shape[0], dtype=torch.int64, device=flat.device)
-        rows = max(1, min(flat.shape[0], budget // (4 * num_codes)))
+        rows = max(1, min(flat.shape[0], min(budget, SEARCH_BLOCK_BYTES) // (4 * num_codes)))
         cols = num_codes if budget >= 4 * num_codes else max(1, budget // 4)
         scores = flat.new_empty(rows, cols)
         for start in range(0, flat.shape[0], rows):
