@@ -53,8 +53,8 @@ def main() -> None:
     default_cap = vqvae_module.SEARCH_BLOCK_BYTES
     try:
         for cap in args.block_bytes:
-            vqvae_module.SEARCH_BLOCK_BYTES = cap if cap > 0 else max(model.max_search_bytes, 1)
-            rows = max(1, min(rows_total, min(model.max_search_bytes, vqvae_module.SEARCH_BLOCK_BYTES) // (4 * args.codes)))
+            vqvae_module.SEARCH_BLOCK_BYTES = cap if cap > 0 else model.max_search_bytes
+            rows = vqvae_module.search_block_rows(rows_total, args.codes, model.max_search_bytes)
             times = []
             with torch.no_grad():
                 codes = model.nearest_codes(latents)  # warm-up

@@ -107,6 +107,12 @@ _DEFAULTS = VQVAEParams()
 SEARCH_BLOCK_BYTES = 2**20
 
 
+def search_block_rows(num_latents: int, num_codes: int, budget: int) -> int:
+    """Latents per block of :meth:`VQVAE.nearest_codes`: as many ``num_codes``-long float32 score rows as
+    ``min(budget, SEARCH_BLOCK_BYTES)`` bytes hold, at least 1 and at most ``num_latents``."""
+    return max(1, min(num_latents, min(budget, SEARCH_BLOCK_BYTES) // (4 * num_codes)))
+
+
 class VQVAE(Backbone):
     """Per-frame VQ-VAE: frames ``(B, T, C, H, W)`` ↔ codes ``(B, T, N)`` / latents ``(B, T, N, D)``.
 
@@ -244,7 +250,7 @@ class VQVAE(Backbone):
         sq_norms = torch.linalg.vector_norm(codebook, dim=-1).square()  # (K,)
         flat = latents.reshape(-1, latents.shape[-1]).float()  # (M, D)
         codes = torch.empty(flat.shape[0], dtype=torch.int64, device=flat.device)
-        rows = max(1, min(flat.shape[0], min(budget, SEARCH_BLOCK_BYTES) // (4 * num_codes)))
+        rows = search_block_rows(flat.shape[0], num_codes, budget)
         cols = num_codes if budget >= 4 * num_codes else max(1, budget // 4)
         scores = flat.new_empty(rows, cols)
         for start in range(0, flat.shape[0], rows):
