@@ -59,6 +59,17 @@ def test_ssim_is_per_frame_and_in_order():
     assert torch.all(ssim.flatten().diff() < 0)  # more noise -> lower SSIM
 
 
+def test_ssim_leaves_the_onednn_switch_as_it_found_it():
+    prediction, target = _pair(seed=3)
+    before = torch.backends.mkldnn.enabled
+    reference = frame_ssim(prediction, target)  # oneDNN off inside, on CPU
+    assert torch.backends.mkldnn.enabled == before
+    with torch.backends.mkldnn.flags(enabled=True, deterministic=None, allow_tf32=None):
+        default = structural_similarity_index_measure(  # torchmetrics with PyTorch's default backend
+            prediction.flatten(0, 1), target.flatten(0, 1), data_range=1.0, reduction="none").reshape(3, 4)
+    torch.testing.assert_close(reference, default, rtol=0, atol=1e-6)
+
+
 def test_prediction_is_clamped_before_scoring():
     target = torch.ones(1, 2, 1, 8, 8)
     target[:, :, :, :4] = 0.0
@@ -97,8 +108,8 @@ def test_accumulator_streams_and_reports_per_step():
         split.update(frame_metrics(prediction[s], target[s]))
     a, b = whole.compute("x/"), split.compute("x/")
     assert a.keys() == b.keys()
-    for k in a:
-        assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-9)
+    for k in a:  # float32 SSIM of one frame may differ in its last bits with the batch it is convolved in
+        assert a[k] == pytest.approx(b[k], rel=1e-6 if "ssim" in k else 1e-9, abs=1e-9)
     mse = frame_mse(prediction, target).double()
     assert a["x/mse"] == pytest.approx(mse.mean().item(), rel=1e-9)
     assert a["x/mse/step_02"] == pytest.approx(mse[:, 1].mean().item(), rel=1e-9)
