@@ -99,8 +99,7 @@ def frame_ssim(prediction: Tensor, target: Tensor) -> Tensor:
 
     Frames must be at least 6×6 pixels (reflect padding of 5). Values are at most 1 (identical
     frames); see the module docstring for the difference from OpenSTL's skimage SSIM. On CPU the
-    window's convolution skips oneDNN (:func:`_plain_cpu_convolution`): the same values, about 3×
-    faster for one-channel frames.
+    window's convolution skips oneDNN (:func:`_plain_cpu_convolution`): the same values, faster.
     """
     p, t = _prepare(prediction, target)
     b, n = p.shape[:2]
@@ -121,9 +120,9 @@ def frame_ssim(prediction: Tensor, target: Tensor) -> Tensor:
 def _plain_cpu_convolution(device: torch.device) -> Iterator[None]:
     """On CPU, run the block's convolutions with oneDNN (``torch.backends.mkldnn``) off; elsewhere nothing.
 
-    torchmetrics' SSIM convolves ``5·N`` one-channel frames with one 11×11 window; oneDNN takes about
-    1.1 s for 1,000 frames of 64×64 on 2 cores, PyTorch's own kernel 0.35 s, to float32 rounding
-    (``benchmarks/bench_ssim.py``). Only the on/off switch is touched, and it is restored on exit.
+    torchmetrics' SSIM convolves ``5·N`` one-channel frames with one 11×11 window, which PyTorch's own
+    CPU kernel computes several times faster than oneDNN, to float32 rounding (``benchmarks/bench_ssim.py``;
+    figures in docs/results.md). Only the on/off switch is touched, and it is restored on exit.
     """
     if device.type != "cpu":
         yield
