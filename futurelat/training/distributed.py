@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -126,9 +127,17 @@ def init_distributed(device: str = "auto", timeout_s: float | None = None) -> Di
 
 
 def cleanup_distributed() -> None:
-    """Destroy the process group (if any) and forget the cached :class:`DistInfo`."""
+    """Destroy the process group (if any) and forget the cached :class:`DistInfo`.
+
+    A gloo group's worker threads may still hold the last reference to a tensor of a finished collective
+    (e.g. a barrier keeps the work before it); freeing it needs the GIL, and the group's destructor holds
+    the GIL while it joins those threads: an intermittent hang at exit (pytorch/pytorch#56297, #75097).
+    The GIL is released for 50 ms first, so that they can finish.
+    """
     global _cached
     if torch_dist.is_available() and torch_dist.is_initialized():
+        if torch_dist.get_backend() == "gloo":
+            time.sleep(0.05)
         torch_dist.destroy_process_group()
     _cached = None
 
