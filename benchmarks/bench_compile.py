@@ -1,6 +1,6 @@
 """What ``trainer.compile`` buys: a head's training step with its eager trunk against its compiled one.
 
-    python benchmarks/bench_compile.py RUN_DIR                 # the run's head, 4 clips per step
+    python benchmarks/bench_compile.py RUN_DIR                 # the run's head, 4 clips per step (--batch)
     python benchmarks/bench_compile.py RUN_DIR --rounds 5 --steps 10
 
 ``RUN_DIR`` is a finished ``python -m futurelat.main`` run (its ``config.yaml`` and checkpoints). Its frozen
@@ -31,7 +31,8 @@ from futurelat.utils.cpu_memory import reuse_freed_memory
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a finished run directory")
-    parser.add_argument("--batch", type=int, default=4, help="clips per step (default 4, the default job's)")
+    parser.add_argument("--batch", type=int, default=4,
+                        help="clips per step (default 4; the default job trains on 1 since 2026-12-02)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     parser.add_argument("--steps", type=int, default=10, help="steps per round and mode (default 10)")
     return parser.parse_args(argv)

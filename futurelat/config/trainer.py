@@ -127,7 +127,7 @@ class TrainerSettings:
     backbone: StageSchedule = field(default_factory=lambda: StageSchedule(
         max_steps=250, batch_size=32, lr=2.0e-3, warmup_steps=50, min_lr_ratio=0.1))
     head: StageSchedule = field(default_factory=lambda: StageSchedule(
-        max_steps=1750, batch_size=4, lr=6.0e-3, warmup_steps=100, min_lr_ratio=0.1))
+        max_steps=6000, batch_size=1, lr=6.0e-3, warmup_steps=100, min_lr_ratio=0.1))
 
     @classmethod
     def from_cfg(cls, cfg: Mapping | DictConfig | None) -> "TrainerSettings":

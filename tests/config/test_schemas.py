@@ -100,7 +100,7 @@ def test_head_constructors_default_to_the_schema(name, schema):
 
 def test_trainer_settings_take_the_schema_defaults_and_refuse_unknown_keys():
     settings = TrainerSettings.from_cfg({"log_every": 3})
-    assert settings.log_every == 3 and settings.ckpt_every == 250 and settings.head.max_steps == 1750
+    assert settings.log_every == 3 and settings.ckpt_every == 250 and settings.head.max_steps == 6000
     with pytest.raises(ValueError, match=r"unknown trainer key trainer.no_such_key \(not in TrainerSettings\)"):
         TrainerSettings.from_cfg({"no_such_key": 1})  # was silently dropped
     with pytest.raises(ValueError, match=r"unknown trainer.head key trainer.head.no_such_key \(not in StageSchedule\)"):
