@@ -77,6 +77,10 @@ class MambaParams:
     ``static_keep`` (autoregressive, frame ordering, independent decoding, no unrolling): the share in
     (0, 1] of static tokens (patches whose next-frame codes equal their own) scored in training, each
     weighted by its inverse; every moving token is scored (1 = all).
+    ``motion_copy`` (autoregressive, frame ordering, independent decoding, no unrolling or scheduled
+    sampling): 0 (off) or a radius R in codes; each next-frame code's distribution mixes the prior's own
+    with a copy of the previous frame's codes moved by up to R codes along each axis, by per-position
+    offset weights and per-code gates (futurelat/models/heads/objectives/motion_copy.py).
     """
 
     objective: str = "autoregressive"
@@ -101,6 +105,7 @@ class MambaParams:
     scheduled_sampling: float = 0.0
     unroll_frames: int = 0
     static_keep: float = 1.0
+    motion_copy: int = 0
     backend: str = "auto"
     frame_decoding: str = "independent"
     sampling: CodeSampling = field(default_factory=CodeSampling)
@@ -129,7 +134,7 @@ class TransformerParams:
     ``target`` ``absolute`` | ``residual``; ``pixel_loss_weight`` / ``pixel_loss_frames`` /
     ``pixel_ssim_weight`` as for :class:`MambaParams`. ``query_chunk``: queries per attention call
     with a mask or ALiBi bias.
-    ``frame_decoding``, ``scheduled_sampling``, ``unroll_frames``, ``static_keep``: as for :class:`MambaParams`
+    ``frame_decoding``, ``scheduled_sampling``, ``unroll_frames``, ``static_keep``, ``motion_copy``: as for :class:`MambaParams`
     (autoregressive, ordering ``frame``).
     ``backend``: the kernel of attention with a mask or ALiBi bias over a whole sequence (training,
     prefill): ``auto`` (FlexAttention, compiled, on CUDA; SDPA with a per-chunk bias elsewhere) |
@@ -162,6 +167,7 @@ class TransformerParams:
     scheduled_sampling: float = 0.0
     unroll_frames: int = 0
     static_keep: float = 1.0
+    motion_copy: int = 0
     sampling: CodeSampling = field(default_factory=CodeSampling)
 
 

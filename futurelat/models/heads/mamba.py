@@ -102,6 +102,9 @@ class MambaHead(ComposedHead):
             static tokens (next patch = this patch) scored in training, each weighted by its inverse;
             moving tokens are all scored (:mod:`~futurelat.models.heads.objectives.patch_loss`); 1 = all.
             The regression objective ignores it, as it ignores ``sampling``.
+        motion_copy: autoregressive, frame ordering, independent decoding: 0 (off) or the radius in codes of
+            the motion copy that each next frame mixes in
+            (:mod:`~futurelat.models.heads.objectives.motion_copy`).
 
     Raises:
         ValueError: the autoregressive objective on a continuous ``spec`` (``codebook_size is
@@ -130,7 +133,8 @@ class MambaHead(ComposedHead):
                  pixel_ssim_weight: float = _DEFAULTS.pixel_ssim_weight,
                  frame_decoding: str = _DEFAULTS.frame_decoding,
                  scheduled_sampling: float = _DEFAULTS.scheduled_sampling,
-                 unroll_frames: int = _DEFAULTS.unroll_frames, static_keep: float = _DEFAULTS.static_keep):
+                 unroll_frames: int = _DEFAULTS.unroll_frames, static_keep: float = _DEFAULTS.static_keep,
+                 motion_copy: int = _DEFAULTS.motion_copy):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"head.params.objective must be one of {OBJECTIVES}; got {objective!r}")
@@ -173,7 +177,7 @@ class MambaHead(ComposedHead):
                                        readout="tied" if tie_embeddings else "untied", input_noise=input_noise,
                                        name=self.name, frame_decoding=frame_decoding,
                                        scheduled_sampling=scheduled_sampling, unroll_frames=unroll_frames,
-                                       static_keep=static_keep)
+                                       static_keep=static_keep, motion_copy=motion_copy)
             self.objective.check_sampling(sampling)
         self.backend = self.trunk.backend
         gpt2_init(self, self.trunk, num_layers)

@@ -181,7 +181,7 @@ class TransformerHead(ComposedHead):
             is compiled FlexAttention on CUDA and SDPA elsewhere (:mod:`~futurelat.models.heads.flex`).
         sampling: ``{"greedy", "temperature", "top_k"}`` for autoregressive rollouts, kept in
             ``self.sampling`` (see :func:`~futurelat.models.heads.sampling.sample_codes`); ``None``: greedy.
-        frame_decoding, scheduled_sampling, unroll_frames, static_keep: autoregressive, ordering ``"frame"``: as for
+        frame_decoding, scheduled_sampling, unroll_frames, static_keep, motion_copy: autoregressive, ordering ``"frame"``: as for
             :class:`~futurelat.models.heads.mamba.MambaHead` (the same
             :class:`~futurelat.models.heads.objectives.code_prior.CodePrior`).
 
@@ -211,7 +211,8 @@ class TransformerHead(ComposedHead):
                  pixel_ssim_weight: float = _DEFAULTS.pixel_ssim_weight, backend: str = _DEFAULTS.backend,
                  frame_decoding: str = _DEFAULTS.frame_decoding,
                  scheduled_sampling: float = _DEFAULTS.scheduled_sampling,
-                 unroll_frames: int = _DEFAULTS.unroll_frames, static_keep: float = _DEFAULTS.static_keep):
+                 unroll_frames: int = _DEFAULTS.unroll_frames, static_keep: float = _DEFAULTS.static_keep,
+                 motion_copy: int = _DEFAULTS.motion_copy):
         super().__init__()
         check_pixel_loss(pixel_loss_weight, pixel_loss_frames, objective == "regression", pixel_ssim_weight)
         patch = 1 if objective == "autoregressive" and ordering == "token" else patch_size
@@ -230,7 +231,7 @@ class TransformerHead(ComposedHead):
             self.objective = CodePrior(spec, ordering=ordering, patch_size=patch, width=d_model, readout="linear",
                                        input_noise=0.0, name=self.name, frame_decoding=frame_decoding,
                                        scheduled_sampling=scheduled_sampling, unroll_frames=unroll_frames,
-                                       static_keep=static_keep)
+                                       static_keep=static_keep, motion_copy=motion_copy)
             self.objective.check_sampling(sampling)
             mask = "block" if ordering == "frame" else "causal"
         else:

@@ -70,6 +70,7 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Latents, LatentSpec, check_codes
 from futurelat.models.heads.objectives.maskgit import cosine_mask, fill_frame
+from futurelat.models.heads.objectives.motion_copy import MotionCopy
 from futurelat.models.heads.objectives.patch_loss import check_static_keep, patch_order_loss
 from futurelat.models.heads.patches import patchify, unpatchify
 from futurelat.models.heads.sampling import (code_cross_entropy, code_probabilities, draw_options, sample_codes,
@@ -119,7 +120,8 @@ class CodePrior(nn.Module):
 
     def __init__(self, spec: LatentSpec, *, ordering: str, patch_size: int, width: int, readout: str,
                  input_noise: float, name: str, frame_decoding: str = "independent",
-                 scheduled_sampling: float = 0.0, unroll_frames: int = 0, static_keep: float = 1.0):
+                 scheduled_sampling: float = 0.0, unroll_frames: int = 0, static_keep: float = 1.0,
+                 motion_copy: int = 0):
         super().__init__()
         if spec.codebook_size is None or ordering not in ORDERINGS or readout not in READOUTS:
             raise ValueError(f"code_prior needs a spec with codes, ordering in {ORDERINGS} and readout in "
@@ -143,6 +145,12 @@ class CodePrior(nn.Module):
                              f"ordering={ordering!r}, frame_decoding={frame_decoding!r}, "
                              f"scheduled_sampling={scheduled_sampling}")
         check_static_keep(static_keep, ordering, frame_decoding, unroll_frames)
+        if motion_copy and (ordering != "frame" or frame_decoding != "independent" or unroll_frames > 0
+                            or scheduled_sampling > 0):
+            raise ValueError("head.params.motion_copy mixes each next frame with a shifted copy of the frame before and "
+                             "needs head.params.ordering=frame with frame_decoding=independent, unroll_frames=0 and "
+                             f"scheduled_sampling=0; got ordering={ordering!r}, frame_decoding={frame_decoding!r}, "
+                             f"unroll_frames={unroll_frames}, scheduled_sampling={scheduled_sampling}")
         self.frame_decoding, self.scheduled_sampling = frame_decoding, scheduled_sampling
         self.static_keep = static_keep
         self.unroll_frames = unroll_frames
@@ -161,6 +169,8 @@ class CodePrior(nn.Module):
             self.to_logits = None if readout == "tied" else nn.Linear(width, num_out, bias=False)
             self.logit_bias = nn.Parameter(torch.zeros(num_out))
         self.readout_kind = readout
+        #: the motion copy of the next frame (:mod:`~futurelat.models.heads.objectives.motion_copy`), or None
+        self.copy = MotionCopy(width, motion_copy, self.grid, p, self.num_codes) if motion_copy else None
 
     def check_trunk(self, trunk: nn.Module) -> None:
         """Raise ``ValueError`` unless ``trunk.causal`` fits the ordering (``"frame"`` or ``"token"``)."""
@@ -224,7 +234,12 @@ class CodePrior(nn.Module):
         codes before it in raster order. The targets are ``codes[:, T - T':]``.
         """
         if self.ordering == "frame":
-            return self.frame_logits(trunk(self.embed_frames(codes[:, :-1])))
+            x = trunk(self.embed_frames(codes[:, :-1]))
+            if self.copy is None:
+                return self.frame_logits(x)
+            frames = codes.shape[1] - 1
+            prev = F.one_hot(codes[:, :-1], self.num_codes).flatten(0, 1)  # (B * (T-1), N, K)
+            return self._copy_logits(x.view(-1, self.frame_tokens, x.shape[-1]), prev).unflatten(0, (-1, frames))
         x = trunk(self.code_embed(self.token_inputs(codes)[:, :-1]))  # (B, T*N, d)
         return self.readout(x).view(*codes.shape, self.num_codes)
 
@@ -255,7 +270,8 @@ class CodePrior(nn.Module):
             logits = self._unrolled_logits(trunk, inputs)
         elif self.ordering == "frame":  # scored in the readout's patch order: the targets move, not the logits
             return patch_order_loss(self.readout, trunk(self.embed_frames(inputs[:, :-1])), codes, self.grid,
-                                    self.patch_size, self.num_codes, self.static_keep if self.training else 1.0)
+                                    self.patch_size, self.num_codes, self.static_keep if self.training else 1.0,
+                                    copy=self.copy, inputs=inputs)
         else:
             logits = self.logits(trunk, inputs)
         return code_cross_entropy(logits, codes[:, codes.shape[1] - logits.shape[1]:])
@@ -315,7 +331,7 @@ class CodePrior(nn.Module):
         self._no_maskgit("prefill")
         if self.ordering == "frame":
             x, state = trunk.prefill(self.embed_frames(context))
-            return self.frame_logits(x[:, -self.frame_tokens:])[:, 0], state
+            return self._next_logits(x[:, -self.frame_tokens:], context[:, -1]), state
         x, state = trunk.prefill(self.code_embed(self.token_inputs(context)))
         return self.readout(x[:, -1:]), state
 
@@ -331,7 +347,7 @@ class CodePrior(nn.Module):
         self._no_maskgit("step")
         if self.ordering == "frame":
             x, state = trunk.step(self.embed_frames(codes[:, None]), state)
-            return self.frame_logits(x)[:, 0], state
+            return self._next_logits(x, codes), state
         x, state = trunk.step(self.code_embed(codes), state)
         return self.readout(x), state
 
@@ -416,7 +432,21 @@ class CodePrior(nn.Module):
         """Feed one frame's code distributions ``probs`` ``(B, N, K)`` as their expected code embedding
         (:meth:`embed_expected`) → the next frame's logits ``(B, N, K)`` and the advanced trunk state."""
         x, state = trunk.step(self.embed_expected(probs[:, None]), state)
-        return self.frame_logits(x)[:, 0], state
+        return self._next_logits(x, probs), state
+
+    def _next_logits(self, x: Tensor, prev: Tensor) -> Tensor:
+        """One frame's trunk outputs ``(B, M, d)`` → the next frame's logits ``(B, N, K)``; with motion copy,
+        the mixture's log-probabilities given the frame just read, ``prev``: codes ``(B, N)`` or code
+        distributions ``(B, N, K)``."""
+        if self.copy is None:
+            return self.frame_logits(x)[:, 0]
+        if prev.dim() == 2:
+            prev = F.one_hot(prev, self.num_codes)
+        return self._copy_logits(x, prev)
+
+    def _copy_logits(self, x: Tensor, prev: Tensor) -> Tensor:
+        """Motion copy: features ``(B', M, d)`` and previous distributions ``(B', N, K)`` → log-probabilities ``(B', N, K)``."""
+        return self.copy.log_probs(self.frame_logits(x)[:, 0], x, prev)
 
     def _empty_latents(self, codes: Tensor) -> Latents:
         """Future codes ``(B, Tf, N)`` as :class:`Latents` with an empty ``(B, Tf, N, 0)`` latent tensor."""

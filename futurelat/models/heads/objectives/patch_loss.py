@@ -17,13 +17,17 @@ its gradient and the accuracy are unbiased estimates of the full ones (importanc
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
 from futurelat.models.heads.patches import patchify
 from futurelat.models.heads.sampling import code_cross_entropy
+
+if TYPE_CHECKING:
+    from futurelat.models.heads.objectives.motion_copy import MotionCopy
 
 
 def check_static_keep(static_keep: float, ordering: str, frame_decoding: str, unroll_frames: int) -> None:
@@ -40,7 +44,8 @@ def check_static_keep(static_keep: float, ordering: str, frame_decoding: str, un
 
 
 def patch_order_loss(readout: Callable[[Tensor], Tensor], x: Tensor, codes: Tensor, grid: tuple[int, int],
-                     patch_size: int, num_codes: int, static_keep: float = 1.0) -> dict[str, Tensor]:
+                     patch_size: int, num_codes: int, static_keep: float = 1.0, copy: MotionCopy | None = None,
+                     inputs: Tensor | None = None) -> dict[str, Tensor]:
     """Trunk features ``x`` ``(B, (T-1) * M, d)`` of frames ``0 .. T-2`` against frames ``1 ..`` of the
     clean ``codes`` ``(B, T, N)``.
 
@@ -48,6 +53,9 @@ def patch_order_loss(readout: Callable[[Tensor], Tensor], x: Tensor, codes: Tens
         readout: features ``(..., d)`` → logits ``(..., p*p*K)`` in patch order.
         grid: ``(h, w)``; patch_size: ``p``; num_codes: ``K``.
         static_keep: share in ``(0, 1]`` of static positions scored (1: every position).
+        copy: the prior's :class:`~futurelat.models.heads.objectives.motion_copy.MotionCopy`, or None: each
+            next code's likelihood is then its mixture's, copying from ``inputs`` ``(B, T, N)`` (the codes the
+            trunk read, ``codes`` after input noise).
 
     Returns:
         :func:`~futurelat.models.heads.sampling.code_cross_entropy`'s ``loss``, ``accuracy`` and
@@ -56,12 +64,19 @@ def patch_order_loss(readout: Callable[[Tensor], Tensor], x: Tensor, codes: Tens
     patches = patchify(codes[..., None], grid, patch_size)  # (B, T, M, p*p)
     targets = patches[:, 1:]  # (B, T-1, M, p*p)
     x = x.view(*targets.shape[:3], x.shape[-1])
-    if static_keep >= 1:
+    if static_keep >= 1 and copy is None:
         return code_cross_entropy(readout(x).view(*targets.shape, num_codes), targets)
     static = (targets == patches[:, :-1]).all(-1)  # (B, T-1, M): the patch keeps its codes
     keep = ~static | (torch.rand(static.shape, device=static.device) < static_keep)
     weight = torch.where(static[keep], 1.0 / static_keep, 1.0)[:, None]  # (S, 1)
     logits = readout(x[keep]).view(-1, targets.shape[-1], num_codes)  # (S, p*p, K)
-    out = code_cross_entropy(logits, targets[keep], weight, count=targets.numel())
-    out["scored_share"] = keep.float().mean()
+    if copy is None:
+        out = code_cross_entropy(logits, targets[keep], weight, count=targets.numel())
+    else:
+        nll, hit = copy.loss_terms(logits, x[keep], copy.sources(inputs[:, :-1])[keep], targets[keep])
+        loss = (nll * weight).sum() / targets.numel()
+        out = {"loss": loss, "accuracy": (hit * weight).sum() / targets.numel(),
+               "bits_per_token": loss.detach() / math.log(2)}
+    if static_keep < 1:
+        out["scored_share"] = keep.float().mean()
     return out
