@@ -80,12 +80,13 @@ def test_training_reaches_the_copy_weights_and_the_sampled_loss_runs():
     assert 0 < out["scored_share"] <= 1
 
 
-@pytest.mark.parametrize("mean_field", [True, False])
-def test_rollouts_step_the_mixture_of_the_frame_just_read(mean_field):
+@pytest.mark.parametrize("name,mean_field", [("mamba", True), ("mamba", False), ("transformer", True),
+                                             ("transformer", False)])
+def test_rollouts_step_the_mixture_of_the_frame_just_read(name, mean_field):
     """A rollout's first frame comes from the context's last frame; its next from the frame it just fed:
     the same distributions as the teacher-forced mixture of the sequence it built."""
     sampling = {"mean_field": True} if mean_field else {"greedy": True}
-    head = perturbed_prior("mamba", patch_size=2, motion_copy=1, sampling=sampling).eval()
+    head = perturbed_prior(name, patch_size=2, motion_copy=1, sampling=sampling).eval()
     codebook = torch.randn(SPEC.codebook_size, SPEC.latent_dim)
     head.objective.code_vectors = lambda c: F.embedding(c, codebook)
     context = random_codes(frames=3)

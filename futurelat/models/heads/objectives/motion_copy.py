@@ -32,6 +32,9 @@ from torch import Tensor, nn
 
 from futurelat.models.heads.patches import patchify, unpatchify
 
+#: bytes of previous frames that :meth:`MotionCopy.copied` moves at a time (a cache-sized block)
+_CHUNK_BYTES = 1 << 22
+
 
 class MotionCopy(nn.Module):
     """Per-position offset distributions and per-code gates from trunk features; see the module docstring.
@@ -87,8 +90,12 @@ class MotionCopy(nn.Module):
         pi = torch.softmax(grid_logits.masked_fill(~self.inside(prev.device), float("-inf")), -1)
         padded = F.pad(prev.float().view(-1, h, w, prev.shape[-1]), (0, 0, r, r, r, r))
         out = torch.zeros_like(padded[:, :h, :w])
-        for i, (dy, dx) in enumerate(self.offsets):
-            out.addcmul_(pi[..., i, None], padded[:, r + dy:r + dy + h, r + dx:r + dx + w])
+        # a few frames at a time, so that the O passes over them stay in the CPU's cache
+        chunk = max(1, _CHUNK_BYTES // (padded[0].numel() * padded.element_size()))
+        for start in range(0, out.shape[0], chunk):
+            acc, src, weight = out[start:start + chunk], padded[start:start + chunk], pi[start:start + chunk]
+            for i, (dy, dx) in enumerate(self.offsets):
+                acc.addcmul_(weight[..., i, None], src[:, r + dy:r + dy + h, r + dx:r + dx + w])
         return out.view(prev.shape[0], h * w, -1)
 
     def log_probs(self, logits: Tensor, x: Tensor, prev: Tensor) -> Tensor:
