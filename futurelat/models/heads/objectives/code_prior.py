@@ -13,50 +13,28 @@ Two orderings (``head.params.ordering``), each on a trunk of the matching causal
 - ``"token"`` (``causal == "token"``): VideoGPT's raster order (Yan et al. 2021, arXiv:2104.10157):
   frame, row, column, led by a start token (index ``K``), one code per step.
 
-Whole-frame decoding (``frame_decoding="maskgit"``, frame ordering only): masked token modelling of
-the next frame, as MaskGIT (Chang et al. 2022, arXiv:2202.04200) and MaskViT (Gupta et al. 2022,
-arXiv:2206.11894) do. The token of frame ``t`` also holds the *visible* codes of frame ``t + 1``
-(a second embedding table with one extra index, ``K``, for a masked code) and predicts the masked
-ones. Training masks a share ``cos(pi/2 * u)``, ``u ~ U(0, 1)``, of each next frame's codes (at least
-one) and scores the cross-entropy on the masked codes only. A rollout fills each future frame in
-``sampling.steps`` passes from all-masked: each pass draws every masked code, keeps the most confident
-(log-probability plus annealed Gumbel noise) so that ``floor(N * cos(pi/2 * (k + 1) / steps))`` stay
-masked after pass ``k``, and then feeds the finished frame once to advance the trunk (the mask and
-the passes: :mod:`~futurelat.models.heads.objectives.maskgit`). The passes
-re-run only the last frame's tokens against the trunk's state (``trunk.peek``), so a frame costs
-``steps + 1`` one-frame passes, never a pass over the past.
+Whole-frame decoding (``frame_decoding="maskgit"``, frame ordering): masked token modelling of the next frame
+(MaskGIT, Chang et al. 2022, arXiv:2202.04200; MaskViT, Gupta et al. 2022, arXiv:2206.11894). The token of
+frame ``t`` also holds the visible codes of frame ``t + 1`` (index ``K``: masked); training masks a cosine share
+and scores the masked codes; a rollout fills each frame in ``sampling.steps`` passes against the trunk's state
+(``trunk.peek``), ``steps + 1`` one-frame passes a frame (:mod:`~futurelat.models.heads.objectives.maskgit`).
 
-Training may corrupt a fraction ``input_noise`` of the *input* codes with uniformly random ones
-(targets stay clean), so the prior learns to recover from its own sampling errors (exposure bias;
-cf. GameNGen's noise augmentation, Valevski et al. 2024). Parallel scheduled sampling (Duckworth et
-al. 2019, arXiv:1906.04331; frame ordering) goes further: with ``scheduled_sampling = q > 0``, a first
-teacher-forced pass without gradients draws every next frame from the prior (ancestral sampling,
-T = 1), a share ``q`` of the input frames after the first is replaced by those draws, and the loss is
-scored on a second pass over the mixed inputs, still against the true codes. The prior thus trains
-on inputs with the errors its own one-step samples make, at the cost of one more forward pass. Rollouts draw codes greedily or by
+Training may corrupt a fraction ``input_noise`` of the *input* codes with random ones (targets stay clean;
+cf. GameNGen, Valevski et al. 2024). ``scheduled_sampling = q > 0`` (frame ordering) replaces a share ``q`` of
+the input frames after the first by codes drawn from a first teacher-forced pass without gradients
+(parallel scheduled sampling, Duckworth et al. 2019, arXiv:1906.04331). Rollouts draw codes greedily or by
 ancestral sampling with temperature and top-k (:mod:`futurelat.models.heads.sampling`).
 
-Unrolled training (``unroll_frames = r > 0``; frame ordering, independent decoding) trains the
-mean-field rollout itself: the first ``T - 1 - r`` input frames of a clip are read teacher-forced (one
-parallel pass, :meth:`prefill`), and each of the last ``r`` input frames is the expected code embedding of the
-prior's own prediction of it (``softmax`` at temperature 1), fed back one :meth:`step` at a time: soft
-scheduled sampling, as in Goyal et al. 2017 (arXiv:1704.06970), but with no gradient through the fed-back
-expectations, so each prediction is trained to be right given its inputs and not to make them easy to
-read (with the gradient the prior hedged from the first future frame on: docs/ablations.md). The loss
-is still the cross-entropy of every next frame against the true codes. With ``r = T - Tc - 1`` (``Tc``
-context frames) training runs the rollout that a mean-field evaluation of the clip runs.
+Unrolled training (``unroll_frames = r > 0``; frame ordering, independent decoding) feeds the last ``r`` input
+frames of each clip as the prior's own mean-field predictions (soft scheduled sampling, Goyal et al. 2017,
+arXiv:1704.06970, without gradient through them); the loss stays the cross-entropy against the true codes.
 
-Mean-field rollout (``sampling.mean_field``, frame ordering, independent decoding): no code is drawn.
-Each future frame is reported as the expected codebook vector ``sum_k p_k e_k`` under the prior's
-(temperature / top-k) distribution ``p``, which the backbone decodes after snapping it to the nearest
-codebook vector; the trunk then reads the expected code embedding ``sum_k p_k E_k`` of that frame,
-instead of one drawn frame, and predicts the next. This replaces the random variable by its mean in
-the recurrence (a mean-field approximation; soft feedback as in Goyal et al. 2017, "Differentiable
-scheduled sampling", arXiv:1704.06970), so the rollout is deterministic and costs one pass per frame.
-Where the prior is unsure the expected vector falls between codes; one sampled future instead draws
-a definite stroke, right or wrong, and its errors compound through its own inputs
-(docs/results.md has the measured difference). The codebook vectors come from the backbone:
-:func:`~futurelat.models.latent_video_model.build_model` sets :attr:`CodePrior.code_vectors`.
+Mean-field rollout (``sampling.mean_field``, frame ordering, independent decoding): no code is drawn; each
+future frame is the expected codebook vector ``sum_k p_k e_k`` (which the backbone snaps and decodes), and the
+trunk reads the expected code embedding ``sum_k p_k E_k`` of it (soft feedback, Goyal et al. 2017): one
+deterministic pass per frame. The codebook vectors come from the backbone
+(:attr:`CodePrior.code_vectors`, set by :func:`~futurelat.models.latent_video_model.build_model`).
+Motion copy (``motion_copy``): :mod:`~futurelat.models.heads.objectives.motion_copy`.
 """
 
 from __future__ import annotations
@@ -70,7 +48,7 @@ from torch import Tensor, nn
 
 from futurelat.models.base import Latents, LatentSpec, check_codes
 from futurelat.models.heads.objectives.maskgit import cosine_mask, fill_frame
-from futurelat.models.heads.objectives.motion_copy import MotionCopy
+from futurelat.models.heads.objectives.motion_copy import MotionCopy, check_motion_copy
 from futurelat.models.heads.objectives.patch_loss import check_static_keep, patch_order_loss
 from futurelat.models.heads.patches import patchify, unpatchify
 from futurelat.models.heads.sampling import (code_cross_entropy, code_probabilities, draw_options, sample_codes,
@@ -145,12 +123,7 @@ class CodePrior(nn.Module):
                              f"ordering={ordering!r}, frame_decoding={frame_decoding!r}, "
                              f"scheduled_sampling={scheduled_sampling}")
         check_static_keep(static_keep, ordering, frame_decoding, unroll_frames)
-        if motion_copy and (ordering != "frame" or frame_decoding != "independent" or unroll_frames > 0
-                            or scheduled_sampling > 0):
-            raise ValueError("head.params.motion_copy mixes each next frame with a shifted copy of the frame before and "
-                             "needs head.params.ordering=frame with frame_decoding=independent, unroll_frames=0 and "
-                             f"scheduled_sampling=0; got ordering={ordering!r}, frame_decoding={frame_decoding!r}, "
-                             f"unroll_frames={unroll_frames}, scheduled_sampling={scheduled_sampling}")
+        check_motion_copy(motion_copy, ordering, frame_decoding, unroll_frames, scheduled_sampling)
         self.frame_decoding, self.scheduled_sampling = frame_decoding, scheduled_sampling
         self.static_keep = static_keep
         self.unroll_frames = unroll_frames
@@ -239,7 +212,8 @@ class CodePrior(nn.Module):
                 return self.frame_logits(x)
             frames = codes.shape[1] - 1
             prev = F.one_hot(codes[:, :-1], self.num_codes).flatten(0, 1)  # (B * (T-1), N, K)
-            return self._copy_logits(x.view(-1, self.frame_tokens, x.shape[-1]), prev).unflatten(0, (-1, frames))
+            x = x.view(-1, self.frame_tokens, x.shape[-1])
+            return self.copy.log_probs(self.frame_logits(x)[:, 0], x, prev).unflatten(0, (-1, frames))
         x = trunk(self.code_embed(self.token_inputs(codes)[:, :-1]))  # (B, T*N, d)
         return self.readout(x).view(*codes.shape, self.num_codes)
 
@@ -442,10 +416,6 @@ class CodePrior(nn.Module):
             return self.frame_logits(x)[:, 0]
         if prev.dim() == 2:
             prev = F.one_hot(prev, self.num_codes)
-        return self._copy_logits(x, prev)
-
-    def _copy_logits(self, x: Tensor, prev: Tensor) -> Tensor:
-        """Motion copy: features ``(B', M, d)`` and previous distributions ``(B', N, K)`` → log-probabilities ``(B', N, K)``."""
         return self.copy.log_probs(self.frame_logits(x)[:, 0], x, prev)
 
     def _empty_latents(self, codes: Tensor) -> Latents:

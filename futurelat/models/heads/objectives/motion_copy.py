@@ -36,6 +36,18 @@ from futurelat.models.heads.patches import patchify, unpatchify
 _CHUNK_BYTES = 1 << 22
 
 
+def check_motion_copy(radius: int, ordering: str, frame_decoding: str, unroll_frames: int,
+                      scheduled_sampling: float) -> None:
+    """Raise ``ValueError`` naming ``head.params.motion_copy`` when it is on (``radius != 0``) for a prior that is
+    not frame-ordered with independent decoding, no unrolling and no scheduled sampling."""
+    if radius and (ordering != "frame" or frame_decoding != "independent" or unroll_frames > 0
+                   or scheduled_sampling > 0):
+        raise ValueError("head.params.motion_copy mixes each next frame with a shifted copy of the frame before and "
+                         "needs head.params.ordering=frame with frame_decoding=independent, unroll_frames=0 and "
+                         f"scheduled_sampling=0; got ordering={ordering!r}, frame_decoding={frame_decoding!r}, "
+                         f"unroll_frames={unroll_frames}, scheduled_sampling={scheduled_sampling}")
+
+
 class MotionCopy(nn.Module):
     """Per-position offset distributions and per-code gates from trunk features; see the module docstring.
 
